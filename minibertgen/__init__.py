@@ -1,0 +1,1 @@
+"""minibertgen: a from-scratch NumPy/CuPy engine for BertGeneration."""
