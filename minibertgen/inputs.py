@@ -1,0 +1,83 @@
+"""Checking and moving user inputs before they reach the math.
+
+Models accept NumPy arrays, CuPy arrays, nested lists and torch tensors; these helpers
+turn them into arrays on the model's device and reject bad input with a message that
+names the argument, the bad value and what was expected.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .backend import is_cupy_array, to_device, to_numpy
+
+__all__ = ["as_ids", "as_mask", "as_embeds", "as_head_mask"]
+
+
+def _host_view(value, name):
+    if is_cupy_array(value):
+        return value
+    try:
+        return to_numpy(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name}: could not read it as an array ({exc})") from None
+
+
+def as_ids(value, name, device, vocab_size=None, allow_ignore=False):
+    """Token ids: integer array [batch, seq] with values in [0, vocab_size)."""
+    if value is None:
+        return None
+    arr = _host_view(value, name)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} has shape {tuple(arr.shape)}: expected 2 dimensions [batch, seq] "
+                         "(wrap a single sequence in a list: [ids])")
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} has dtype {arr.dtype}: expected an integer dtype (token ids)")
+    if arr.size and vocab_size is not None:
+        checked = arr[arr != -100] if allow_ignore else arr  # labels may hold -100 ("ignore")
+        if checked.size:
+            low, high = int(checked.min()), int(checked.max())
+            if low < 0 or high >= vocab_size:
+                extra = " (or -100 to ignore a position)" if allow_ignore else ""
+                raise ValueError(f"{name} contains id {low if low < 0 else high}: "
+                                 f"expected ids in [0, {vocab_size}){extra}")
+    return to_device(arr, device, dtype=np.int64)
+
+
+def as_mask(value, name, device, dtype, expected_shape):
+    """An attention mask of 0/1 with shape ``expected_shape`` (or [batch, q, k] when 3-D)."""
+    if value is None:
+        return None
+    arr = _host_view(value, name)
+    if arr.ndim == 2 and tuple(arr.shape) != tuple(expected_shape):
+        raise ValueError(f"{name} has shape {tuple(arr.shape)}: expected {tuple(expected_shape)} "
+                         "[batch, keys] to match the inputs")
+    if arr.ndim == 3 and (arr.shape[0], arr.shape[2]) != tuple(expected_shape):
+        raise ValueError(f"{name} has shape {tuple(arr.shape)}: expected [batch={expected_shape[0]}, "
+                         f"queries, keys={expected_shape[1]}]")
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"{name} has shape {tuple(arr.shape)}: expected [batch, keys]")
+    return to_device(arr, device, dtype=dtype)
+
+
+def as_embeds(value, name, device, dtype, hidden_size):
+    """Input embeddings [batch, seq, hidden]."""
+    if value is None:
+        return None
+    arr = _host_view(value, name)
+    if arr.ndim != 3 or arr.shape[-1] != hidden_size:
+        raise ValueError(f"{name} has shape {tuple(arr.shape)}: expected [batch, seq, {hidden_size}]")
+    if arr.dtype.kind != "f":
+        raise TypeError(f"{name} has dtype {arr.dtype}: expected floating point")
+    return to_device(arr, device, dtype=dtype)
+
+
+def as_head_mask(value, name, device, dtype, layers, heads):
+    """A head mask [heads] (every layer) or [layers, heads] -> [layers, heads]; 1 keeps a head."""
+    if value is None:
+        return None
+    arr = np.asarray(to_numpy(value), dtype=np.float64)
+    if arr.shape == (heads,):
+        arr = np.broadcast_to(arr, (layers, heads))
+    if arr.shape != (layers, heads):
+        raise ValueError(f"{name} has shape {arr.shape}: expected [{heads}] or [{layers}, {heads}]")
+    return to_device(np.ascontiguousarray(arr), device, dtype=dtype)

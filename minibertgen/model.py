@@ -1,0 +1,156 @@
+"""The BertGeneration forward pass as plain functions over a parameter tree.
+
+``params`` is a nested dict whose keys follow the checkpoint's names, e.g.
+``params["encoder"]["layer"][3]["attention"]["self"]["query"]["weight"]`` is the tensor
+stored as ``encoder.layer.3.attention.self.query.weight``.  Read top to bottom:
+
+    embed -> layer x N (self-attention -> [cross-attention] -> feed-forward) -> [LM head]
+
+Every layer is post-LayerNorm BERT: ``x = LayerNorm(x + sublayer(x))``.
+"""
+from __future__ import annotations
+
+from .attention import causal_mask, cross_attention, padding_mask, self_attention
+from .backend import array_module
+from .ops import activation, cross_entropy, embedding, layer_norm, linear
+
+__all__ = ["embed", "transformer_layer", "bert_stack", "lm_head", "causal_lm_loss", "seq2seq_loss",
+           "shift_tokens_right"]
+
+
+def embed(p, config, input_ids=None, inputs_embeds=None, position_ids=None, past_length=0):
+    """Word embeddings + absolute position embeddings, then LayerNorm.
+
+    input_ids [batch, seq] (or inputs_embeds [batch, seq, hidden]) -> [batch, seq, hidden].
+    BertGeneration has no token-type embeddings.  Position embeddings are added even
+    when attention uses relative positions, as transformers does.
+    """
+    if inputs_embeds is None:
+        inputs_embeds = embedding(p["word_embeddings"]["weight"], input_ids)  # [batch, seq, hidden]
+    xp = array_module(inputs_embeds)
+    seq = inputs_embeds.shape[1]
+    if position_ids is None:
+        position_ids = xp.arange(past_length, past_length + seq)[None, :]  # [1, seq]
+    hidden = inputs_embeds + embedding(p["position_embeddings"]["weight"], position_ids)
+    return layer_norm(hidden, p["LayerNorm"]["weight"], p["LayerNorm"]["bias"], config.layer_norm_eps)
+
+
+def _add_and_norm(p, sublayer_out, residual, eps):
+    """The BERT "output" block: dense projection, residual connection, LayerNorm."""
+    projected = linear(sublayer_out, p["dense"]["weight"], p["dense"]["bias"])
+    return layer_norm(projected + residual, p["LayerNorm"]["weight"], p["LayerNorm"]["bias"], eps)
+
+
+def feed_forward(p, hidden, config):
+    """[batch, seq, hidden] -> [batch, seq, intermediate] -> act -> [batch, seq, hidden] (+ add & norm)."""
+    inner = linear(hidden, p["intermediate"]["dense"]["weight"], p["intermediate"]["dense"]["bias"])
+    inner = activation(config.hidden_act)(inner)
+    return _add_and_norm(p["output"], inner, hidden, config.layer_norm_eps)
+
+
+def transformer_layer(p, hidden, config, self_mask, *, encoder_states=None, encoder_mask=None,
+                      cache=None, layer=0, head_mask=None):
+    """One layer: self-attention, cross-attention (decoder with encoder states), feed-forward.
+
+    hidden [batch, seq, hidden] -> (hidden [batch, seq, hidden], self_probs, cross_probs).
+    """
+    heads = config.num_attention_heads
+    context, self_probs = self_attention(
+        p["attention"]["self"], hidden, self_mask, heads, cache=cache, layer=layer,
+        head_mask=head_mask, position_embedding_type=config.position_embedding_type,
+    )
+    hidden = _add_and_norm(p["attention"]["output"], context, hidden, config.layer_norm_eps)
+    cross_probs = None
+    if encoder_states is not None:
+        # Cross-attention always uses absolute positions (transformers hard-codes this).
+        context, cross_probs = cross_attention(
+            p["crossattention"]["self"], hidden, encoder_states, encoder_mask, heads,
+            cache=cache, layer=layer, head_mask=head_mask,
+        )
+        hidden = _add_and_norm(p["crossattention"]["output"], context, hidden, config.layer_norm_eps)
+    return feed_forward(p, hidden, config), self_probs, cross_probs
+
+
+def bert_stack(params, config, *, input_ids=None, inputs_embeds=None, attention_mask=None,
+               position_ids=None, head_mask=None, encoder_hidden_states=None,
+               encoder_attention_mask=None, cache=None, output_attentions=False,
+               output_hidden_states=False):
+    """Embeddings and all layers of a BertGenerationEncoder (also the body of the decoder).
+
+    Returns a dict with last_hidden_state [batch, seq, hidden] and, when asked,
+    hidden_states (N + 1 arrays), attentions and cross_attentions (N arrays each).
+    ``attention_mask`` [batch, past + seq] marks real tokens with 1; ``head_mask``
+    is [layers, heads] (1 keeps a head).
+    """
+    past = cache.get_seq_length() if cache is not None else 0
+    hidden = embed(params["embeddings"], config, input_ids, inputs_embeds, position_ids, past)
+    xp = array_module(hidden)
+    batch, seq = hidden.shape[:2]
+    dtype = hidden.dtype
+    if attention_mask is None:
+        attention_mask = xp.ones((batch, past + seq), dtype=dtype)
+    if config.is_decoder and attention_mask.ndim == 2:
+        self_mask = causal_mask(attention_mask, seq, dtype)  # [batch, 1, seq, past + seq]
+    else:
+        self_mask = padding_mask(attention_mask, dtype)  # [batch, 1, 1, seq]
+    encoder_mask = None
+    if encoder_hidden_states is not None:
+        if encoder_attention_mask is None:
+            encoder_attention_mask = xp.ones(encoder_hidden_states.shape[:2], dtype=dtype)
+        encoder_mask = padding_mask(encoder_attention_mask, dtype)  # [batch, 1, 1, src]
+
+    all_hidden, all_self, all_cross = [], [], []
+    for i, layer_params in enumerate(params["encoder"]["layer"]):
+        if output_hidden_states:
+            all_hidden.append(hidden)
+        layer_head_mask = None if head_mask is None else head_mask[i][:, None, None]  # [heads, 1, 1]
+        hidden, self_probs, cross_probs = transformer_layer(
+            layer_params, hidden, config, self_mask, encoder_states=encoder_hidden_states,
+            encoder_mask=encoder_mask, cache=cache, layer=i, head_mask=layer_head_mask,
+        )
+        all_self.append(self_probs)
+        all_cross.append(cross_probs)
+    if cache is not None:
+        cache.advance()
+    out = {"last_hidden_state": hidden}
+    if output_hidden_states:
+        out["hidden_states"] = tuple(all_hidden) + (hidden,)
+    if output_attentions:
+        out["attentions"] = tuple(all_self)
+        if config.add_cross_attention:
+            out["cross_attentions"] = tuple(all_cross)
+    return out
+
+
+def lm_head(p, hidden):
+    """Project hidden states onto the vocabulary: [batch, seq, hidden] -> [batch, seq, vocab]."""
+    return linear(hidden, p["decoder"]["weight"], p["bias"])
+
+
+def causal_lm_loss(logits, labels, ignore_index=-100):
+    """Next-token loss of a decoder used alone: position t predicts label t + 1.
+
+    logits [batch, seq, vocab], labels [batch, seq]; -100 labels are skipped.
+    """
+    shifted_logits = logits[:, :-1]  # [batch, seq - 1, vocab]
+    shifted_labels = labels[:, 1:]  # [batch, seq - 1]
+    vocab = logits.shape[-1]
+    return cross_entropy(shifted_logits.reshape(-1, vocab), shifted_labels.reshape(-1), ignore_index)
+
+
+def seq2seq_loss(logits, labels, ignore_index=-100):
+    """EncoderDecoderModel's loss: labels are *not* shifted again (decoder inputs already were)."""
+    vocab = logits.shape[-1]
+    return cross_entropy(logits.reshape(-1, vocab), labels.reshape(-1), ignore_index)
+
+
+def shift_tokens_right(labels, pad_token_id, decoder_start_token_id):
+    """Decoder inputs for teacher forcing: [start, y0, y1, ...], with -100 replaced by pad.
+
+    labels [batch, seq] -> [batch, seq].
+    """
+    xp = array_module(labels)
+    shifted = xp.empty_like(labels)
+    shifted[:, 1:] = labels[:, :-1]
+    shifted[:, 0] = decoder_start_token_id
+    return xp.where(shifted == -100, pad_token_id, shifted)
