@@ -1,0 +1,301 @@
+"""``tokenizer(...)``, ``encode`` and ``decode``: the parts every tokenizer shares.
+
+The flow for one text: tokenize -> ids -> truncate -> add special tokens -> pad ->
+arrays. For a batch, every text goes through the same steps except padding, which
+waits until the longest sequence is known.
+"""
+from .encoding import BatchEncoding, pad_one, resolve_strategies, truncate_ids
+
+
+class CallMixin:
+    """Mixed into PreTrainedTokenizer; relies on its tokenize/convert/special-token API."""
+
+    def __call__(
+        self,
+        text=None,
+        text_pair=None,
+        text_target=None,
+        text_pair_target=None,
+        add_special_tokens=True,
+        padding=False,
+        truncation=None,
+        max_length=None,
+        is_split_into_words=False,
+        pad_to_multiple_of=None,
+        padding_side=None,
+        return_tensors=None,
+        return_token_type_ids=None,
+        return_attention_mask=None,
+        return_special_tokens_mask=False,
+        return_length=False,
+        **kwargs,
+    ):
+        """Encode one text, a pair, or a batch into a BatchEncoding (``input_ids`` ...).
+
+        ``text_target`` encodes decoder targets; with ``text`` too, their ids land in
+        ``labels``. ``return_tensors`` is None (lists), "np" (int64 NumPy) or "cp" (CuPy).
+        """
+        _reject_unsupported(kwargs)
+        options = dict(
+            add_special_tokens=add_special_tokens, padding=padding, truncation=truncation,
+            max_length=max_length, is_split_into_words=is_split_into_words,
+            pad_to_multiple_of=pad_to_multiple_of, padding_side=padding_side,
+            return_tensors=return_tensors, return_token_type_ids=return_token_type_ids,
+            return_attention_mask=return_attention_mask,
+            return_special_tokens_mask=return_special_tokens_mask, return_length=return_length,
+        )  # fmt: skip
+        if text is None and text_target is None:
+            raise ValueError("pass text (or text_target) to encode; both are None")
+        encodings = self._call_one(text, text_pair, **options) if text is not None else None
+        if text_target is None:
+            return encodings
+        targets = self._call_one(text_target, text_pair_target, **options)
+        if encodings is None:
+            return targets
+        encodings["labels"] = targets["input_ids"]
+        return encodings
+
+    def _call_one(self, text, text_pair, is_split_into_words=False, return_tensors=None, **options):
+        batched = _is_batch(text, is_split_into_words, "text")
+        if text_pair is not None and _is_batch(text_pair, is_split_into_words, "text_pair") != batched:
+            raise TypeError("text_pair must be a batch (list) exactly when text is a batch")
+        if not batched:
+            ids = self._text_to_ids(text, is_split_into_words, "text")
+            pair = None if text_pair is None else self._text_to_ids(text_pair, is_split_into_words, "text_pair")
+            encoded = self.prepare_for_model(ids, pair, **options)
+            return BatchEncoding(encoded).convert_to_tensors(return_tensors, prepend_batch_axis=True)
+        if text_pair is not None and len(text_pair) != len(text):
+            raise ValueError(f"text has {len(text)} items but text_pair has {len(text_pair)}; they must match")
+        pairs = text_pair if text_pair is not None else [None] * len(text)
+        id_pairs = []
+        for index, (first, second) in enumerate(zip(text, pairs)):
+            name = f"text[{index}]"
+            ids = self._text_to_ids(first, is_split_into_words, name)
+            pair = None if second is None else self._text_to_ids(second, is_split_into_words, f"text_pair[{index}]")
+            id_pairs.append((ids, pair))
+        return self._encode_batch(id_pairs, return_tensors=return_tensors, **options)
+
+    def _encode_batch(self, id_pairs, padding, max_length, pad_to_multiple_of, padding_side,
+                      return_attention_mask, return_tensors, **options):  # fmt: skip
+        rows = [
+            self.prepare_for_model(
+                ids, pair, padding=False, max_length=max_length, return_attention_mask=False,
+                _padding_for_strategy=padding, **options,
+            )  # fmt: skip
+            for ids, pair in id_pairs
+        ]
+        columns = {key: [row[key] for row in rows] for key in (rows[0] if rows else {"input_ids": []})}
+        padded = self.pad(
+            columns, padding=padding, max_length=max_length, pad_to_multiple_of=pad_to_multiple_of,
+            padding_side=padding_side, return_attention_mask=return_attention_mask,
+        )  # fmt: skip
+        return padded.convert_to_tensors(return_tensors)
+
+    def _text_to_ids(self, text, is_split_into_words, name, allow_ids=False):
+        if isinstance(text, str):
+            return self.convert_tokens_to_ids(self.tokenize(text))
+        if isinstance(text, (list, tuple)) and all(isinstance(t, str) for t in text):
+            if is_split_into_words:
+                return self.convert_tokens_to_ids(
+                    [tok for word in text for tok in self.tokenize(word, is_split_into_words=True)]
+                )
+            if allow_ids:  # encode(["tok", ...]) takes already-split tokens, as in transformers
+                return self.convert_tokens_to_ids(list(text))
+        if allow_ids and isinstance(text, (list, tuple)) and all(_is_int(t) for t in text):
+            return [int(t) for t in text]
+        expected = "a str" + (", a list of str or a list of int" if allow_ids else "")
+        if is_split_into_words:
+            expected += " (a list of str words, with is_split_into_words=True)"
+        raise TypeError(f"{name} must be {expected}, got {type(text).__name__} ({text!r:.80})")
+
+    def prepare_for_model(
+        self, ids, pair_ids=None, add_special_tokens=True, padding=False, truncation=None,
+        max_length=None, pad_to_multiple_of=None, padding_side=None, return_token_type_ids=None,
+        return_attention_mask=None, return_special_tokens_mask=False, return_length=False,
+        _padding_for_strategy=None,
+    ):  # fmt: skip
+        """Truncate, add special tokens and (for one sequence) pad a list of ids."""
+        strategy_padding = padding if _padding_for_strategy is None else _padding_for_strategy
+        padding_strategy, truncation_strategy, max_length = resolve_strategies(
+            strategy_padding, truncation, max_length, self.model_max_length, pad_to_multiple_of
+        )
+        if _padding_for_strategy is not None:
+            padding_strategy = "do_not_pad"  # a batch pads afterwards, all rows together
+        if return_token_type_ids and not add_special_tokens:
+            raise ValueError("return_token_type_ids=True needs add_special_tokens=True (the types are undefined)")
+        if return_token_type_ids is None:
+            return_token_type_ids = "token_type_ids" in self.model_input_names
+        if return_attention_mask is None:
+            return_attention_mask = "attention_mask" in self.model_input_names
+        specials = self.num_special_tokens_to_add(pair=pair_ids is not None) if add_special_tokens else 0
+        total = len(ids) + (len(pair_ids) if pair_ids is not None else 0) + specials
+        if truncation_strategy != "do_not_truncate" and max_length is not None and total > max_length:
+            if max_length < specials:
+                raise ValueError(
+                    f"max_length={max_length} is shorter than the {specials} special tokens this "
+                    f"tokenizer adds; use max_length >= {specials} or add_special_tokens=False"
+                )
+            ids, pair_ids = truncate_ids(ids, pair_ids, total - max_length, truncation_strategy, self.truncation_side)
+        encoded = {}
+        if add_special_tokens:
+            encoded["input_ids"] = self.build_inputs_with_special_tokens(ids, pair_ids)
+            type_ids = self.create_token_type_ids_from_sequences(ids, pair_ids)
+        else:
+            encoded["input_ids"] = ids + (pair_ids or [])
+            type_ids = [0] * len(encoded["input_ids"])
+        if return_token_type_ids:
+            encoded["token_type_ids"] = type_ids
+        if return_special_tokens_mask:
+            encoded["special_tokens_mask"] = (
+                self.get_special_tokens_mask(ids, pair_ids) if add_special_tokens else [0] * len(encoded["input_ids"])
+            )
+        if padding_strategy != "do_not_pad" or return_attention_mask:
+            encoded = self._pad_one(
+                encoded, max_length, padding_strategy, pad_to_multiple_of, padding_side, return_attention_mask
+            )
+        if return_length:
+            encoded["length"] = len(encoded["input_ids"])
+        return encoded
+
+    def _pad_one(self, encoded, max_length, strategy, pad_to_multiple_of, padding_side, return_attention_mask):
+        if strategy != "do_not_pad" and self.pad_token_id is None:
+            raise ValueError(
+                "padding needs a pad token but this tokenizer has none; set one, e.g. "
+                "tokenizer.pad_token = tokenizer.eos_token, or add_special_tokens({'pad_token': '[PAD]'})"
+            )
+        side = padding_side if padding_side is not None else self.padding_side
+        if side not in ("right", "left"):
+            raise ValueError(f"padding_side must be 'right' or 'left', got {side!r}")
+        return pad_one(
+            encoded, max_length, strategy, pad_to_multiple_of, side,
+            self.pad_token_id, self.pad_token_type_id, return_attention_mask,
+        )  # fmt: skip
+
+    def pad(self, encoded_inputs, padding=True, max_length=None, pad_to_multiple_of=None,
+            padding_side=None, return_attention_mask=None, return_tensors=None):  # fmt: skip
+        """Pad a dict of lists (one row per sequence) or a list of encodings to equal length."""
+        if isinstance(encoded_inputs, (list, tuple)) and encoded_inputs and isinstance(encoded_inputs[0], dict):
+            encoded_inputs = {key: [row[key] for row in encoded_inputs] for key in encoded_inputs[0]}
+        if "input_ids" not in encoded_inputs:
+            raise ValueError(f"pad() needs an 'input_ids' field, got fields {sorted(encoded_inputs)}")
+        encoded_inputs = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in encoded_inputs.items()}
+        strategy, _, max_length = resolve_strategies(
+            padding, False, max_length, self.model_max_length, pad_to_multiple_of
+        )
+        if return_attention_mask is None:
+            return_attention_mask = "attention_mask" in self.model_input_names
+        rows = encoded_inputs["input_ids"]
+        if not rows or not isinstance(rows[0], (list, tuple)):  # a single sequence
+            one = self._pad_one(dict(encoded_inputs), max_length, strategy, pad_to_multiple_of,
+                                padding_side, return_attention_mask)  # fmt: skip
+            return BatchEncoding(one).convert_to_tensors(return_tensors)
+        if strategy == "longest":
+            max_length, strategy = max(len(r) for r in rows), "max_length"
+        out = {}
+        for i in range(len(rows)):
+            row = {k: list(v[i]) if isinstance(v[i], (list, tuple)) else v[i] for k, v in encoded_inputs.items()}
+            row = self._pad_one(row, max_length, strategy, pad_to_multiple_of, padding_side, return_attention_mask)
+            for key, value in row.items():
+                out.setdefault(key, []).append(value)
+        return BatchEncoding(out).convert_to_tensors(return_tensors)
+
+    def encode(self, text, text_pair=None, add_special_tokens=True, padding=False, truncation=None,
+               max_length=None, return_tensors=None, **kwargs):  # fmt: skip
+        """Ids of one text (or pair); ``text`` may also be a list of tokens or of ids."""
+        _reject_unsupported(kwargs)
+        ids = self._text_to_ids(text, False, "text", allow_ids=True)
+        pair = None if text_pair is None else self._text_to_ids(text_pair, False, "text_pair", allow_ids=True)
+        encoded = self.prepare_for_model(
+            ids, pair, add_special_tokens=add_special_tokens, padding=padding, truncation=truncation,
+            max_length=max_length, **kwargs,
+        )  # fmt: skip
+        result = BatchEncoding(input_ids=encoded["input_ids"])
+        return result.convert_to_tensors(return_tensors, prepend_batch_axis=True)["input_ids"]
+
+    def decode(self, token_ids, skip_special_tokens=False, clean_up_tokenization_spaces=None,
+               spaces_between_special_tokens=True):  # fmt: skip
+        """Turn ids back into text. Special tokens stay unless ``skip_special_tokens``."""
+        ids = _to_int_list(token_ids)
+        tokens = self.convert_ids_to_tokens(ids, skip_special_tokens=skip_special_tokens)
+        if isinstance(tokens, str):
+            tokens = [tokens]
+        specials = set(self.all_special_tokens)
+        # Tokens added by a user (not special) are glued back verbatim, outside the
+        # subword decoder, because the subword model never produced them.
+        verbatim = set(self._added_encoder) - specials
+        verbatim |= {t for t in self.additional_special_tokens if self.convert_tokens_to_ids(t) >= self.vocab_size}
+        texts, run = [], []
+        for token in tokens:
+            if skip_special_tokens and token in specials:
+                continue
+            if token in verbatim:
+                if run:
+                    piece = self.convert_tokens_to_string(run)
+                    if piece:
+                        texts.append(piece)
+                    run = []
+                texts.append(token)
+            else:
+                run.append(token)
+        if run:
+            texts.append(self.convert_tokens_to_string(run))
+        text = (" " if spaces_between_special_tokens else "").join(texts)
+        if clean_up_tokenization_spaces is None:
+            clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
+        return self.clean_up_tokenization(text) if clean_up_tokenization_spaces else text
+
+    def batch_decode(self, sequences, skip_special_tokens=False, clean_up_tokenization_spaces=None, **kwargs):
+        """Decode each row of a 2-D list or array of ids."""
+        if hasattr(sequences, "tolist"):
+            sequences = sequences.tolist()
+        return [
+            self.decode(seq, skip_special_tokens=skip_special_tokens,
+                        clean_up_tokenization_spaces=clean_up_tokenization_spaces, **kwargs)  # fmt: skip
+            for seq in sequences
+        ]
+
+    @staticmethod
+    def clean_up_tokenization(out_string):
+        """Undo the spaces WordPiece-style decoding puts before punctuation and contractions."""
+        for spaced, joined in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"),
+                               (" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):  # fmt: skip
+            out_string = out_string.replace(spaced, joined)
+        return out_string
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool) or type(value).__name__.startswith(("int", "uint"))
+
+
+def _to_int_list(token_ids):
+    """Accept an int, a list, or a NumPy/CuPy array of ids; return an int or list of ints."""
+    if hasattr(token_ids, "tolist"):
+        token_ids = token_ids.tolist()
+    if _is_int(token_ids):
+        return int(token_ids)
+    if isinstance(token_ids, (list, tuple)) and all(_is_int(i) for i in token_ids):
+        return [int(i) for i in token_ids]
+    raise TypeError(f"token_ids must be an int or a 1-D sequence of ints, got {type(token_ids).__name__} "
+                    f"({token_ids!r:.80})")  # fmt: skip
+
+
+def _is_batch(text, is_split_into_words, name):
+    if isinstance(text, str):
+        return False
+    if isinstance(text, (list, tuple)):
+        if is_split_into_words:
+            return bool(text) and isinstance(text[0], (list, tuple))
+        return True
+    raise TypeError(f"{name} must be a str or a list of str, got {type(text).__name__} ({text!r:.80})")
+
+
+_UNSUPPORTED = ("stride", "return_overflowing_tokens", "return_offsets_mapping")
+
+
+def _reject_unsupported(kwargs):
+    for name in _UNSUPPORTED:
+        if kwargs.pop(name, None):
+            raise NotImplementedError(f"{name} is not supported by minibertgen's tokenizers")
+    kwargs.pop("verbose", None)
+    if kwargs:
+        raise TypeError(f"unexpected keyword arguments {sorted(kwargs)}")
