@@ -157,6 +157,7 @@ class EncoderDecoderModel:
         model = cls(config, BertGenerationEncoder(config.encoder, tree["encoder"], device=device),
                     BertGenerationDecoder(config.decoder, tree["decoder"], device=device))
         model.enc_to_dec_proj = tree.get("enc_to_dec_proj")
+        model.name_or_path = str(directory)  # where generation_config.json etc. may be found
         return model
 
     @classmethod

@@ -148,7 +148,9 @@ class PreTrainedModel:
         report.warn(f"{cls.__name__}.from_pretrained({source!r})")
         target = resolve_dtype(dtype, stored_float_dtype(state))
         device = parse_device(device)
-        return cls(config, unflatten(materialise(flat, target, device)), device=device)
+        model = cls(config, unflatten(materialise(flat, target, device)), device=device)
+        model.name_or_path = str(directory)  # where generation_config.json etc. may be found
+        return model
 
     def save_pretrained(self, save_directory) -> Path:
         """Write config.json + model.safetensors, loadable by transformers 4.57."""

@@ -200,7 +200,7 @@ def read_torch_bin(path):
         try:
             loaded = unpickler.load()
         except (pickle.UnpicklingError, EOFError, TypeError, IndexError, KeyError,
-                AttributeError, UnicodeDecodeError, MemoryError) as exc:
+                AttributeError, UnicodeDecodeError) as exc:
             raise CheckpointError(f"{path}: data.pkl is not a valid tensor pickle ({exc!r})") from exc
     return _flatten_tensors(path, loaded)
 
