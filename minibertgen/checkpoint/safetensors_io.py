@@ -53,7 +53,7 @@ def read_safetensors(path):
     as long as any array is alive. Call ``.copy()`` on a tensor you want to modify.
 
     BF16 tensors are the exception: NumPy has no bfloat16, so they are returned as
-    float32 copies. The conversion is exact (a bfloat16 is the top 16 bits of a
+    (also read-only) float32 copies. The conversion is exact (a bfloat16 is the top 16 bits of a
     float32, so ``float32_bits = bf16_bits << 16``); it doubles their memory.
 
     Raises CheckpointError (naming the file) for a short or truncated file, a header
@@ -69,7 +69,9 @@ def read_safetensors(path):
         begin, end = entry["data_offsets"]
         raw = np.asarray(mapped[data_start + begin : data_start + end])
         if entry["dtype"] == "BF16":
-            tensors[name] = _bf16_to_float32(raw.view(_BF16_STORAGE)).reshape(entry["shape"])
+            widened = _bf16_to_float32(raw.view(_BF16_STORAGE)).reshape(entry["shape"])
+            widened.flags.writeable = False  # read-only like every other loaded tensor
+            tensors[name] = widened
         else:
             tensors[name] = raw.view(_NUMPY_DTYPES[entry["dtype"]]).reshape(entry["shape"])
     return tensors
@@ -160,7 +162,8 @@ def _validate_entry(path, name, entry, data_start, file_size):
     where = f"{path}: tensor {name!r}"
     if not isinstance(entry, dict) or {"dtype", "shape", "data_offsets"} - entry.keys():
         raise CheckpointError(
-            f"{where}: entry must be an object with dtype, shape and data_offsets, got {entry!r}"
+            f"{where}: entry must be an object with dtype, shape and data_offsets, "
+            f"got {entry!r}"
         )
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
     if dtype not in _ITEMSIZE:
@@ -169,7 +172,9 @@ def _validate_entry(path, name, entry, data_start, file_size):
             f"supported: {', '.join(sorted(_ITEMSIZE))}"
         )
     if not isinstance(shape, list) or not all(_is_count(dim) for dim in shape):
-        raise CheckpointError(f"{where}: shape must be a list of non-negative integers, got {shape!r}")
+        raise CheckpointError(
+            f"{where}: shape must be a list of non-negative integers, got {shape!r}"
+        )
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_count, offsets))):
         raise CheckpointError(
             f"{where}: data_offsets must be [begin, end] non-negative integers, got {offsets!r}"
@@ -226,7 +231,10 @@ def write_safetensors(tensors, path, metadata=None):
     metadata = {"format": "pt"} if metadata is None else metadata
     _check_metadata_argument(metadata)
     if not hasattr(tensors, "items"):
-        raise TypeError(f"write_safetensors: tensors must be a dict of name -> array, got {type(tensors).__name__}")
+        raise TypeError(
+            "write_safetensors: tensors must be a dict of name -> array, "
+            f"got {type(tensors).__name__}"
+        )
     arrays = {name: _to_host_array(name, value) for name, value in tensors.items()}
     header, ordered = _build_header(arrays, metadata)
     if not path.parent.is_dir():
@@ -240,7 +248,9 @@ def _check_metadata_argument(metadata):
     if not isinstance(metadata, dict) or not all(
         isinstance(key, str) and isinstance(value, str) for key, value in metadata.items()
     ):
-        raise TypeError(f"write_safetensors: metadata must be a dict of str -> str, got {metadata!r}")
+        raise TypeError(
+            f"write_safetensors: metadata must be a dict of str -> str, got {metadata!r}"
+        )
 
 
 def _to_host_array(name, value):

@@ -107,9 +107,11 @@ class _TensorUnpickler(pickle.Unpickler):
         try:
             raw = self._archive.read(member)
         except KeyError:
-            raise CheckpointError(f"{self._path}: storage {member!r} is missing from the archive") from None
+            message = f"{self._path}: storage {member!r} is missing from the archive"
+            raise CheckpointError(message) from None
         except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-            raise CheckpointError(f"{self._path}: storage {member!r} is corrupt ({exc})") from exc
+            message = f"{self._path}: storage {member!r} is corrupt ({exc})"
+            raise CheckpointError(message) from exc
         if len(raw) < numel * dtype.itemsize:
             raise CheckpointError(
                 f"{self._path}: storage {member!r} should hold {numel} x {storage_type.name} "
@@ -124,7 +126,9 @@ class _TensorUnpickler(pickle.Unpickler):
 
     def _rebuild_parameter(self, data, *_grad_hooks_state):
         if not isinstance(data, np.ndarray):
-            raise CheckpointError(f"{self._path}: a Parameter wraps {type(data).__name__}, not a tensor")
+            raise CheckpointError(
+                f"{self._path}: a Parameter wraps {type(data).__name__}, not a tensor"
+            )
         return data
 
     def _rebuild_tensor(self, storage, storage_offset, size, stride):
@@ -143,7 +147,10 @@ class _TensorUnpickler(pickle.Unpickler):
             tensor = view if spans_storage and view.flags.c_contiguous else view.copy()
         if not tensor.dtype.isnative:
             tensor = tensor.astype(tensor.dtype.newbyteorder("="))
-        return _bf16_to_float32(tensor) if storage.is_bf16 else tensor
+        if storage.is_bf16:
+            tensor = _bf16_to_float32(tensor)
+        tensor.flags.writeable = False  # read-only, as safetensors tensors are
+        return tensor
 
 
 def _is_count(value):
@@ -178,8 +185,9 @@ def read_torch_bin(path):
 
     Safe: the pickle may only rebuild tensors and (Ordered)dicts; any other global
     raises UnsafePickleError naming it, and nothing from the file is executed.
-    Tensors come back C-contiguous in their stored dtype, except bfloat16, which
-    becomes float32 (exact; NumPy has no bfloat16). Views that share a storage are
+    Tensors come back C-contiguous and read-only (as from read_safetensors; copy
+    one to modify it) in their stored dtype, except bfloat16, which becomes float32
+    (exact; NumPy has no bfloat16). Views that share a storage are
     rebuilt independently with their own offset and strides.
 
     A nested checkpoint such as ``{"state_dict": {...}, "epoch": 3}`` is flattened:

@@ -101,7 +101,7 @@ def test_bf16_is_widened_to_float32_exactly(tmp_path):
                     {"w": {"dtype": "BF16", "shape": [7], "data_offsets": [0, 14]}},
                     bits.tobytes())
     loaded = read_safetensors(path)["w"]
-    assert loaded.dtype == np.float32
+    assert loaded.dtype == np.float32 and not loaded.flags.writeable
     np.testing.assert_array_equal(loaded.view(np.uint32), values.view(np.uint32))
 
 

@@ -67,6 +67,7 @@ def test_views_sharing_storage_and_offsets(tmp_path):
     assert_matches_torch(loaded, state_dict)
     for name, array in loaded.items():
         assert array.flags.c_contiguous, name
+        assert not array.flags.writeable, name  # read-only, like read_safetensors
     # Rebuilt independently: a view does not alias the storage of its siblings.
     assert not np.shares_memory(loaded["row"], loaded["block"])
 
