@@ -13,7 +13,7 @@ import numpy as np
 from .backend import parse_device, resolve_dtype
 from .checkpoint.files import load_state_dict
 from .checkpoint.hub import resolve_model_dir
-from .checkpoint.mapping import LoadReport, initialise, unflatten
+from .checkpoint.mapping import LoadReport, body_key, initialise, unflatten
 from .checkpoint.safetensors_io import write_safetensors
 from .config import EncoderDecoderConfig
 from .inputs import as_ids
@@ -65,6 +65,12 @@ def _split_state(state: dict, report: LoadReport):
 def build_weights(config, state, report, source, rng) -> dict:
     """All weights of an EncoderDecoderModel as one flat dict (encoder./decoder./enc_to_dec_proj.)."""
     enc_state, dec_state = _split_state(state, report)
+    if config.tie_encoder_decoder:
+        # Tied weights are stored once; transformers keeps the decoder's copy, so an encoder
+        # weight may live only under decoder.bert.* in the file.
+        from_decoder = {body_key(k): v for k, v in dec_state.items()
+                        if not k.startswith("lm_head.") and ".crossattention." not in k}
+        enc_state = {**from_decoder, **enc_state}
     enc_flat = BertGenerationEncoder.weights_from_state(enc_state, config.encoder, report, source, rng)
     if config.tie_encoder_decoder:
         # The decoder reuses the encoder's weights wherever both have one (all but cross-attention).
