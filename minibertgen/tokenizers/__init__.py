@@ -6,7 +6,19 @@
 - ``AutoTokenizer``: picks one of them from a directory's files
 """
 from .added_tokens import AddedToken
+from .auto import AutoTokenizer
+from .base import PreTrainedTokenizer
+from .bytelevel_bpe import RobertaTokenizer
 from .encoding import BatchEncoding
 from .sentencepiece import BertGenerationTokenizer
+from .wordpiece import BertTokenizer
 
-__all__ = ["AddedToken", "BatchEncoding", "BertGenerationTokenizer"]
+__all__ = [
+    "AddedToken",
+    "AutoTokenizer",
+    "BatchEncoding",
+    "BertGenerationTokenizer",
+    "BertTokenizer",
+    "PreTrainedTokenizer",
+    "RobertaTokenizer",
+]

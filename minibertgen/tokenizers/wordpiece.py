@@ -1,0 +1,250 @@
+"""BertTokenizer: BERT's WordPiece tokenizer, written out step by step.
+
+Two stages, as in the original BERT code:
+
+1. **Basic tokenization** cleans the text and cuts it into words: drop control
+   characters, turn every kind of whitespace into a space, put spaces around CJK
+   ideographs (Chinese has no spaces, so each character is its own word), lower-case
+   and strip accents (uncased models), and cut punctuation off into its own words.
+2. **WordPiece** splits each word greedily into the longest vocabulary entries, left
+   to right; pieces after the first carry the ``##`` prefix ("unaffable" ->
+   "un", "##aff", "##able"). A word that cannot be covered becomes ``[UNK]``.
+"""
+import json
+import os
+import unicodedata
+from pathlib import Path
+
+from .base import PreTrainedTokenizer
+
+# ----- character classes -----------------------------------------------------
+
+
+def is_whitespace(char):
+    """Space-like characters. Tab/newline/CR count although Unicode calls them controls."""
+    return char in " \t\n\r" or unicodedata.category(char) == "Zs"
+
+
+def is_control(char):
+    """Control and other invisible characters (category C*), except tab/newline/CR."""
+    return char not in "\t\n\r" and unicodedata.category(char).startswith("C")
+
+
+def is_punctuation(char):
+    """Unicode punctuation plus every ASCII non-alphanumeric symbol.
+
+    BERT treats ``$``, ``^``, `````, ``+`` ... as punctuation too, although Unicode
+    files them under symbols (S*), so that "$5" splits into "$", "5".
+    """
+    cp = ord(char)
+    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
+        return True
+    return unicodedata.category(char).startswith("P")
+
+
+# CJK Unified Ideographs blocks. Hangul, Hiragana and Katakana are deliberately absent:
+# those scripts use spaces, so their words are kept together.
+_CJK_RANGES = (
+    (0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
+    (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F),
+)  # fmt: skip
+
+
+def is_cjk_ideograph(char):
+    cp = ord(char)
+    return any(low <= cp <= high for low, high in _CJK_RANGES)
+
+
+# ----- basic tokenization ----------------------------------------------------
+
+
+def clean_text(text):
+    """Remove NUL, U+FFFD and control characters; map all whitespace to a plain space."""
+    out = []
+    for char in text:
+        if char in "\x00\ufffd" or is_control(char):
+            continue
+        out.append(" " if is_whitespace(char) else char)
+    return "".join(out)
+
+
+def space_out_cjk(text):
+    return "".join(f" {char} " if is_cjk_ideograph(char) else char for char in text)
+
+
+def strip_accents(text):
+    """Decompose (NFD) so accents become separate marks (category Mn), then drop them."""
+    return "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
+
+
+def split_on_punctuation(word):
+    """'hello,world!' -> ['hello', ',', 'world', '!']."""
+    pieces, current = [], []
+    for char in word:
+        if is_punctuation(char):
+            if current:
+                pieces.append("".join(current))
+                current = []
+            pieces.append(char)
+        else:
+            current.append(char)
+    if current:
+        pieces.append("".join(current))
+    return pieces
+
+
+def basic_tokenize(text, lowercase=True, accents=None, cjk=True, never_split=frozenset(), split_punctuation=True):
+    """Stage 1: text -> words. ``accents=None`` strips accents exactly when lower-casing."""
+    text = clean_text(text)
+    if cjk:
+        text = space_out_cjk(text)
+    # NFC first so that "e" + combining accent and "é" are the same word.
+    text = unicodedata.normalize("NFC", text)
+    words = []
+    for word in text.split():  # str.split() knows every Unicode space, e.g. U+2028
+        if word not in never_split:
+            if lowercase:
+                word = word.lower()
+                if accents is not False:
+                    word = strip_accents(word)
+            elif accents:
+                word = strip_accents(word)
+        if not split_punctuation or word in never_split:
+            words.append(word)
+        else:
+            words.extend(split_on_punctuation(word))
+    # Accent stripping can leave a word empty or with inner spaces: split again.
+    return " ".join(words).split()
+
+
+# ----- WordPiece -------------------------------------------------------------
+
+
+def wordpiece(word, vocab, unk_token="[UNK]", max_chars=100, prefix="##"):
+    """Stage 2: greedy longest-match-first split of one word into vocabulary pieces."""
+    if len(word) > max_chars:
+        return [unk_token]
+    pieces, start = [], 0
+    while start < len(word):
+        # Try the longest remaining substring first and shrink until it is known.
+        for end in range(len(word), start, -1):
+            candidate = word[start:end] if start == 0 else prefix + word[start:end]
+            if candidate in vocab:
+                pieces.append(candidate)
+                start = end
+                break
+        else:  # no prefix of the rest is in the vocabulary: the whole word is unknown
+            return [unk_token]
+    return pieces
+
+
+def load_vocab(vocab_file):
+    """vocab.txt: one token per line; the line number is the id."""
+    if vocab_file is None or not os.path.isfile(vocab_file):
+        raise FileNotFoundError(f"vocab_file {str(vocab_file)!r}: no such WordPiece vocabulary file")
+    try:
+        with open(vocab_file, encoding="utf-8") as handle:
+            lines = handle.readlines()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"vocab_file {str(vocab_file)!r} is not UTF-8 text: {exc}") from exc
+    vocab = {}
+    for index, line in enumerate(lines):
+        vocab[line.rstrip("\n")] = index  # a repeated token keeps its last line, as in BERT
+    return vocab
+
+
+class BertTokenizer(PreTrainedTokenizer):
+    """WordPiece tokenizer of BERT (transformers' ``BertTokenizer``): ``[CLS] A [SEP] B [SEP]``."""
+
+    vocab_files_names = {"vocab_file": "vocab.txt"}
+
+    def __init__(self, vocab_file=None, do_lower_case=True, do_basic_tokenize=True, never_split=None,
+                 unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]",
+                 mask_token="[MASK]", tokenize_chinese_chars=True, strip_accents=None,
+                 clean_up_tokenization_spaces=True, vocab=None, max_input_chars_per_word=100,
+                 **kwargs):  # fmt: skip
+        self.vocab = dict(vocab) if vocab is not None else load_vocab(vocab_file)
+        self.ids_to_tokens = {index: token for token, index in self.vocab.items()}
+        self.do_basic_tokenize = do_basic_tokenize
+        self._do_lower_case = do_lower_case
+        # The shell lower-cases the text before splitting off added tokens, but only
+        # when basic tokenization (which owns the lower-casing) is on.
+        self._lowercase_text = bool(do_lower_case and do_basic_tokenize)
+        self.never_split = set(never_split or [])
+        self.tokenize_chinese_chars = tokenize_chinese_chars
+        self.strip_accents = strip_accents
+        self.max_input_chars_per_word = max_input_chars_per_word
+        super().__init__(
+            do_lower_case=do_lower_case, do_basic_tokenize=do_basic_tokenize, never_split=never_split,
+            unk_token=unk_token, sep_token=sep_token, pad_token=pad_token, cls_token=cls_token,
+            mask_token=mask_token, tokenize_chinese_chars=tokenize_chinese_chars,
+            strip_accents=strip_accents, clean_up_tokenization_spaces=clean_up_tokenization_spaces,
+            **kwargs,
+        )  # fmt: skip
+
+    @property
+    def do_lower_case(self):
+        return self._do_lower_case
+
+    @property
+    def vocab_size(self):
+        return len(self.vocab)
+
+    def get_vocab(self):
+        return dict(self.vocab, **self.added_tokens_encoder)
+
+    def _tokenize(self, text):
+        if not self.do_basic_tokenize:
+            return [p for word in text.split() for p in self._wordpiece(word)]
+        protected = self.never_split | set(self.all_special_tokens)
+        words = basic_tokenize(
+            text, lowercase=self._do_lower_case, accents=self.strip_accents,
+            cjk=self.tokenize_chinese_chars, never_split=protected,
+        )  # fmt: skip
+        tokens = []
+        for word in words:
+            # Only the user's never_split list skips WordPiece; special tokens were
+            # protected from lower-casing above but still go through the vocabulary.
+            tokens.extend([word] if word in self.never_split else self._wordpiece(word))
+        return tokens
+
+    def _wordpiece(self, word):
+        return wordpiece(word, self.vocab, str(self.unk_token), self.max_input_chars_per_word)
+
+    def _convert_token_to_id(self, token):
+        return self.vocab.get(token, self.vocab.get(self.unk_token))
+
+    def _convert_id_to_token(self, index):
+        return self.ids_to_tokens.get(index, self.unk_token)
+
+    def convert_tokens_to_string(self, tokens):
+        return " ".join(tokens).replace(" ##", "").strip()
+
+    def build_inputs_with_special_tokens(self, token_ids_0, token_ids_1=None):
+        cls, sep = [self.cls_token_id], [self.sep_token_id]
+        if token_ids_1 is None:
+            return cls + token_ids_0 + sep
+        return cls + token_ids_0 + sep + token_ids_1 + sep
+
+    def get_special_tokens_mask(self, token_ids_0, token_ids_1=None, already_has_special_tokens=False):
+        if already_has_special_tokens:
+            return super().get_special_tokens_mask(token_ids_0, token_ids_1, True)
+        if token_ids_1 is None:
+            return [1] + [0] * len(token_ids_0) + [1]
+        return [1] + [0] * len(token_ids_0) + [1] + [0] * len(token_ids_1) + [1]
+
+    def save_vocabulary(self, save_directory, filename_prefix=None):
+        name = (filename_prefix + "-" if filename_prefix else "") + "vocab.txt"
+        target = Path(save_directory) / name if os.path.isdir(save_directory) else Path(save_directory)
+        ordered = sorted(self.vocab.items(), key=lambda item: item[1])
+        if [i for _, i in ordered] != list(range(len(ordered))):
+            raise ValueError(f"cannot write {str(target)!r}: the vocabulary ids are not 0..{len(ordered) - 1}")
+        target.write_text("".join(token + "\n" for token, _ in ordered), encoding="utf-8")
+        return (str(target),)
+
+    @classmethod
+    def _from_tokenizer_json(cls, path, **kwargs):
+        """Build from a fast-tokenizer ``tokenizer.json`` whose model is WordPiece."""
+        from .fast_json import wordpiece_kwargs
+
+        return cls(**wordpiece_kwargs(path, kwargs))
