@@ -158,3 +158,23 @@ def test_real_minilm_checkpoint_matches_the_safetensors_library(minilm_dir):
     for name, array in expected.items():
         assert loaded[name].dtype == array.dtype, name
         np.testing.assert_array_equal(loaded[name], array, err_msg=name)
+
+
+@pytest.mark.parametrize("safe_serialization", [True, False])
+def test_transformers_save_pretrained_round_trip(tmp_path, safe_serialization):
+    torch = require_module("torch")
+    transformers = require_module("transformers")
+    torch.manual_seed(0)
+    config = transformers.BertGenerationConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=20,
+    )
+    model = transformers.BertGenerationEncoder(config).eval()
+    model.save_pretrained(tmp_path, safe_serialization=safe_serialization)
+    expected_file = "model.safetensors" if safe_serialization else "pytorch_model.bin"
+    assert find_weight_files(tmp_path) == [tmp_path / expected_file]
+    loaded = load_state_dict(tmp_path)
+    state_dict = model.state_dict()
+    assert loaded.keys() == state_dict.keys()
+    for name, value in state_dict.items():
+        np.testing.assert_array_equal(loaded[name], value.numpy(), err_msg=name)
