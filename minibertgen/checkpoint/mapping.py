@@ -17,6 +17,7 @@ them, and listed in one warning, as are the file's weights we did not use.
 """
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -100,9 +101,29 @@ class LoadReport:
             warnings.warn(f"{where}: " + "; ".join(parts), stacklevel=3)
 
 
-def _summarise(names, limit=12):
-    names = sorted(names)
-    return names if len(names) <= limit else names[:limit] + [f"... ({len(names) - limit} more)"]
+def _summarise(names):
+    """Every name, with per-layer names folded: encoder.layer.{0-23}.crossattention.self.key.weight."""
+    groups: dict[str, list[int]] = {}
+    for name in names:
+        match = _LAYER.search(name)
+        if match is None:
+            groups.setdefault(name, [])
+        else:
+            pattern = name[:match.start(1)] + "{}" + name[match.end(1):]
+            groups.setdefault(pattern, []).append(int(match.group(1)))
+    out = []
+    for pattern, layers in sorted(groups.items()):
+        if not layers:
+            out.append(pattern)
+            continue
+        layers = sorted(set(layers))
+        contiguous = layers == list(range(layers[0], layers[-1] + 1))
+        label = f"{layers[0]}-{layers[-1]}" if contiguous and len(layers) > 1 else ",".join(map(str, layers))
+        out.append(pattern.replace("{}", "{" + label + "}" if len(layers) > 1 else label))
+    return out
+
+
+_LAYER = re.compile(r"\.layer\.(\d+)\.")
 
 
 def select(state: dict, shapes: dict, source: str, report: LoadReport, *, strip: str = "") -> dict:

@@ -1,0 +1,93 @@
+import json
+
+import pytest
+
+import minibertgen as mb
+from minibertgen.config import ACTIVATIONS
+
+
+def test_defaults_are_transformers_defaults():
+    c = mb.BertGenerationConfig()
+    assert (c.vocab_size, c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.intermediate_size) == (
+        50358, 1024, 24, 16, 4096)
+    assert c.hidden_act == "gelu" and c.hidden_dropout_prob == 0.1 and c.attention_probs_dropout_prob == 0.1
+    assert c.max_position_embeddings == 512 and c.initializer_range == 0.02 and c.layer_norm_eps == 1e-12
+    assert (c.pad_token_id, c.bos_token_id, c.eos_token_id) == (0, 2, 1)
+    assert c.position_embedding_type == "absolute" and c.use_cache is True
+    assert c.is_decoder is False and c.add_cross_attention is False and c.tie_word_embeddings is True
+    assert c.decoder_start_token_id is None
+
+
+def test_round_trip_keeps_unknown_keys_and_overrides(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"model_type": "bert", "hidden_size": 64, "num_attention_heads": 4, "type_vocab_size": 2,
+         "torch_dtype": "float16", "my_custom_field": [1, 2]}))
+    c = mb.BertGenerationConfig.from_pretrained(tmp_path, bos_token_id=101, is_decoder=True)
+    assert c.bos_token_id == 101 and c.is_decoder is True and c.hidden_size == 64
+    assert c.type_vocab_size == 2 and c.my_custom_field == [1, 2]
+    assert c.dtype == "float16"  # torch_dtype is the old name of dtype
+    out = tmp_path / "saved"
+    c.save_pretrained(out)
+    data = json.loads((out / "config.json").read_text())
+    assert data["model_type"] == "bert-generation" and data["my_custom_field"] == [1, 2]
+    assert data["bos_token_id"] == 101
+    assert mb.BertGenerationConfig.from_pretrained(out) == c
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(hidden_size=30, num_attention_heads=4), "not divisible"),
+    (dict(hidden_act="gelu_fancy"), "hidden_act='gelu_fancy'"),
+    (dict(position_embedding_type="rotary"), "position_embedding_type='rotary'"),
+    (dict(num_hidden_layers=0), "num_hidden_layers=0"),
+    (dict(add_cross_attention=True), "is_decoder"),
+])
+def test_invalid_values_are_named(bad, message):
+    with pytest.raises(ValueError, match=message):
+        mb.BertGenerationConfig(**bad)
+
+
+def test_every_listed_activation_is_accepted():
+    for act in ACTIVATIONS:
+        assert mb.BertGenerationConfig(hidden_act=act).hidden_act == act
+
+
+def test_missing_and_corrupt_config(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        mb.BertGenerationConfig.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        mb.BertGenerationConfig.from_pretrained(tmp_path)
+
+
+def test_unknown_hub_id_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="huggingface-cli download google/nothing-here"):
+        mb.BertGenerationConfig.from_pretrained("google/nothing-here")
+
+
+def test_hub_cache_snapshot_is_found(tmp_path, monkeypatch):
+    repo = tmp_path / "models--org--tiny"
+    commit = "a" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    mb.BertGenerationConfig(hidden_size=8, num_attention_heads=2).save_pretrained(repo / "snapshots" / commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    assert mb.BertGenerationConfig.from_pretrained("org/tiny").hidden_size == 8
+
+
+def test_encoder_decoder_config_marks_decoder_and_round_trips(tmp_path):
+    enc = mb.BertGenerationConfig(hidden_size=8, num_attention_heads=2)
+    config = mb.EncoderDecoderConfig.from_encoder_decoder_configs(enc, enc, decoder_start_token_id=2)
+    assert config.decoder.is_decoder and config.decoder.add_cross_attention
+    assert not enc.is_decoder  # the caller's config is not modified
+    assert config.is_encoder_decoder and config.decoder_start_token_id == 2
+    config.save_pretrained(tmp_path)
+    again = mb.EncoderDecoderConfig.from_pretrained(tmp_path)
+    assert again.decoder.add_cross_attention and again.encoder.hidden_size == 8
+    assert again.decoder_start_token_id == 2
+
+
+def test_encoder_decoder_config_rejects_foreign_model_types():
+    with pytest.raises(ValueError, match="encoder.model_type='t5'"):
+        mb.EncoderDecoderConfig(encoder={"model_type": "t5"}, decoder={})
