@@ -19,7 +19,7 @@ from .config import EncoderDecoderConfig
 from .inputs import as_ids
 from .model import seq2seq_loss, shift_tokens_right
 from .modeling import (WEIGHTS_NAME, BertGenerationDecoder, BertGenerationEncoder, materialise,
-                       stored_float_dtype)
+                       memory_footprint, quantize_if_asked, stored_float_dtype)
 from .ops import linear
 from .outputs import ModelOutput
 
@@ -139,13 +139,16 @@ class EncoderDecoderModel:
                          "enc_to_dec_proj.bias": self.enc_to_dec_proj["bias"]})
         return flat
 
+    def get_memory_footprint(self) -> int:
+        return memory_footprint(self.state_dict())
+
     def eval(self):
         return self
 
     # -- loading and saving -----------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *, config=None, dtype=None, device=None,
-                        seed=None, **kwargs):
+                        seed=None, quantization_config=None, **kwargs):
         """Load an EncoderDecoderModel checkpoint (config.json with encoder/decoder + weights)."""
         hub_kwargs = {k: kwargs.pop(k) for k in ("revision", "cache_dir", "local_files_only") if k in kwargs}
         legacy_dtype = kwargs.pop("torch_dtype", None)
@@ -160,6 +163,7 @@ class EncoderDecoderModel:
         report.warn(f"EncoderDecoderModel.from_pretrained({source!r})")
         device = parse_device(device)
         tree = unflatten(materialise(flat, resolve_dtype(dtype, stored_float_dtype(state)), device))
+        tree = quantize_if_asked(tree, quantization_config)
         model = cls(config, BertGenerationEncoder(config.encoder, tree["encoder"], device=device),
                     BertGenerationDecoder(config.decoder, tree["decoder"], device=device))
         model.enc_to_dec_proj = tree.get("enc_to_dec_proj")

@@ -69,6 +69,21 @@ def tie_lm_head(flat: dict, config, prefix: str = "") -> None:
         flat[prefix + "lm_head.decoder.weight"] = flat[prefix + "embeddings.word_embeddings.weight"]
 
 
+def quantize_if_asked(tree: dict, quantization_config):
+    """Swap linear-layer weights for 8/4-bit ones when a BitsAndBytesConfig is given."""
+    if quantization_config is None:
+        return tree
+    from .quantization import quantize_params
+
+    return quantize_params(tree, quantization_config)
+
+
+def memory_footprint(flat: dict) -> int:
+    """Bytes held by the distinct arrays (tied weights counted once), as transformers reports."""
+    unique = {id(a): a for a in flat.values()}
+    return int(sum(a.nbytes for a in unique.values()))
+
+
 class PreTrainedModel:
     """What every model shares: config, parameters, device, loading and saving."""
 
@@ -120,6 +135,9 @@ class PreTrainedModel:
         unique = {id(a): a for a in self.state_dict().values()}
         return int(sum(a.size for a in unique.values()))
 
+    def get_memory_footprint(self) -> int:
+        return memory_footprint(self.state_dict())
+
     def eval(self):
         """No-op (inference only, no dropout): kept so transformers code runs unchanged."""
         return self
@@ -127,7 +145,7 @@ class PreTrainedModel:
     # -- loading and saving -----------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *, config=None, dtype=None, device=None,
-                        seed=None, **kwargs):
+                        seed=None, quantization_config=None, **kwargs):
         """Load config.json + weights from a directory (or hub id in the local cache).
 
         ``dtype``: None -> float32, "auto" -> as stored, or "float16"/"bfloat16"/a NumPy dtype.
@@ -148,7 +166,8 @@ class PreTrainedModel:
         report.warn(f"{cls.__name__}.from_pretrained({source!r})")
         target = resolve_dtype(dtype, stored_float_dtype(state))
         device = parse_device(device)
-        model = cls(config, unflatten(materialise(flat, target, device)), device=device)
+        tree = quantize_if_asked(unflatten(materialise(flat, target, device)), quantization_config)
+        model = cls(config, tree, device=device)
         model.name_or_path = str(directory)  # where generation_config.json etc. may be found
         return model
 

@@ -35,7 +35,10 @@ def linear(x, weight, bias=None):
     [..., in] @ [in, out] -> [..., out].  NumPy/CuPy pass the transposed view straight to
     BLAS, so no copy of the weight is made.
     """
-    y = x @ weight.T  # [..., in] -> [..., out]
+    if getattr(weight, "is_quantized", False):
+        y = weight.rmatmul_t(x)  # x @ W.T from packed 8/4-bit codes (see quantization.py)
+    else:
+        y = x @ weight.T  # [..., in] -> [..., out]
     if bias is not None:
         y += bias
     return y
