@@ -175,7 +175,10 @@ class FilesMixin:
                 config[key] = value
         config.update(self.special_tokens_map)
         config.setdefault("extra_special_tokens", {})
-        for key in list(self.vocab_files_names) + ["name_or_path", "special_tokens_map_file", "tokenizer_file"]:
+        # Vocabulary contents (given in memory when read from tokenizer.json) go to the
+        # vocabulary files, not into the config.
+        dropped = ["name_or_path", "special_tokens_map_file", "tokenizer_file", "vocab", "merges"]
+        for key in list(self.vocab_files_names) + dropped:
             config.pop(key, None)
         config = _encode_added_token(config)
         config["added_tokens_decoder"] = {str(i): t.to_dict() for i, t in self.added_tokens_decoder.items()}

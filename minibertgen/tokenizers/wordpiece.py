@@ -170,7 +170,7 @@ class BertTokenizer(PreTrainedTokenizer):
         # The shell lower-cases the text before splitting off added tokens, but only
         # when basic tokenization (which owns the lower-casing) is on.
         self._lowercase_text = bool(do_lower_case and do_basic_tokenize)
-        self.never_split = set(never_split or [])
+        self._never_split = set(never_split or [])
         self.tokenize_chinese_chars = tokenize_chinese_chars
         self.strip_accents = strip_accents
         self.max_input_chars_per_word = max_input_chars_per_word
@@ -196,7 +196,7 @@ class BertTokenizer(PreTrainedTokenizer):
     def _tokenize(self, text):
         if not self.do_basic_tokenize:
             return [p for word in text.split() for p in self._wordpiece(word)]
-        protected = self.never_split | set(self.all_special_tokens)
+        protected = self._never_split | set(self.all_special_tokens)
         words = basic_tokenize(
             text, lowercase=self._do_lower_case, accents=self.strip_accents,
             cjk=self.tokenize_chinese_chars, never_split=protected,
@@ -205,7 +205,7 @@ class BertTokenizer(PreTrainedTokenizer):
         for word in words:
             # Only the user's never_split list skips WordPiece; special tokens were
             # protected from lower-casing above but still go through the vocabulary.
-            tokens.extend([word] if word in self.never_split else self._wordpiece(word))
+            tokens.extend([word] if word in self._never_split else self._wordpiece(word))
         return tokens
 
     def _wordpiece(self, word):

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tok_helpers import OUR_SETUPS, load_reference, ours
+from tok_helpers import OUR_SETUPS, corpus, load_reference, ours  # noqa: F401 (corpus is a fixture)
 
 FIELDS = ("tokens", "ids", "ids_plain", "decoded", "decoded_skip", "decoded_noclean")
 

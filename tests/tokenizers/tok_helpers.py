@@ -2,6 +2,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from minibertgen.tokenizers import BertGenerationTokenizer, BertTokenizer, RobertaTokenizer
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tokenizers"
@@ -36,3 +38,9 @@ def load_reference(name):
 
 def load_corpus():
     return json.loads((FIXTURES / "corpus.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def corpus():
+    """The ≥300-string corpus; test modules import this fixture by name."""
+    return load_corpus()
