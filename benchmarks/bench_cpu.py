@@ -1,0 +1,220 @@
+"""minibertgen against transformers on the CPU, side by side in one run.
+
+    python benchmarks/bench_cpu.py                      # small and large shapes
+    python benchmarks/bench_cpu.py --shapes small --reps 3
+
+For each shape it builds a random-weight EncoderDecoderModel checkpoint once (with
+transformers, saved under benchmarks/_checkpoints/), loads it in both libraries, and
+alternates them on the same inputs: encoder forward (1x64, 8x128), greedy and beam-4
+generation of exactly 32 new tokens.  Load time and peak resident memory are measured in
+fresh subprocesses.  Prints a table with medians and ratios (transformers time /
+minibertgen time, so > 1 means minibertgen is faster) and writes a JSON file.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).parent
+CHECKPOINTS = HERE / "_checkpoints"
+SHAPES = {
+    "small": dict(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+                  intermediate_size=1536),
+    "large": dict(vocab_size=50358, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                  intermediate_size=4096),
+}
+NEW_TOKENS = 32
+
+
+def build_checkpoint(shape: str) -> Path:
+    directory = CHECKPOINTS / shape
+    if (directory / "model.safetensors").is_file():
+        return directory
+    import torch
+    import transformers as hf
+
+    torch.manual_seed(0)
+    enc_cfg = hf.BertGenerationConfig(**SHAPES[shape], bos_token_id=2, eos_token_id=1)
+    dec_cfg = hf.BertGenerationConfig(**SHAPES[shape], bos_token_id=2, eos_token_id=1, is_decoder=True,
+                                      add_cross_attention=True)
+    model = hf.EncoderDecoderModel(encoder=hf.BertGenerationEncoder(enc_cfg),
+                                   decoder=hf.BertGenerationDecoder(dec_cfg))
+    model.config.decoder_start_token_id, model.config.pad_token_id, model.config.eos_token_id = 2, 0, 1
+    model.save_pretrained(directory)
+    return directory
+
+
+def median_time(fn, reps):
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def speed_rows(shape, directory, reps):
+    """Alternate the two libraries on the same inputs; return rows of (task, hf_s, mb_s, unit_count)."""
+    import torch
+    import transformers as hf
+
+    import minibertgen as mb
+
+    torch.set_num_threads(2)
+    theirs = hf.EncoderDecoderModel.from_pretrained(directory).eval()
+    ours = mb.EncoderDecoderModel.from_pretrained(directory)
+    rng = np.random.default_rng(0)
+    rows = []
+    for batch, seq in [(1, 64), (8, 128)]:
+        ids = rng.integers(5, 1000, size=(batch, seq))
+        tids = torch.from_numpy(ids)
+
+        def run_hf():
+            with torch.no_grad():
+                theirs.encoder(input_ids=tids)
+
+        def run_mb():
+            ours.encoder(input_ids=ids)
+
+        rows.append(alternate(f"encoder {batch}x{seq}", run_hf, run_mb, reps, None))
+    if hasattr(ours, "generate"):
+        src = rng.integers(5, 1000, size=(1, 24))
+        for beams in (1, 4):
+            kwargs = dict(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, num_beams=beams,
+                          do_sample=False, early_stopping=True)
+            with torch.no_grad():
+                ref_ids = theirs.generate(torch.from_numpy(src), **kwargs).numpy()
+            our_ids = np.asarray(ours.generate(src, **kwargs))
+            same = ref_ids.shape == our_ids.shape and bool((ref_ids == our_ids).all())
+
+            def run_hf():
+                with torch.no_grad():
+                    theirs.generate(torch.from_numpy(src), **kwargs)
+
+            def run_mb():
+                ours.generate(src, **kwargs)
+
+            name = "greedy" if beams == 1 else f"beam-{beams}"
+            row = alternate(f"{name} {NEW_TOKENS} tokens", run_hf, run_mb, max(1, reps // 2), NEW_TOKENS)
+            row["same_ids"] = same
+            rows.append(row)
+    return rows
+
+
+def alternate(task, run_hf, run_mb, reps, tokens):
+    run_hf(), run_mb()  # warm up both
+    hf_times, mb_times = [], []
+    for _ in range(reps):
+        hf_times.append(median_time(run_hf, 1))
+        mb_times.append(median_time(run_mb, 1))
+    row = {"task": task, "transformers_s": statistics.median(hf_times), "minibertgen_s": statistics.median(mb_times)}
+    row["ratio"] = row["transformers_s"] / row["minibertgen_s"]
+    if tokens:
+        row["transformers_tok_s"] = tokens / row["transformers_s"]
+        row["minibertgen_tok_s"] = tokens / row["minibertgen_s"]
+    return row
+
+
+def load_probe(library: str, directory: str) -> dict:
+    """Run in a fresh process: load time and peak RSS after one encoder forward."""
+    start = time.perf_counter()
+    ids = np.arange(5, 69)[None, :]
+    if library == "minibertgen":
+        import minibertgen as mb
+
+        model = mb.EncoderDecoderModel.from_pretrained(directory)
+        load = time.perf_counter() - start
+        model.encoder(input_ids=ids)
+    else:
+        import torch
+        import transformers as hf
+
+        model = hf.EncoderDecoderModel.from_pretrained(directory).eval()
+        load = time.perf_counter() - start
+        with torch.no_grad():
+            model.encoder(input_ids=torch.from_numpy(ids))
+    return {"load_s": load, "peak_rss_bytes": peak_rss_bytes()}
+
+
+def peak_rss_bytes() -> int:
+    """High-water resident memory of this process.
+
+    /proc's VmHWM starts afresh at exec; ru_maxrss would include the parent's peak,
+    inherited through fork, and so report the benchmark driver's memory instead.
+    """
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def memory_rows(directory: Path, reps: int):
+    size = sum(p.stat().st_size for p in directory.glob("*.safetensors"))
+    out = {"checkpoint_bytes": size}
+    for library in ("transformers", "minibertgen"):
+        probes = []
+        for _ in range(reps):
+            result = subprocess.run([sys.executable, __file__, "--probe", library, str(directory)],
+                                    capture_output=True, text=True, check=True)
+            probes.append(json.loads(result.stdout.strip().splitlines()[-1]))
+        out[library] = {"load_s": statistics.median(p["load_s"] for p in probes),
+                        "peak_rss_bytes": max(p["peak_rss_bytes"] for p in probes)}
+    return out
+
+
+def print_table(shape, rows, memory):
+    print(f"\n## {shape}")
+    print("| task | transformers | minibertgen | ratio (>1: minibertgen faster) | same ids |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        if "transformers_tok_s" in row:
+            cells = f"{row['transformers_tok_s']:.1f} tok/s | {row['minibertgen_tok_s']:.1f} tok/s"
+        else:
+            cells = f"{row['transformers_s'] * 1e3:.1f} ms | {row['minibertgen_s'] * 1e3:.1f} ms"
+        print(f"| {row['task']} | {cells} | {row['ratio']:.2f}x | {row.get('same_ids', '')} |")
+    size = memory["checkpoint_bytes"]
+    for library in ("transformers", "minibertgen"):
+        m = memory[library]
+        print(f"| load ({library}) | {m['load_s']:.2f} s | peak RSS {m['peak_rss_bytes'] / 2**20:.0f} MiB "
+              f"= {m['peak_rss_bytes'] / size:.2f}x checkpoint | | |")
+    load_ratio = memory["minibertgen"]["load_s"] / memory["transformers"]["load_s"]
+    print(f"\nload time minibertgen / transformers: {load_ratio:.2f}x; checkpoint {size / 2**20:.0f} MiB")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shapes", default="small,large")
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--json", default=str(HERE / "results" / "cpu.json"))
+    parser.add_argument("--probe", nargs=2, metavar=("LIBRARY", "DIR"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.probe:
+        print(json.dumps(load_probe(*args.probe)))
+        return
+    results = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                           "processor": platform.processor() or platform.machine()}, "shapes": {}}
+    for shape in args.shapes.split(","):
+        directory = build_checkpoint(shape)
+        rows = speed_rows(shape, directory, args.reps)
+        memory = memory_rows(directory, max(1, args.reps // 2))
+        print_table(shape, rows, memory)
+        results["shapes"][shape] = {"rows": rows, "memory": memory}
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(results, indent=2))
+    print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
