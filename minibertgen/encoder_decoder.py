@@ -21,6 +21,7 @@ from .model import seq2seq_loss, shift_tokens_right
 from .modeling import (WEIGHTS_NAME, BertGenerationDecoder, BertGenerationEncoder, materialise,
                        memory_footprint, quantize_if_asked, stored_float_dtype)
 from .ops import linear
+from .generation import GenerationMixin
 from .outputs import ModelOutput
 
 __all__ = ["EncoderDecoderModel"]
@@ -83,7 +84,7 @@ def build_weights(config, state, report, source, rng) -> dict:
     return flat
 
 
-class EncoderDecoderModel:
+class EncoderDecoderModel(GenerationMixin):
     """Sequence-to-sequence model from a BertGeneration encoder and decoder."""
 
     config_class = EncoderDecoderConfig

@@ -21,6 +21,7 @@ from .checkpoint.safetensors_io import write_safetensors
 from .config import BertGenerationConfig
 from .inputs import as_embeds, as_head_mask, as_ids, as_mask
 from .model import bert_stack, causal_lm_loss, lm_head
+from .generation import GenerationMixin
 from .outputs import ModelOutput
 
 __all__ = ["PreTrainedModel", "BertGenerationEncoder", "BertGenerationDecoder"]
@@ -217,7 +218,7 @@ class BertGenerationEncoder(PreTrainedModel):
                            cross_attentions=out.get("cross_attentions"))
 
 
-class BertGenerationDecoder(PreTrainedModel):
+class BertGenerationDecoder(PreTrainedModel, GenerationMixin):
     """A BertGeneration body (under ``bert``) with a language-modelling head on top."""
 
     has_lm_head = True

@@ -1,0 +1,314 @@
+"""GenerationMixin: ``model.generate()`` for EncoderDecoderModel and BertGenerationDecoder.
+
+generate() is a pipeline of small steps, each a function below:
+
+    resolve the GenerationConfig -> special tokens -> encode the source (seq2seq) ->
+    decoder prompt -> expand rows for beams / samples -> lengths -> KV cache ->
+    logits processors -> greedy / sampling / beam search (search.py) -> outputs
+
+It matches transformers 4.57's generate() token for token for greedy and beam search.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..backend import array_module
+from ..cache import EncoderDecoderCache
+from ..inputs import as_ids, as_mask
+from ..ops import linear
+from ..outputs import ModelOutput
+from .config import GENERATION_CONFIG_NAME, GenerationConfig
+from .logits_process import build_processors
+from .search import beam_search, greedy_search
+
+__all__ = ["GenerationMixin"]
+
+_MODEL_KWARGS = ("encoder_outputs", "decoder_input_ids", "inputs")
+
+
+class GenerationMixin:
+    """Adds ``generate()`` and ``generation_config`` to a model class."""
+
+    @property
+    def generation_config(self) -> GenerationConfig:
+        """generation_config.json next to the weights if there is one, else the model config's values."""
+        if getattr(self, "_generation_config", None) is None:
+            self._generation_config = default_generation_config(self)
+        return self._generation_config
+
+    @generation_config.setter
+    def generation_config(self, value):
+        if value is not None and not isinstance(value, GenerationConfig):
+            raise TypeError(f"generation_config: expected a GenerationConfig, got {type(value).__name__}")
+        self._generation_config = value
+
+    def generate(self, input_ids=None, attention_mask=None, generation_config=None, seed=None, **kwargs):
+        """Generate token ids: greedy search, sampling or beam search, as the config says.
+
+        input_ids [batch, src] (the source for a seq2seq model, the prompt for a decoder),
+        attention_mask [batch, src] (1 = real token; right padding for seq2seq).  Keyword
+        arguments override GenerationConfig fields (``max_new_tokens=10, num_beams=4``);
+        ``encoder_outputs`` and ``decoder_input_ids`` are accepted as in transformers.
+        ``seed``: an int or a numpy Generator for sampling.  Returns token ids
+        [batch * num_return_sequences, length] starting with the decoder start token (or
+        the prompt), or a ModelOutput when return_dict_in_generate=True.
+        """
+        config, extra = resolve_generation_config(self, generation_config, kwargs)
+        input_ids = extra.pop("inputs", input_ids) if input_ids is None else input_ids
+        tokens = special_tokens(self, config)
+        if is_encoder_decoder(self):
+            source, prompt, encoder_states, encoder_mask = prepare_seq2seq(
+                self, input_ids, attention_mask, extra, tokens)
+            attention_mask = None  # it was the encoder's; the decoder needs no mask of its own
+        else:
+            source, prompt, attention_mask = prepare_prompt(self, input_ids, attention_mask, tokens)
+            encoder_states = encoder_mask = None
+        expand = max(config.num_beams, config.num_return_sequences)
+        prompt, source, encoder_states, encoder_mask, attention_mask = (
+            _repeat_rows(a, expand) for a in (prompt, source, encoder_states, encoder_mask, attention_mask))
+        set_lengths(self, config, prompt.shape[1], kwargs)
+
+        decoder = self.decoder if is_encoder_decoder(self) else self
+        cache = EncoderDecoderCache(decoder.config.num_hidden_layers, capacity=config.max_length) \
+            if config.use_cache else None
+        step = DecoderStep(decoder, cache, encoder_states, encoder_mask, attention_mask, config.max_length)
+        processors = build_processors(config, prompt_len=prompt.shape[1], eos_ids=tokens["eos"],
+                                      vocab_size=decoder.config.vocab_size, encoder_ids=source,
+                                      xp=array_module(prompt))
+        rng = make_rng(seed) if config.do_sample else None
+        keep = dict(keep_scores=config.return_dict_in_generate and config.output_scores,
+                    keep_logits=config.return_dict_in_generate and bool(config.output_logits))
+        sequences_scores = None
+        if config.num_beams > 1:
+            sequences, sequences_scores, scores, logits = beam_search(
+                step, prompt, config.num_beams, config.max_length, processors, tokens["eos"],
+                _beam_fill_value(tokens), length_penalty=config.length_penalty,
+                early_stopping=config.early_stopping, num_return_sequences=config.num_return_sequences,
+                rng=rng, **keep)
+        else:
+            xp = array_module(prompt)
+            buffer = xp.full((prompt.shape[0], config.max_length), tokens["pad"] if tokens["pad"] is not None else 0,
+                             dtype=prompt.dtype)  # [rows, max_length], filled in place
+            buffer[:, :prompt.shape[1]] = prompt
+            sequences, scores, logits = greedy_search(step, buffer, prompt.shape[1], config.max_length,
+                                                      processors, tokens["eos"], tokens["pad"], rng=rng, **keep)
+        if not config.return_dict_in_generate:
+            return sequences
+        return ModelOutput(sequences=sequences, scores=tuple(scores) if keep["keep_scores"] else None,
+                           logits=tuple(logits) if keep["keep_logits"] else None,
+                           sequences_scores=sequences_scores if keep["keep_scores"] else None,
+                           past_key_values=cache)
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+def default_generation_config(model) -> GenerationConfig:
+    directory = getattr(model, "name_or_path", None)
+    if directory and (Path(directory) / GENERATION_CONFIG_NAME).is_file():
+        return GenerationConfig.from_pretrained(directory)
+    return GenerationConfig.from_model_config(model.config)
+
+
+def resolve_generation_config(model, generation_config, kwargs):
+    """keyword arguments > generation_config= (its default fields filled from the model's) > model's."""
+    base = model.generation_config
+    if generation_config is None:
+        config = base.copy()
+    elif not isinstance(generation_config, GenerationConfig):
+        raise TypeError(f"generation_config: expected a GenerationConfig, got {type(generation_config).__name__}")
+    else:
+        config = generation_config.copy()
+        defaults = GenerationConfig()
+        for key, value in base.to_dict().items():
+            if key.startswith("_") or key == "transformers_version" or not hasattr(defaults, key):
+                continue
+            if getattr(config, key) == getattr(defaults, key) and value != getattr(defaults, key):
+                setattr(config, key, value)
+        if config.temperature == 0.0:
+            config.do_sample = False
+    extra = config.update(**kwargs)
+    unknown = [k for k in extra if k not in _MODEL_KWARGS]
+    if unknown:
+        raise TypeError(f"generate() got unexpected keyword argument(s): {', '.join(sorted(unknown))} "
+                        "(neither GenerationConfig fields nor model inputs)")
+    refused = config.unsupported_fields()
+    if refused:
+        raise ValueError(f"generation settings not supported by minibertgen: "
+                         f"{', '.join(f'{k}={getattr(config, k)!r}' for k in refused)}")
+    return config, extra
+
+
+def is_encoder_decoder(model) -> bool:
+    return bool(getattr(model.config, "is_encoder_decoder", False))
+
+
+def special_tokens(model, config) -> dict:
+    """eos (a list), pad, bos and decoder start as generate() uses them (transformers' fallbacks)."""
+    eos = config.eos_token_id
+    eos = [] if eos is None else ([eos] if isinstance(eos, (int, np.integer)) else list(eos))
+    for token in eos:
+        if isinstance(token, bool) or not isinstance(token, (int, np.integer)) or token < 0:
+            raise ValueError(f"eos_token_id={config.eos_token_id!r}: expected a token id or a list of them")
+    pad = config.pad_token_id
+    if pad is None and eos:
+        pad = eos[0]  # finished rows are padded with eos, as transformers does
+    start = config.decoder_start_token_id
+    if isinstance(start, (list, tuple)):
+        raise ValueError(f"decoder_start_token_id={start!r}: expected one token id")
+    if start is None:
+        start = config.bos_token_id
+    if is_encoder_decoder(model) and start is None:
+        raise ValueError("no decoder_start_token_id (nor bos_token_id) in the generation config or the model "
+                         "config: pass decoder_start_token_id=... to generate()")
+    return {"eos": [int(t) for t in eos], "pad": None if pad is None else int(pad),
+            "bos": config.bos_token_id, "start": start}
+
+
+def _beam_fill_value(tokens):
+    """What beam search writes after a hypothesis ended.  transformers 4.57 tests the pad id
+    for truth, so pad 0 falls back to eos[0]; with no eos it writes -1."""
+    if not tokens["eos"]:
+        return -1
+    return tokens["pad"] if tokens["pad"] else tokens["eos"][0]
+
+
+# -- inputs ----------------------------------------------------------------------------------
+
+def infer_attention_mask(ids, tokens):
+    """1 everywhere, unless the pad token occurs in ``ids`` and is not an eos token: then ids != pad."""
+    xp = array_module(ids)
+    pad = tokens["pad"]
+    if pad is None or pad in tokens["eos"] or not bool((ids == pad).any()):
+        return xp.ones(ids.shape, dtype=np.int64)
+    return (ids != pad).astype(np.int64)
+
+
+def prepare_seq2seq(model, input_ids, attention_mask, extra, tokens):
+    """Encode the source once; return (source ids, decoder prompt, encoder states, encoder mask)."""
+    device = model.device
+    encoder_outputs = extra.get("encoder_outputs")
+    if input_ids is None and encoder_outputs is None:
+        raise ValueError("generate() needs input_ids (the source sequence) or encoder_outputs")
+    source = None
+    if input_ids is not None:
+        source = as_ids(input_ids, "input_ids", device, model.config.encoder.vocab_size)
+    if encoder_outputs is None:
+        if attention_mask is None:
+            attention_mask = infer_attention_mask(source, tokens)
+        encoder_outputs = model.encoder(input_ids=source, attention_mask=attention_mask)
+    states = encoder_outputs["last_hidden_state"] if isinstance(encoder_outputs, dict) else encoder_outputs[0]
+    batch = states.shape[0]
+    if attention_mask is not None:
+        attention_mask = as_mask(attention_mask, "attention_mask", device, states.dtype, states.shape[:2])
+    if model.enc_to_dec_proj is not None:
+        states = linear(states, model.enc_to_dec_proj["weight"], model.enc_to_dec_proj["bias"])
+    prompt = _decoder_prompt(model, extra.get("decoder_input_ids"), batch, tokens)
+    return source, prompt, states, attention_mask
+
+
+def _decoder_prompt(model, decoder_input_ids, batch, tokens):
+    """[batch, 1] of the start token, or the user's decoder_input_ids with the start token prepended."""
+    xp = model.device.xp
+    start = xp.full((batch, 1), tokens["start"], dtype=np.int64)
+    if decoder_input_ids is None:
+        return start
+    ids = as_ids(decoder_input_ids, "decoder_input_ids", model.device, model.config.decoder.vocab_size)
+    if ids.shape[0] != batch:
+        raise ValueError(f"decoder_input_ids has batch {ids.shape[0]}: expected {batch}")
+    if bool((ids[:, 0] != tokens["start"]).all()):
+        ids = xp.concatenate([start, ids], axis=1)  # [batch, 1 + given]
+    return ids
+
+
+def prepare_prompt(model, input_ids, attention_mask, tokens):
+    """Decoder-only: the prompt (or a lone bos token) and its attention mask."""
+    if not model.config.is_decoder:
+        raise ValueError("generate() on a BertGenerationDecoder needs config.is_decoder=True (a causal "
+                         "decoder); load it with is_decoder=True")
+    device = model.device
+    if input_ids is None:
+        if tokens["bos"] is None:
+            raise ValueError("generate() without input_ids starts from bos_token_id, which is not set")
+        input_ids = np.full((1, 1), tokens["bos"], dtype=np.int64)
+    ids = as_ids(input_ids, "input_ids", device, model.config.vocab_size)
+    if attention_mask is None:
+        attention_mask = infer_attention_mask(ids, tokens)
+    attention_mask = as_mask(attention_mask, "attention_mask", device, np.int64, ids.shape)
+    return ids, ids, attention_mask
+
+
+def _repeat_rows(array, times):
+    """[batch, ...] -> [batch * times, ...], each row repeated ``times`` times in place."""
+    if array is None or times == 1:
+        return array
+    return array_module(array).repeat(array, times, axis=0)
+
+
+def set_lengths(model, config, prompt_len, kwargs):
+    """Turn max_new_tokens / min_new_tokens / the default into config.max_length / min_length."""
+    if config.max_new_tokens is not None:
+        config.max_length = prompt_len + config.max_new_tokens
+    elif "max_length" not in kwargs and config.max_length == 20:  # the default: 20 new tokens
+        config.max_length = 20 + prompt_len
+        if not is_encoder_decoder(model):
+            config.max_length = min(config.max_length, model.config.max_position_embeddings)
+    if config.min_new_tokens is not None:
+        config.min_length = prompt_len + config.min_new_tokens
+    if prompt_len >= config.max_length:
+        raise ValueError(f"the prompt already has {prompt_len} tokens but max_length={config.max_length}: "
+                         "raise max_length or set max_new_tokens")
+    decoder = model.decoder if is_encoder_decoder(model) else model
+    limit = decoder.config.max_position_embeddings
+    if config.max_length > limit:
+        raise ValueError(f"max_length={config.max_length} exceeds the decoder's max_position_embeddings={limit}: "
+                         "positions beyond it have no embedding; lower max_length / max_new_tokens")
+
+
+def make_rng(seed):
+    if seed is None:
+        return np.random.default_rng()
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        return np.random.default_rng(int(seed))
+    raise TypeError(f"seed={seed!r}: expected an int or a numpy.random.Generator")
+
+
+# -- the model step --------------------------------------------------------------------------
+
+class DecoderStep:
+    """``step(ids)``: run the decoder on the tokens the cache has not seen; return last logits.
+
+    ids [rows, cur_len] -> logits [rows, vocab].  Without a cache (use_cache=False) every
+    step recomputes the whole sequence.  For a decoder used alone, the attention mask
+    grows by one column of ones per step and positions count only real tokens (left
+    padding), as in transformers.
+    """
+
+    def __init__(self, decoder, cache, encoder_states, encoder_mask, prompt_mask, max_length):
+        self.decoder, self.cache = decoder, cache
+        self.encoder_states, self.encoder_mask = encoder_states, encoder_mask
+        self.mask = None
+        if prompt_mask is not None:  # decoder alone: [rows, max_length], ones after the prompt
+            xp = array_module(prompt_mask)
+            self.mask = xp.ones((prompt_mask.shape[0], max_length), dtype=np.int64)
+            self.mask[:, :prompt_mask.shape[1]] = prompt_mask
+
+    def __call__(self, ids):
+        cur_len = ids.shape[1]
+        seen = self.cache.get_seq_length() if self.cache is not None else 0
+        inputs = dict(input_ids=ids[:, seen:], past_key_values=self.cache, use_cache=self.cache is not None)
+        if self.encoder_states is not None:
+            inputs.update(encoder_hidden_states=self.encoder_states, encoder_attention_mask=self.encoder_mask)
+        if self.mask is not None:
+            mask = self.mask[:, :cur_len]  # [rows, cur_len]
+            positions = mask.cumsum(axis=-1) - 1
+            positions[mask == 0] = 1
+            inputs.update(attention_mask=mask, position_ids=positions[:, seen:])
+        return self.decoder(**inputs)["logits"][:, -1]  # [rows, vocab]
+
+    def reorder(self, rows):
+        if self.cache is not None:
+            self.cache.reorder(rows)
