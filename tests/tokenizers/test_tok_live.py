@@ -155,3 +155,22 @@ def test_live_added_token_split_matches_trie(tokens, text):
     added = {t: AddedToken(t) for t in tokens}
     ours_split = [piece for piece, _ in split_on_added_tokens(text, build_matcher(tokens), added)]
     assert ours_split == reference
+
+
+_REFERENCE_CACHE = {}
+
+
+@pytest.mark.parametrize("name", sorted(OUR_SETUPS))
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
+       | st.text(alphabet=" \t\n\u00a0\u3000'sSΣσ<>/[]#ab日😀é\u0301\x00\u200b", max_size=40))  # fmt: skip
+def test_live_arbitrary_text_parity(name, text):
+    tf = require_module("transformers")
+    if name not in _REFERENCE_CACHE:
+        _REFERENCE_CACHE[name] = _reference_setups(tf)[name]()
+    theirs, mine = _REFERENCE_CACHE[name], ours(name)
+    assert mine.tokenize(text) == theirs.tokenize(text)
+    ids = theirs.encode(text)
+    assert mine.encode(text) == ids
+    assert mine.decode(ids) == theirs.decode(ids)
+    assert mine.decode(ids, skip_special_tokens=True) == theirs.decode(ids, skip_special_tokens=True)
