@@ -61,6 +61,7 @@ def test_missing_and_corrupt_config(tmp_path):
 
 def test_unknown_hub_id_says_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(FileNotFoundError, match="huggingface-cli download google/nothing-here"):
         mb.BertGenerationConfig.from_pretrained("google/nothing-here")
 
@@ -91,3 +92,36 @@ def test_encoder_decoder_config_marks_decoder_and_round_trips(tmp_path):
 def test_encoder_decoder_config_rejects_foreign_model_types():
     with pytest.raises(ValueError, match="encoder.model_type='t5'"):
         mb.EncoderDecoderConfig(encoder={"model_type": "t5"}, decoder={})
+
+
+def test_offline_or_local_only_never_downloads(tmp_path, monkeypatch):
+    calls = []
+    fake = type("hub", (), {"snapshot_download": staticmethod(lambda *a, **k: calls.append((a, k)))})
+    monkeypatch.setitem(__import__("sys").modules, "huggingface_hub", fake)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="not in the Hugging Face cache"):
+        mb.BertGenerationConfig.from_pretrained("org/absent")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    with pytest.raises(FileNotFoundError, match="not in the Hugging Face cache"):
+        mb.BertGenerationConfig.from_pretrained("org/absent", local_files_only=True)
+    assert calls == []
+
+
+def test_download_fetches_only_the_needed_files(tmp_path, monkeypatch):
+    snapshot = tmp_path / "snap"
+    mb.BertGenerationConfig(hidden_size=8, num_attention_heads=2).save_pretrained(snapshot)
+    calls = []
+
+    def snapshot_download(repo_id, revision=None, cache_dir=None, allow_patterns=None):
+        calls.append((repo_id, revision, allow_patterns))
+        return str(snapshot)
+
+    fake = type("hub", (), {"snapshot_download": staticmethod(snapshot_download)})
+    monkeypatch.setitem(__import__("sys").modules, "huggingface_hub", fake)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert mb.BertGenerationConfig.from_pretrained("org/remote").hidden_size == 8
+    (repo_id, revision, patterns), = calls
+    assert repo_id == "org/remote" and revision == "main"
+    assert "config.json" in patterns and "model.safetensors" in patterns and "*.msgpack" not in patterns

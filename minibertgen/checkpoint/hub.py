@@ -2,8 +2,10 @@
 
 A name is looked up as: a local directory; else a snapshot in the Hugging Face cache
 (``HF_HUB_CACHE``, else ``HF_HOME/hub``, else ``~/.cache/huggingface/hub``; layout
-``models--{org}--{name}/refs/{revision}`` -> ``snapshots/{commit}/``).  Downloading is
-left to the user's own tools: the error says exactly which command fetches the model.
+``models--{org}--{name}/refs/{revision}`` -> ``snapshots/{commit}/``); else, only when
+huggingface_hub is installed, ``local_files_only`` is False and ``HF_HUB_OFFLINE`` is not
+set, the files needed are downloaded into that cache.  Otherwise the error says where it
+looked and the exact command that fetches the model.  Nothing else touches the network.
 """
 from __future__ import annotations
 
@@ -26,7 +28,19 @@ def hub_cache_dir(cache_dir=None) -> Path:
     return Path.home() / ".cache" / "huggingface" / "hub"
 
 
-def resolve_model_dir(name, revision=None, cache_dir=None, local_files_only=False) -> Path:
+# What a model directory needs; tokenizers pass their own list.
+MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json",
+               "model-*.safetensors", "pytorch_model.bin", "pytorch_model.bin.index.json",
+               "pytorch_model-*.bin", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+               "tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "*.model")
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def resolve_model_dir(name, revision=None, cache_dir=None, local_files_only=False,
+                      allow_patterns=MODEL_FILES) -> Path:
     """Return a directory holding the files of ``name`` (a path or a hub id)."""
     path = Path(os.fspath(name))
     if path.is_dir():
@@ -43,10 +57,34 @@ def resolve_model_dir(name, revision=None, cache_dir=None, local_files_only=Fals
         commit = ref.read_text(encoding="utf-8").strip()
     if commit is not None and (repo / "snapshots" / commit).is_dir():
         return repo / "snapshots" / commit
+    downloaded, reason = _download(text, revision, cache, local_files_only, allow_patterns)
+    if downloaded is not None:
+        return downloaded
     raise FileNotFoundError(
         f"{text!r} is not a local directory and is not in the Hugging Face cache "
-        f"(looked for {repo}/refs/{revision} -> snapshots/<commit>). Fetch it with:\n"
+        f"(looked for {repo}/refs/{revision} -> snapshots/<commit>){reason}. Fetch it with:\n"
         f"    huggingface-cli download {text}"
         + (f" --revision {revision}" if revision != "main" else "")
         + "\nor pass the path of a directory holding config.json and the weights."
     )
+
+
+def _download(repo_id, revision, cache, local_files_only, allow_patterns):
+    """Fetch ``allow_patterns`` of ``repo_id`` with huggingface_hub, when that is allowed.
+
+    Returns (directory or None, a sentence saying why nothing was fetched).
+    """
+    if local_files_only:
+        return None, "; not downloaded: local_files_only=True"
+    if _offline():
+        return None, "; not downloaded: HF_HUB_OFFLINE is set"
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        return None, ""
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, cache_dir=str(cache),
+                                      allow_patterns=list(allow_patterns))), ""
+    except Exception as exc:  # huggingface_hub raises many error types; all mean "not available"
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        return None, f"; the download failed ({type(exc).__name__}: {first_line})"
