@@ -144,7 +144,12 @@ class PreTrainedTokenizer(CallMixin, FilesMixin):
 
     @property
     def all_special_tokens(self):
-        return [str(t) for t in self.all_special_tokens_extended]
+        # Asked for on every tokenize/decode call, so cached until a special token changes.
+        key = (tuple(map(str, self._special.values())), tuple(map(str, self._additional_special)))
+        if getattr(self, "_all_special_key", None) != key:
+            self._all_special_key = key
+            self._all_special_cache = [str(t) for t in self.all_special_tokens_extended]
+        return list(self._all_special_cache)
 
     @property
     def all_special_ids(self):

@@ -52,6 +52,8 @@ _CJK_RANGES = (
 
 def is_cjk_ideograph(char):
     cp = ord(char)
+    if cp < 0x3400:  # fast exit for Latin, Greek, Cyrillic ... (all below the first block)
+        return False
     return any(low <= cp <= high for low, high in _CJK_RANGES)
 
 
