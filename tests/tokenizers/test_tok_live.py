@@ -174,3 +174,46 @@ def test_live_arbitrary_text_parity(name, text):
     assert mine.encode(text) == ids
     assert mine.decode(ids) == theirs.decode(ids)
     assert mine.decode(ids, skip_special_tokens=True) == theirs.decode(ids, skip_special_tokens=True)
+
+
+CALLS = [
+    (("Hello world, how are you?",), {}),
+    (("Hello world", "and a second sentence"), {"return_special_tokens_mask": True, "return_length": True}),
+    ((["Hello", "wörld", "!"],), {"is_split_into_words": True}),
+    (([["Hello", "there"], ["a"]],), {"is_split_into_words": True, "padding": True}),
+    ((["short", "a much longer sentence than the first"],), {"padding": "max_length", "max_length": 10,
+                                                              "truncation": True, "return_length": True}),
+    ((["one", "two three"],), {"text_target": ["target one", "t"], "padding": True}),
+    (("a b c d e f g h i j k l m n o p",), {"max_length": 6}),  # max_length alone means truncate
+    ((["x y", "x"],), {"padding": True, "max_length": 1}),  # padding=True ignores max_length
+    ((["x y z w", "x y z w v"], ["p q", "r s"]), {"truncation": "only_first", "max_length": 8, "padding": True}),
+    ((["a", "b"],), {"padding": "longest", "pad_to_multiple_of": 4, "return_tensors": "np"}),
+    (("tail truncation keeps the start",), {"truncation": True, "max_length": 5, "return_attention_mask": False}),
+]
+
+
+def _plain(encoding):
+    return {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in encoding.items()}
+
+
+@pytest.mark.parametrize("name", ["minilm", "sp_bpe", "bytelevel"])
+@pytest.mark.parametrize("call", range(len(CALLS)))
+def test_live_call_options(tf, name, call):
+    args, kwargs = CALLS[call]
+    theirs, mine = _reference_setups(tf)[name](), ours(name)
+    assert _plain(mine(*args, **kwargs)) == _plain(theirs(*args, **kwargs))
+
+
+@pytest.mark.parametrize("name", ["minilm", "bytelevel"])
+def test_live_encode_variants_and_left_truncation(tf, name):
+    theirs, mine = _reference_setups(tf)[name](), OUR_SETUPS[name]()
+    tokens = theirs.tokenize("Hello there world")
+    assert mine.encode(tokens) == theirs.encode(tokens)  # a list of tokens
+    ids = theirs.encode("Hello there", add_special_tokens=False)
+    assert mine.encode(ids, "again") == theirs.encode(ids, "again")  # ids plus a text pair
+    theirs.truncation_side = mine.truncation_side = "left"
+    text = "one two three four five six seven"
+    assert mine(text, truncation=True, max_length=5).input_ids == theirs(text, truncation=True, max_length=5).input_ids
+    assert mine.num_special_tokens_to_add(pair=True) == theirs.num_special_tokens_to_add(pair=True)
+    special_mask = theirs.get_special_tokens_mask(theirs.encode(text), already_has_special_tokens=True)
+    assert mine.get_special_tokens_mask(mine.encode(text), already_has_special_tokens=True) == special_mask
