@@ -8,7 +8,7 @@ The choice, in order:
 3. ``model_type`` in config.json (for an encoder-decoder, its encoder's).
 """
 from .bytelevel_bpe import RobertaTokenizer
-from .files import FAST_TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, read_json, resolve_directory
+from .files import FAST_TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, pop_hub_options, read_json, resolve_directory
 from .sentencepiece import BertGenerationTokenizer
 from .wordpiece import BertTokenizer
 
@@ -74,8 +74,8 @@ class AutoTokenizer:
         """``use_fast`` is accepted for compatibility and ignored; remote code is never run."""
         if trust_remote_code:
             raise ValueError("trust_remote_code=True is not supported: minibertgen never runs code from a checkpoint")
-        directory = resolve_directory(pretrained_model_name_or_path, ("spiece.model", "vocab.txt", "vocab.json",
-                                                                      "merges.txt"))  # fmt: skip
+        vocab_files = ("spiece.model", "vocab.txt", "vocab.json", "merges.txt")
+        directory = resolve_directory(pretrained_model_name_or_path, vocab_files, **pop_hub_options(kwargs))
         for pick in (_class_from_config, _class_from_files, _class_from_model_config):
             tokenizer_class = pick(directory)
             if tokenizer_class is not None:

@@ -31,32 +31,28 @@ def read_json(path, what):
         raise ValueError(f"{what} {str(path)!r} is not valid UTF-8 JSON: {exc}") from exc
 
 
-def resolve_directory(name_or_path, filenames=()):
-    """A local directory, or a hub id found in (or, if allowed, fetched into) the HF cache."""
+def resolve_directory(name_or_path, filenames=(), **hub_options):
+    """A local directory, or a hub id found in (or, if allowed, fetched into) the HF cache.
+
+    ``hub_options`` are ``revision``, ``cache_dir`` and ``local_files_only``; the lookup
+    itself is the checkpoint package's, so models and tokenizers resolve names alike.
+    """
+    from ..checkpoint.hub import resolve_model_dir
+
     path = Path(os.fspath(name_or_path)).expanduser()
-    if path.is_dir():
-        return path
-    text = str(name_or_path)
-    if path.exists():
-        raise FileNotFoundError(f"pretrained_model_name_or_path {text!r} is a file, expected a directory")
-    if text.startswith((".", "/", "~")) or text.count("/") > 1 or not text:
-        # Shaped like a path, not like a hub id ("org/name"): say so instead of downloading.
-        raise FileNotFoundError(f"pretrained_model_name_or_path {text!r}: no such directory")
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise FileNotFoundError(
-            f"{str(name_or_path)!r} is not a local directory; pass the directory that holds the "
-            f"tokenizer files, or install huggingface_hub to fetch this hub id"
-        ) from None
+    if path.is_file():
+        raise FileNotFoundError(f"pretrained_model_name_or_path {str(name_or_path)!r} is a file, expected a directory")
     patterns = list(filenames) + [TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE, ADDED_TOKENS_FILE,
                                   FAST_TOKENIZER_FILE, "config.json"]  # fmt: skip
-    try:
-        return Path(snapshot_download(str(name_or_path), allow_patterns=patterns))
-    except Exception as exc:  # the hub client raises many kinds; all mean "not available"
-        raise FileNotFoundError(
-            f"could not find tokenizer files for {str(name_or_path)!r} locally or on the hub: {exc}"
-        ) from exc
+    return resolve_model_dir(path if path.is_dir() else name_or_path, allow_patterns=patterns, **hub_options)
+
+
+HUB_OPTIONS = ("revision", "cache_dir", "local_files_only")
+
+
+def pop_hub_options(kwargs):
+    """Take the hub lookup arguments out of from_pretrained's keyword arguments."""
+    return {name: kwargs.pop(name) for name in HUB_OPTIONS if name in kwargs}
 
 
 def _decode_added_token(value):
@@ -142,7 +138,9 @@ class FilesMixin:
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         """Load from a directory with tokenizer_config.json and the vocabulary file(s)."""
-        directory = resolve_directory(pretrained_model_name_or_path, cls.vocab_files_names.values())
+        directory = resolve_directory(
+            pretrained_model_name_or_path, cls.vocab_files_names.values(), **pop_hub_options(kwargs)
+        )
         init_kwargs = load_init_kwargs(cls, directory)
         missing = []
         for argument, filename in cls.vocab_files_names.items():

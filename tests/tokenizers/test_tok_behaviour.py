@@ -64,6 +64,8 @@ def test_from_pretrained_names_the_missing_file(tmp_path):
         BertTokenizer.from_pretrained(tmp_path)
     with pytest.raises(FileNotFoundError, match="no such directory"):
         AutoTokenizer.from_pretrained(str(tmp_path / "nope" / "deeper"))
+    with pytest.raises(FileNotFoundError, match="huggingface-cli download no-org/no-tokenizer"):
+        AutoTokenizer.from_pretrained("no-org/no-tokenizer", cache_dir=tmp_path, local_files_only=True)
 
 
 @pytest.mark.parametrize("name, specials", [("minilm", 2), ("bytelevel", 2)])
@@ -307,3 +309,31 @@ def test_roberta_mask_swallows_space_and_prefix_space():
     assert "Ġ" not in "".join(tok.tokenize("Hello <mask>")[-1:])
     assert ours("bytelevel_prefix").tokenize("Hello")[0].startswith("Ġ")
     assert tok.tokenize("Hello", add_prefix_space=True) == ours("bytelevel_prefix").tokenize("Hello")
+
+
+def test_hub_id_found_in_the_local_cache(tmp_path):
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "models--some-org--bert2bert"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    (snapshot / "vocab.txt").write_bytes((FIXTURES / "minilm_vocab.txt").read_bytes())
+    (snapshot / "tokenizer_config.json").write_text('{"tokenizer_class": "BertTokenizerFast", "model_max_length": 64}')
+    tok = AutoTokenizer.from_pretrained("some-org/bert2bert", cache_dir=tmp_path, local_files_only=True)
+    assert isinstance(tok, BertTokenizer) and tok.model_max_length == 64
+    assert tok.name_or_path == "some-org/bert2bert"
+    assert tok("hello world").input_ids == [101, 7592, 2088, 102]
+
+
+def test_cp_path_hands_int64_arrays_to_cupy(monkeypatch):
+    # No GPU here: a stand-in module records what would be handed to cupy.asarray.
+    import types
+
+    seen = []
+    fake = types.ModuleType("cupy")
+    fake.asarray = lambda array: seen.append(array) or ("on-gpu", array.dtype, array.shape)
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    enc = ours("minilm")(["hello world", "hi"], padding=True, return_tensors="cp")
+    assert enc.input_ids == ("on-gpu", np.dtype("int64"), (2, 4))
+    assert [a.tolist() for a in seen][0] == [[101, 7592, 2088, 102], [101, 7632, 102, 0]]
