@@ -34,9 +34,11 @@ class CallMixin:
 
         ``text_target`` encodes decoder targets; with ``text`` too, their ids land in
         ``labels``. ``return_tensors`` is None (lists), "np" (int64 NumPy) or "cp" (CuPy).
+        Other keyword arguments go to ``tokenize`` (e.g. ``add_prefix_space``,
+        ``split_special_tokens``; unlike transformers, the latter applies to batches too).
         """
         _reject_unsupported(kwargs)
-        options = dict(
+        options = dict(tokenize_options=kwargs,
             add_special_tokens=add_special_tokens, padding=padding, truncation=truncation,
             max_length=max_length, is_split_into_words=is_split_into_words,
             pad_to_multiple_of=pad_to_multiple_of, padding_side=padding_side,
@@ -55,13 +57,14 @@ class CallMixin:
         encodings["labels"] = targets["input_ids"]
         return encodings
 
-    def _call_one(self, text, text_pair, is_split_into_words=False, return_tensors=None, **options):
+    def _call_one(self, text, text_pair, tokenize_options, is_split_into_words=False, return_tensors=None, **options):
         batched = _is_batch(text, is_split_into_words, "text")
         if text_pair is not None and _is_batch(text_pair, is_split_into_words, "text_pair") != batched:
             raise TypeError("text_pair must be a batch (list) exactly when text is a batch")
         if not batched:
-            ids = self._text_to_ids(text, is_split_into_words, "text")
-            pair = None if text_pair is None else self._text_to_ids(text_pair, is_split_into_words, "text_pair")
+            ids = self._text_to_ids(text, is_split_into_words, "text", tokenize_options)
+            pair = None if text_pair is None else self._text_to_ids(text_pair, is_split_into_words, "text_pair",
+                                                                    tokenize_options)  # fmt: skip
             encoded = self.prepare_for_model(ids, pair, **options)
             return BatchEncoding(encoded).convert_to_tensors(return_tensors, prepend_batch_axis=True)
         if text_pair is not None and len(text_pair) != len(text):
@@ -70,8 +73,9 @@ class CallMixin:
         id_pairs = []
         for index, (first, second) in enumerate(zip(text, pairs)):
             name = f"text[{index}]"
-            ids = self._text_to_ids(first, is_split_into_words, name)
-            pair = None if second is None else self._text_to_ids(second, is_split_into_words, f"text_pair[{index}]")
+            ids = self._text_to_ids(first, is_split_into_words, name, tokenize_options)
+            pair = None if second is None else self._text_to_ids(second, is_split_into_words, f"text_pair[{index}]",
+                                                                 tokenize_options)  # fmt: skip
             id_pairs.append((ids, pair))
         return self._encode_batch(id_pairs, return_tensors=return_tensors, **options)
 
@@ -91,13 +95,13 @@ class CallMixin:
         )  # fmt: skip
         return padded.convert_to_tensors(return_tensors)
 
-    def _text_to_ids(self, text, is_split_into_words, name, allow_ids=False):
+    def _text_to_ids(self, text, is_split_into_words, name, options, allow_ids=False):
         if isinstance(text, str):
-            return self.convert_tokens_to_ids(self.tokenize(text))
+            return self.convert_tokens_to_ids(self.tokenize(text, **options))
         if isinstance(text, (list, tuple)) and all(isinstance(t, str) for t in text):
             if is_split_into_words:
                 return self.convert_tokens_to_ids(
-                    [tok for word in text for tok in self.tokenize(word, is_split_into_words=True)]
+                    [tok for word in text for tok in self.tokenize(word, is_split_into_words=True, **options)]
                 )
             if allow_ids:  # encode(["tok", ...]) takes already-split tokens, as in transformers
                 return self.convert_tokens_to_ids(list(text))
@@ -203,11 +207,11 @@ class CallMixin:
                max_length=None, return_tensors=None, **kwargs):  # fmt: skip
         """Ids of one text (or pair); ``text`` may also be a list of tokens or of ids."""
         _reject_unsupported(kwargs)
-        ids = self._text_to_ids(text, False, "text", allow_ids=True)
-        pair = None if text_pair is None else self._text_to_ids(text_pair, False, "text_pair", allow_ids=True)
+        ids = self._text_to_ids(text, False, "text", kwargs, allow_ids=True)
+        pair = None if text_pair is None else self._text_to_ids(text_pair, False, "text_pair", kwargs, allow_ids=True)
         encoded = self.prepare_for_model(
             ids, pair, add_special_tokens=add_special_tokens, padding=padding, truncation=truncation,
-            max_length=max_length, **kwargs,
+            max_length=max_length,
         )  # fmt: skip
         result = BatchEncoding(input_ids=encoded["input_ids"])
         return result.convert_to_tensors(return_tensors, prepend_batch_axis=True)["input_ids"]
@@ -296,6 +300,4 @@ def _reject_unsupported(kwargs):
     for name in _UNSUPPORTED:
         if kwargs.pop(name, None):
             raise NotImplementedError(f"{name} is not supported by minibertgen's tokenizers")
-    kwargs.pop("verbose", None)
-    if kwargs:
-        raise TypeError(f"unexpected keyword arguments {sorted(kwargs)}")
+    kwargs.pop("verbose", None)  # remaining keywords are checked by tokenize()
