@@ -3,25 +3,43 @@
 The public names are transformers': swap ``transformers`` for ``minibertgen`` (and
 ``return_tensors="pt"`` for ``"np"``) and the documented examples run.
 """
+from . import checkpoint
 from .backend import Device, parse_device
 from .cache import EncoderDecoderCache
 from .config import BertGenerationConfig, EncoderDecoderConfig, PretrainedConfig
 from .encoder_decoder import EncoderDecoderModel
+from .generation import GenerationConfig, GenerationMixin
 from .modeling import BertGenerationDecoder, BertGenerationEncoder, PreTrainedModel
 from .outputs import ModelOutput
+from .pipeline import Text2TextGenerationPipeline, pipeline
+from .progress import set_progress_bars
+from .tokenizers import (AddedToken, AutoTokenizer, BatchEncoding, BertGenerationTokenizer, BertTokenizer,
+                         PreTrainedTokenizer, RobertaTokenizer)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AddedToken",
+    "AutoTokenizer",
+    "BatchEncoding",
     "BertGenerationConfig",
     "BertGenerationDecoder",
     "BertGenerationEncoder",
+    "BertGenerationTokenizer",
+    "BertTokenizer",
     "Device",
     "EncoderDecoderCache",
     "EncoderDecoderConfig",
     "EncoderDecoderModel",
+    "GenerationConfig",
+    "GenerationMixin",
     "ModelOutput",
-    "PretrainedConfig",
     "PreTrainedModel",
+    "PreTrainedTokenizer",
+    "PretrainedConfig",
+    "RobertaTokenizer",
+    "Text2TextGenerationPipeline",
     "parse_device",
+    "pipeline",
+    "set_progress_bars",
 ]
