@@ -23,6 +23,7 @@ from .inputs import as_embeds, as_head_mask, as_ids, as_mask
 from .model import bert_stack, causal_lm_loss, lm_head
 from .generation import GenerationMixin
 from .outputs import ModelOutput
+from .progress import progress
 
 __all__ = ["PreTrainedModel", "BertGenerationEncoder", "BertGenerationDecoder"]
 
@@ -39,7 +40,8 @@ def materialise(flat: dict, dtype, device: Device) -> dict:
     """
     done: dict[int, object] = {}
     out = {}
-    for name, array in flat.items():
+    for name, array in progress(flat.items(), desc="loading weights", unit="tensor", min_items=64,
+                                total=len(flat)):
         key = id(array)
         if key not in done:
             target = dtype if np.dtype(array.dtype).kind == "f" else None
