@@ -62,7 +62,7 @@ SUPPORTED = {
     "begin_suppress_tokens", "renormalize_logits", "remove_invalid_values", "min_p",
     "num_return_sequences", "output_scores", "output_logits", "return_dict_in_generate",
     "pad_token_id", "bos_token_id", "eos_token_id", "encoder_no_repeat_ngram_size",
-    "decoder_start_token_id", "output_attentions", "output_hidden_states",
+    "decoder_start_token_id",
     # inert here: only meaningful for strategies/features we refuse anyway
     "num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold",
     "assistant_lookbehind", "target_lookbehind", "disable_compile", "cache_implementation",
