@@ -3,7 +3,7 @@
 The public names are transformers': swap ``transformers`` for ``minibertgen`` (and
 ``return_tensors="pt"`` for ``"np"``) and the documented examples run.
 """
-from . import checkpoint
+from . import checkpoint  # noqa: F401  (minibertgen.checkpoint.hub etc.)
 from .backend import Device, parse_device
 from .cache import EncoderDecoderCache
 from .config import BertGenerationConfig, EncoderDecoderConfig, PretrainedConfig

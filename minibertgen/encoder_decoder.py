@@ -5,21 +5,18 @@
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from .backend import parse_device, resolve_dtype
-from .checkpoint.files import load_state_dict
-from .checkpoint.hub import resolve_model_dir
 from .checkpoint.mapping import LoadReport, body_key, initialise, unflatten
 from .checkpoint.safetensors_io import write_safetensors
 from .config import EncoderDecoderConfig
 from .inputs import as_ids
 from .model import seq2seq_loss, shift_tokens_right
-from .modeling import (WEIGHTS_NAME, BertGenerationDecoder, BertGenerationEncoder, materialise,
-                       memory_footprint, quantize_if_asked, stored_float_dtype)
+from .modeling import (WEIGHTS_NAME, BertGenerationDecoder, BertGenerationEncoder, load_checkpoint,
+                       materialise, memory_footprint)
 from .ops import linear
 from .generation import GenerationMixin
 from .outputs import ModelOutput
@@ -63,7 +60,7 @@ def _split_state(state: dict, report: LoadReport):
     return encoder, decoder
 
 
-def build_weights(config, state, report, source, rng) -> dict:
+def build_weights(state, config, report, source, rng) -> dict:
     """All weights of an EncoderDecoderModel as one flat dict (encoder./decoder./enc_to_dec_proj.)."""
     enc_state, dec_state = _split_state(state, report)
     if config.tie_encoder_decoder:
@@ -97,7 +94,7 @@ class EncoderDecoderModel(GenerationMixin):
         if not isinstance(config, EncoderDecoderConfig):
             raise TypeError(f"config: expected an EncoderDecoderConfig, got {type(config).__name__}")
         if encoder is None and decoder is None:  # random weights from the config, as transformers
-            flat = build_weights(config, {}, LoadReport(), "init", np.random.default_rng(seed))
+            flat = build_weights({}, config, LoadReport(), "init", np.random.default_rng(seed))
             device = parse_device(device)
             tree = unflatten(materialise(flat, resolve_dtype(dtype), device))
             encoder = BertGenerationEncoder(config.encoder, tree["encoder"], device=device)
@@ -151,20 +148,9 @@ class EncoderDecoderModel(GenerationMixin):
     def from_pretrained(cls, pretrained_model_name_or_path, *, config=None, dtype=None, device=None,
                         seed=None, quantization_config=None, **kwargs):
         """Load an EncoderDecoderModel checkpoint (config.json with encoder/decoder + weights)."""
-        hub_kwargs = {k: kwargs.pop(k) for k in ("revision", "cache_dir", "local_files_only") if k in kwargs}
-        legacy_dtype = kwargs.pop("torch_dtype", None)
-        dtype = legacy_dtype if dtype is None else dtype
-        directory = resolve_model_dir(pretrained_model_name_or_path, **hub_kwargs)
-        if config is None:
-            config = EncoderDecoderConfig.from_pretrained(directory, **kwargs)
-        state = load_state_dict(directory)
-        report = LoadReport()
-        source = os.fspath(pretrained_model_name_or_path)
-        flat = build_weights(config, state, report, source, np.random.default_rng(seed))
-        report.warn(f"EncoderDecoderModel.from_pretrained({source!r})")
-        device = parse_device(device)
-        tree = unflatten(materialise(flat, resolve_dtype(dtype, stored_float_dtype(state)), device))
-        tree = quantize_if_asked(tree, quantization_config)
+        config, tree, device, directory = load_checkpoint(
+            cls.__name__, pretrained_model_name_or_path, EncoderDecoderConfig, config, dtype, device, seed,
+            quantization_config, kwargs, build_weights)
         model = cls(config, BertGenerationEncoder(config.encoder, tree["encoder"], device=device),
                     BertGenerationDecoder(config.decoder, tree["decoder"], device=device))
         model.enc_to_dec_proj = tree.get("enc_to_dec_proj")

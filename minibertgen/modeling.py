@@ -87,6 +87,30 @@ def memory_footprint(flat: dict) -> int:
     return int(sum(a.nbytes for a in unique.values()))
 
 
+def load_checkpoint(owner, name_or_path, config_class, config, dtype, device, seed, quantization_config,
+                    kwargs, build_weights):
+    """What every from_pretrained does: find the files, read the config (kwargs override it),
+    map the tensors (``build_weights(state, config, report, source, rng) -> flat``), report
+    missing/unused weights, cast, move, quantize.  Returns (config, tree, device, directory).
+    """
+    hub_kwargs = {k: kwargs.pop(k) for k in _HUB_KWARGS if k in kwargs}
+    legacy_dtype = kwargs.pop("torch_dtype", None)  # transformers' pre-4.56 spelling
+    dtype = legacy_dtype if dtype is None else dtype
+    directory = resolve_model_dir(name_or_path, **hub_kwargs)
+    if config is None:
+        config = config_class.from_pretrained(directory, **kwargs)
+    elif kwargs:
+        config = config_class.from_dict(config.to_dict(), **kwargs)
+    state = load_state_dict(directory)
+    report = LoadReport()
+    source = os.fspath(name_or_path)
+    flat = build_weights(state, config, report, source, np.random.default_rng(seed))
+    report.warn(f"{owner}.from_pretrained({source!r})")
+    device = parse_device(device)
+    tree = unflatten(materialise(flat, resolve_dtype(dtype, stored_float_dtype(state)), device))
+    return config, quantize_if_asked(tree, quantization_config), device, directory
+
+
 class PreTrainedModel:
     """What every model shares: config, parameters, device, loading and saving."""
 
@@ -154,22 +178,9 @@ class PreTrainedModel:
         ``dtype``: None -> float32, "auto" -> as stored, or "float16"/"bfloat16"/a NumPy dtype.
         Other keyword arguments override config fields (``bos_token_id=101``).
         """
-        hub_kwargs = {k: kwargs.pop(k) for k in _HUB_KWARGS if k in kwargs}
-        legacy_dtype = kwargs.pop("torch_dtype", None)  # transformers' pre-4.56 spelling
-        dtype = legacy_dtype if dtype is None else dtype
-        directory = resolve_model_dir(pretrained_model_name_or_path, **hub_kwargs)
-        if config is None:
-            config = cls.config_class.from_pretrained(directory, **kwargs)
-        elif kwargs:
-            config = cls.config_class.from_dict(config.to_dict(), **kwargs)
-        state = load_state_dict(directory)
-        report = LoadReport()
-        source = os.fspath(pretrained_model_name_or_path)
-        flat = cls.weights_from_state(state, config, report, source, np.random.default_rng(seed))
-        report.warn(f"{cls.__name__}.from_pretrained({source!r})")
-        target = resolve_dtype(dtype, stored_float_dtype(state))
-        device = parse_device(device)
-        tree = quantize_if_asked(unflatten(materialise(flat, target, device)), quantization_config)
+        config, tree, device, directory = load_checkpoint(
+            cls.__name__, pretrained_model_name_or_path, cls.config_class, config, dtype, device, seed,
+            quantization_config, kwargs, cls.weights_from_state)
         model = cls(config, tree, device=device)
         model.name_or_path = str(directory)  # where generation_config.json etc. may be found
         return model
