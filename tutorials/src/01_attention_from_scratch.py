@@ -255,13 +255,12 @@ print(len(out.attentions), "layers of attention weights, each", out.attentions[0
 print("layer 0 from the model equals ours:", np.allclose(out.attentions[0], ours_w, atol=1e-6))
 
 def head_grid(weights, title):
-    fig, axes = plt.subplots(2, heads // 2, figsize=(12, 4.4))
+    fig, axes = plt.subplots(2, heads // 2, figsize=(12, 4.6), constrained_layout=True)
     for h, ax in enumerate(axes.flat):
         ax.imshow(weights[0, h], cmap="viridis", vmin=0, vmax=1)
         ax.set_title(f"head {h}", fontsize=8)
         ax.set_xticks([]), ax.set_yticks([])
     fig.suptitle(title)
-    fig.tight_layout()
     plt.show()
 
 head_grid(out.attentions[0], "layer 0, all heads (rows: queries, columns: keys)")
