@@ -13,6 +13,7 @@ from .modeling import BertGenerationDecoder, BertGenerationEncoder, PreTrainedMo
 from .outputs import ModelOutput
 from .pipeline import Text2TextGenerationPipeline, pipeline
 from .progress import set_progress_bars
+from .quantization import BitsAndBytesConfig
 from .tokenizers import (AddedToken, AutoTokenizer, BatchEncoding, BertGenerationTokenizer, BertTokenizer,
                          PreTrainedTokenizer, RobertaTokenizer)
 
@@ -23,6 +24,7 @@ __all__ = [
     "AutoTokenizer",
     "BatchEncoding",
     "BertGenerationConfig",
+    "BitsAndBytesConfig",
     "BertGenerationDecoder",
     "BertGenerationEncoder",
     "BertGenerationTokenizer",

@@ -78,17 +78,20 @@ class EncoderDecoderCache:
         self.cross[layer] = (key, value)
 
     # -- beam search ----------------------------------------------------------------------
-    def reorder(self, beam_idx) -> None:
+    def reorder(self, beam_idx, cross: bool = False) -> None:
         """Keep rows ``beam_idx`` [batch * beams] of every buffer (beam search re-ranking).
 
-        Cross-attention rows are gathered too: after expansion every beam of a sentence
-        holds the same encoder keys, so this is only needed when rows differ.
+        Only the filled part of each buffer is gathered, into the buffer itself (no new
+        allocation per step).  Cross-attention keys/values are left alone unless
+        ``cross=True``: beam search only ever moves rows among the beams of one sentence,
+        which all hold the same encoder keys, so gathering them would copy identical rows.
         """
+        n = self.length
         for layer in range(self.num_layers):
             if self.keys[layer] is not None:
-                self.keys[layer] = self.keys[layer][beam_idx]
-                self.values[layer] = self.values[layer][beam_idx]
-            if self.cross[layer] is not None:
+                self.keys[layer][:, :, :n] = self.keys[layer][beam_idx, :, :n]
+                self.values[layer][:, :, :n] = self.values[layer][beam_idx, :, :n]
+            if cross and self.cross[layer] is not None:
                 key, value = self.cross[layer]
                 self.cross[layer] = (key[beam_idx], value[beam_idx])
 

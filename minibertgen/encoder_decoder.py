@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .backend import parse_device, resolve_dtype
-from .checkpoint.mapping import LoadReport, body_key, initialise, unflatten
+from .checkpoint.mapping import LoadReport, body_key, flatten, initialise, unflatten
 from .checkpoint.safetensors_io import write_safetensors
 from .config import EncoderDecoderConfig
 from .inputs import as_ids
@@ -81,6 +81,23 @@ def build_weights(state, config, report, source, rng) -> dict:
     return flat
 
 
+def tie_decoder_to_encoder(encoder, decoder) -> None:
+    """tie_encoder_decoder: the decoder body reuses the encoder's arrays (all but cross-attention).
+
+    One array then serves both, as transformers shares one Parameter; the LM head follows
+    the (now shared) word embeddings when tie_word_embeddings is set.
+    """
+    encoder_flat = flatten(encoder.params)
+    decoder_flat = flatten(decoder.params)
+    for name, array in encoder_flat.items():
+        target = "bert." + name
+        if target in decoder_flat and decoder_flat[target].shape == array.shape:
+            decoder_flat[target] = array
+    if decoder.config.tie_word_embeddings:
+        decoder_flat["lm_head.decoder.weight"] = decoder_flat["bert.embeddings.word_embeddings.weight"]
+    decoder.params = unflatten(decoder_flat)
+
+
 class EncoderDecoderModel(GenerationMixin):
     """Sequence-to-sequence model from a BertGeneration encoder and decoder."""
 
@@ -112,6 +129,8 @@ class EncoderDecoderModel(GenerationMixin):
         self.config = config
         self.encoder, self.decoder = encoder, decoder
         encoder.config, decoder.config = config.encoder, config.decoder  # one config, shared (as transformers)
+        if config.tie_encoder_decoder:
+            tie_decoder_to_encoder(encoder, decoder)
         self.device = encoder.device
         if _needs_projection(config) and projection is None:
             flat = _projection(config, {}, LoadReport(), np.random.default_rng(seed))
@@ -191,6 +210,8 @@ class EncoderDecoderModel(GenerationMixin):
         self.config.dtype = str(np.dtype(self.dtype))
         self.config.save_pretrained(directory)
         write_safetensors(flat, directory / WEIGHTS_NAME, metadata={"format": "pt"})
+        if hasattr(self, "generate"):  # models that generate also write generation_config.json
+            self.generation_config.save_pretrained(directory)
         return directory
 
     # -- forward --------------------------------------------------------------------------------

@@ -195,6 +195,8 @@ class PreTrainedModel:
         self.config.dtype = str(np.dtype(self.dtype))
         self.config.save_pretrained(directory)
         write_safetensors(flat, directory / WEIGHTS_NAME, metadata={"format": "pt"})
+        if hasattr(self, "generate"):  # models that generate also write generation_config.json
+            self.generation_config.save_pretrained(directory)
         return directory
 
     def to(self, device):

@@ -186,3 +186,36 @@ def test_gpu_request_without_cupy_fails_before_loading(tmp_path):
         pytest.skip("CuPy is installed: this checks the CPU-only error")
     with pytest.raises(RuntimeError, match="needs CuPy"):
         mb.BertGenerationEncoder(mb.BertGenerationConfig(**SMALL), device="cuda")
+
+
+def test_tie_encoder_decoder_shares_arrays_when_built_from_parts():
+    enc = mb.BertGenerationEncoder(mb.BertGenerationConfig(**SMALL), seed=5)
+    dec = mb.BertGenerationDecoder(mb.BertGenerationConfig(**SMALL, is_decoder=True, add_cross_attention=True),
+                                   seed=6)
+    config = mb.EncoderDecoderConfig.from_encoder_decoder_configs(enc.config, dec.config, tie_encoder_decoder=True)
+    model = mb.EncoderDecoderModel(config, enc, dec)
+    flat = model.state_dict()
+    assert flat["decoder.bert.encoder.layer.1.output.dense.weight"] is flat["encoder.encoder.layer.1.output.dense.weight"]
+    assert flat["decoder.lm_head.decoder.weight"] is flat["encoder.embeddings.word_embeddings.weight"]
+    assert "decoder.bert.encoder.layer.0.crossattention.self.query.weight" in flat
+    assert model.get_memory_footprint() < mb.EncoderDecoderModel(encoder=enc, decoder=mb.BertGenerationDecoder(
+        dec.config, seed=6)).get_memory_footprint()
+
+
+def test_load_warning_points_at_the_caller(tmp_path):
+    mb.BertGenerationEncoder(mb.BertGenerationConfig(**SMALL), seed=0).save_pretrained(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mb.BertGenerationDecoder.from_pretrained(tmp_path, is_decoder=True)
+    assert caught[0].filename == __file__
+
+
+def test_generating_models_save_their_generation_config(decoder, tmp_path):
+    decoder.generation_config.max_new_tokens = 7
+    try:
+        decoder.save_pretrained(tmp_path)
+    finally:
+        decoder.generation_config.max_new_tokens = None
+    again = mb.BertGenerationDecoder.from_pretrained(tmp_path)
+    assert again.generation_config.max_new_tokens == 7
+    assert json.loads((tmp_path / "generation_config.json").read_text())["max_new_tokens"] == 7

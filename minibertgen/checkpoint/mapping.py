@@ -98,7 +98,7 @@ class LoadReport:
         if self.unexpected:
             parts.append(f"unused weights in the checkpoint: {', '.join(_summarise(self.unexpected))}")
         if parts:
-            warnings.warn(f"{where}: " + "; ".join(parts), stacklevel=3)
+            warnings.warn(f"{where}: " + "; ".join(parts), stacklevel=4)  # warn <- load_checkpoint <- from_pretrained <- caller
 
 
 def _summarise(names):
