@@ -96,9 +96,9 @@ def attend(query, key, value, mask, *, head_mask=None, relative=None):
     if relative is not None:
         table, query_positions, mode = relative
         scores = scores + relative_position_scores(query, key, table, query_positions, mode)
-    scores = scores / math.sqrt(query.shape[-1])
+    scores /= math.sqrt(query.shape[-1])  # in place: scores is this function's own array
     if mask is not None:
-        scores = scores + mask
+        scores += mask
     probs = softmax(scores, axis=-1).astype(value.dtype, copy=False)  # float32 softmax, back to model dtype
     if head_mask is not None:
         probs = probs * head_mask  # [heads, 1, 1] zeroes whole heads
