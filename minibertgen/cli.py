@@ -162,7 +162,8 @@ def run_command(args, stdin, stdout) -> int:
     if args.load_in_4bit or args.load_in_8bit:
         from .quantization import BitsAndBytesConfig
 
-        quantization_config = BitsAndBytesConfig(load_in_4bit=args.load_in_4bit, load_in_8bit=args.load_in_8bit)
+        quantization_config = BitsAndBytesConfig(load_in_4bit=args.load_in_4bit, load_in_8bit=args.load_in_8bit,
+                                                 **({"bnb_4bit_quant_type": "nf4"} if args.load_in_4bit else {}))
     if args.output and Path(args.output).exists() and not args.overwrite:
         raise FileExistsError(f"--output {args.output} exists: pass --overwrite to replace it")
     fmt = _format(args)

@@ -212,6 +212,18 @@ def test_cli_formats_and_errors(offline_cache, tmp_path, capsys):
     assert exit_info.value.code == 2  # argparse: bad option value
 
 
+@pytest.mark.parametrize("flag", ["--load-in-4bit", "--load-in-8bit"])
+def test_cli_runs_quantized_models(offline_cache, flag):
+    code, out = run_cli(["run", "--model", ROBERTA, flag, "--max-new-tokens", "3", "--num-beams", "1",
+                         "--quiet"], "Plants create energy through \n")
+    assert code == 0 and len(out.splitlines()) == 1
+
+
+def test_cli_refuses_both_quantization_flags(offline_cache, capsys):
+    code, _ = run_cli(["run", "--model", ROBERTA, "--load-in-4bit", "--load-in-8bit"], "x\n")
+    assert code == 1 and "choose one" in capsys.readouterr().err
+
+
 def test_pipeline_batches_lists_and_names_outputs(offline_cache):
     generator = mb.pipeline("summarization", model=ROBERTA, max_new_tokens=5, num_beams=2)
     single = [generator(text) for text in ["Plants create energy", "A much longer input sentence here"]]
