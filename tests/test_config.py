@@ -125,3 +125,28 @@ def test_download_fetches_only_the_needed_files(tmp_path, monkeypatch):
     (repo_id, revision, patterns), = calls
     assert repo_id == "org/remote" and revision == "main"
     assert "config.json" in patterns and "model.safetensors" in patterns and "*.msgpack" not in patterns
+
+
+def test_revision_and_commit_hash_pick_their_snapshot(tmp_path, monkeypatch):
+    repo = tmp_path / "models--org--tiny"
+    main_commit, tag_commit = "a" * 40, "b" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(main_commit)
+    (repo / "refs" / "v1").write_text(tag_commit + "\n")
+    mb.BertGenerationConfig(hidden_size=8, num_attention_heads=2).save_pretrained(repo / "snapshots" / main_commit)
+    mb.BertGenerationConfig(hidden_size=12, num_attention_heads=2).save_pretrained(repo / "snapshots" / tag_commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert mb.BertGenerationConfig.from_pretrained("org/tiny").hidden_size == 8
+    assert mb.BertGenerationConfig.from_pretrained("org/tiny", revision="v1").hidden_size == 12
+    assert mb.BertGenerationConfig.from_pretrained("org/tiny", revision=tag_commit).hidden_size == 12
+    with pytest.raises(FileNotFoundError, match="--revision v2"):
+        mb.BertGenerationConfig.from_pretrained("org/tiny", revision="v2")
+
+
+def test_local_directory_wins_over_the_cache(tmp_path, monkeypatch):
+    local = tmp_path / "org" / "tiny"
+    mb.BertGenerationConfig(hidden_size=4, num_attention_heads=2).save_pretrained(local)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    assert mb.BertGenerationConfig.from_pretrained("org/tiny").hidden_size == 4
