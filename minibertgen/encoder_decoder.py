@@ -5,18 +5,15 @@
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
 from .backend import parse_device, resolve_dtype
 from .checkpoint.mapping import LoadReport, body_key, flatten, initialise, unflatten
-from .checkpoint.safetensors_io import write_safetensors
 from .config import EncoderDecoderConfig
 from .inputs import as_ids
 from .model import seq2seq_loss, shift_tokens_right
-from .modeling import (WEIGHTS_NAME, BertGenerationDecoder, BertGenerationEncoder, load_checkpoint,
-                       materialise, memory_footprint)
+from .modeling import BertGenerationDecoder, BertGenerationEncoder, ModelShell, load_checkpoint, materialise
 from .ops import linear
 from .generation import GenerationMixin
 from .outputs import ModelOutput
@@ -98,7 +95,7 @@ def tie_decoder_to_encoder(encoder, decoder) -> None:
     decoder.params = unflatten(decoder_flat)
 
 
-class EncoderDecoderModel(GenerationMixin):
+class EncoderDecoderModel(GenerationMixin, ModelShell):
     """Sequence-to-sequence model from a BertGeneration encoder and decoder."""
 
     config_class = EncoderDecoderConfig
@@ -156,12 +153,6 @@ class EncoderDecoderModel(GenerationMixin):
                          "enc_to_dec_proj.bias": self.enc_to_dec_proj["bias"]})
         return flat
 
-    def get_memory_footprint(self) -> int:
-        return memory_footprint(self.state_dict())
-
-    def eval(self):
-        return self
-
     # -- loading and saving -----------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *, config=None, dtype=None, device=None,
@@ -198,21 +189,19 @@ class EncoderDecoderModel(GenerationMixin):
         config = EncoderDecoderConfig.from_encoder_decoder_configs(encoder.config, decoder.config, **shared)
         return cls(config, encoder, decoder)
 
-    def save_pretrained(self, save_directory) -> Path:
-        """Write config.json + model.safetensors, loadable by transformers 4.57."""
-        directory = Path(save_directory)
-        flat = self.state_dict()
-        if self.config.decoder.tie_word_embeddings:
-            flat.pop("decoder.lm_head.decoder.weight", None)
+    def _mark_architectures(self) -> None:
         self.config.architectures = ["EncoderDecoderModel"]
         self.config.encoder.architectures = ["BertGenerationEncoder"]
         self.config.decoder.architectures = ["BertGenerationDecoder"]
-        self.config.dtype = str(np.dtype(self.dtype))
-        self.config.save_pretrained(directory)
-        write_safetensors(flat, directory / WEIGHTS_NAME, metadata={"format": "pt"})
-        if hasattr(self, "generate"):  # models that generate also write generation_config.json
-            self.generation_config.save_pretrained(directory)
-        return directory
+
+    def to(self, device):
+        """Move all weights to ``device``; tied weights stay one array.  Returns self."""
+        self.device = parse_device(device)
+        tree = unflatten(materialise(self.state_dict(), None, self.device))
+        self.encoder.params, self.decoder.params = tree["encoder"], tree["decoder"]
+        self.encoder.device = self.decoder.device = self.device
+        self.enc_to_dec_proj = tree.get("enc_to_dec_proj")
+        return self
 
     # -- forward --------------------------------------------------------------------------------
     def get_encoder(self):

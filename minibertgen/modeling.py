@@ -111,7 +111,43 @@ def load_checkpoint(owner, name_or_path, config_class, config, dtype, device, se
     return config, quantize_if_asked(tree, quantization_config), device, directory
 
 
-class PreTrainedModel:
+class ModelShell:
+    """What every model class shares around its parameters: counting, eval(), saving."""
+
+    def num_parameters(self) -> int:
+        unique = {id(a): a for a in self.state_dict().values()}
+        return int(sum(a.size for a in unique.values()))
+
+    def get_memory_footprint(self) -> int:
+        return memory_footprint(self.state_dict())
+
+    def eval(self):
+        """No-op (inference only, no dropout): kept so transformers code runs unchanged."""
+        return self
+
+    def _mark_architectures(self) -> None:
+        self.config.architectures = [type(self).__name__]
+
+    def save_pretrained(self, save_directory) -> Path:
+        """Write config.json + model.safetensors (+ generation_config.json), loadable by transformers 4.57.
+
+        An LM head tied to the word embeddings is one array under two names; like
+        transformers, the file holds it once (under the embeddings' name).
+        """
+        directory = Path(save_directory)
+        flat = self.state_dict()
+        others = {id(v) for k, v in flat.items() if not k.endswith("lm_head.decoder.weight")}
+        flat = {k: v for k, v in flat.items() if not (k.endswith("lm_head.decoder.weight") and id(v) in others)}
+        self._mark_architectures()
+        self.config.dtype = str(np.dtype(self.dtype))
+        self.config.save_pretrained(directory)
+        write_safetensors(flat, directory / WEIGHTS_NAME, metadata={"format": "pt"})
+        if hasattr(self, "generate"):  # models that generate also write generation_config.json
+            self.generation_config.save_pretrained(directory)
+        return directory
+
+
+class PreTrainedModel(ModelShell):
     """What every model shares: config, parameters, device, loading and saving."""
 
     config_class = BertGenerationConfig
@@ -158,17 +194,6 @@ class PreTrainedModel:
         """Flat {checkpoint name: array}, as transformers' state_dict names them."""
         return flatten(self.params)
 
-    def num_parameters(self) -> int:
-        unique = {id(a): a for a in self.state_dict().values()}
-        return int(sum(a.size for a in unique.values()))
-
-    def get_memory_footprint(self) -> int:
-        return memory_footprint(self.state_dict())
-
-    def eval(self):
-        """No-op (inference only, no dropout): kept so transformers code runs unchanged."""
-        return self
-
     # -- loading and saving -----------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *, config=None, dtype=None, device=None,
@@ -184,20 +209,6 @@ class PreTrainedModel:
         model = cls(config, tree, device=device)
         model.name_or_path = str(directory)  # where generation_config.json etc. may be found
         return model
-
-    def save_pretrained(self, save_directory) -> Path:
-        """Write config.json + model.safetensors, loadable by transformers 4.57."""
-        directory = Path(save_directory)
-        flat = self.state_dict()
-        if getattr(self.config, "tie_word_embeddings", False):
-            flat = {k: v for k, v in flat.items() if not k.endswith("lm_head.decoder.weight")}
-        self.config.architectures = [type(self).__name__]
-        self.config.dtype = str(np.dtype(self.dtype))
-        self.config.save_pretrained(directory)
-        write_safetensors(flat, directory / WEIGHTS_NAME, metadata={"format": "pt"})
-        if hasattr(self, "generate"):  # models that generate also write generation_config.json
-            self.generation_config.save_pretrained(directory)
-        return directory
 
     def to(self, device):
         """Move the weights to ``device`` ("cpu", "cuda", 0, ...); returns self."""
