@@ -121,6 +121,13 @@ print("decoder layer 0 query is the encoder's:",
       shared.decoder.params["bert"]["encoder"]["layer"][0]["attention"]["self"]["query"]["weight"]
       is shared.encoder.params["encoder"]["layer"][0]["attention"]["self"]["query"]["weight"])
 
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    flagged = mb.EncoderDecoderModel.from_encoder_decoder_pretrained(CHECKPOINT, CHECKPOINT, seed=0,
+                                                                     tie_encoder_decoder=True)
+print("the library's tie_encoder_decoder=True gives the same footprint:",
+      flagged.get_memory_footprint() == after)
+
 # %% [markdown]
 # ## 2. What the decoder adds: a causal mask and cross-attention
 #
