@@ -11,9 +11,7 @@ minibertgen (> 1: minibertgen is faster) and checks the greedy/beam ids agree.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -25,13 +23,11 @@ TOY = HERE.parent / "tests" / "fixtures" / "generation" / "toy_bert2bert"
 
 
 def median_time(fn, reps):
-    fn()  # warm-up
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """bench_cpu's median, after one warm-up call."""
+    from bench_cpu import median_time as median
+
+    fn()
+    return median(fn, reps)
 
 
 def main():

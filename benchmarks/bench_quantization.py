@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import random
 import statistics
 import sys
 import time
@@ -29,6 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import minibertgen as mb  # noqa: E402
+sys.path.insert(0, str(ROOT / "tests"))
+from fixtures.generation.toy_task import held_out_examples  # noqa: E402
 from minibertgen.quantization import BitsAndBytesConfig, quantized_weights  # noqa: E402
 
 TOY = ROOT / "tests" / "fixtures" / "generation" / "toy_bert2bert"
@@ -84,19 +85,7 @@ def minilm_inputs(directory):
 
 
 def toy_inputs(n=64, seed=123):
-    vocab = json.loads((TOY / "vocab.json").read_text())
-    rng = random.Random(seed)
-    pairs = []
-    for _ in range(n):
-        task = rng.choice(["copy", "reverse"])
-        words = [rng.choice(vocab[6:]) for _ in range(rng.randint(2, 7))]
-        target = words if task == "copy" else words[::-1]
-        pairs.append(([vocab.index(task)] + [vocab.index(w) for w in words] + [1],
-                      [vocab.index(w) for w in target] + [1]))
-    width, target_width = max(len(p[0]) for p in pairs), max(len(p[1]) for p in pairs)
-    ids = np.array([p[0] + [0] * (width - len(p[0])) for p in pairs])
-    labels = np.array([p[1] + [-100] * (target_width - len(p[1])) for p in pairs])
-    mask = (ids != 0).astype(np.int64)
+    ids, mask, labels = held_out_examples(n, seed)
     return dict(input_ids=ids, attention_mask=mask, labels=labels), dict(input_ids=ids, attention_mask=mask)
 
 

@@ -102,23 +102,22 @@ def resolve_strategies(padding, truncation, max_length, model_max_length, pad_to
 
 
 def _padding_strategy(padding):
-    if padding is True:
-        return "longest"
-    if padding is False or padding is None:
-        return "do_not_pad"
-    if padding in PADDING_STRATEGIES:
-        return padding
-    raise ValueError(f"padding must be True, False or one of {PADDING_STRATEGIES}, got {padding!r}")
+    return _strategy("padding", padding, "longest", "do_not_pad", PADDING_STRATEGIES)
 
 
 def _truncation_strategy(truncation):
-    if truncation is True:
-        return "longest_first"
-    if truncation is False or truncation is None:
-        return "do_not_truncate"
-    if truncation in TRUNCATION_STRATEGIES:
-        return truncation
-    raise ValueError(f"truncation must be True, False or one of {TRUNCATION_STRATEGIES}, got {truncation!r}")
+    return _strategy("truncation", truncation, "longest_first", "do_not_truncate", TRUNCATION_STRATEGIES)
+
+
+def _strategy(name, value, when_true, when_false, allowed):
+    """True/False/None or a strategy name -> the strategy name (transformers' spelling)."""
+    if value is True:
+        return when_true
+    if value is False or value is None:
+        return when_false
+    if value in allowed:
+        return value
+    raise ValueError(f"{name} must be True, False or one of {allowed}, got {value!r}")
 
 
 def _cut(ids, count, side):

@@ -4,7 +4,6 @@ Numbers measured when this was written (CPU, NumPy) are in the comments next to 
 threshold; the thresholds are the issue's targets, not the measurements.
 """
 import json
-import random
 import warnings
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 
 import minibertgen as mb
 from conftest import FIXTURES
+from fixtures.generation.toy_task import held_out_examples
 from minibertgen.quantization import BitsAndBytesConfig, QuantizedWeight4bit, quantize_params, quantized_weights
 
 TOY = FIXTURES / "generation" / "toy_bert2bert"
@@ -200,19 +200,7 @@ def test_minilm_nf4_target(minilm_quality):
 
 def toy_held_out(n=64, seed=123):
     """Fresh examples of the toy task (copy / reverse a few words), padded to a batch."""
-    vocab = json.loads((TOY / "vocab.json").read_text())
-    rng = random.Random(seed)
-    pairs = []
-    for _ in range(n):
-        task = rng.choice(["copy", "reverse"])
-        words = [rng.choice(vocab[6:]) for _ in range(rng.randint(2, 7))]
-        target = words if task == "copy" else words[::-1]
-        pairs.append(([vocab.index(task)] + [vocab.index(w) for w in words] + [1],
-                      [vocab.index(w) for w in target] + [1]))
-    width, target_width = max(len(p[0]) for p in pairs), max(len(p[1]) for p in pairs)
-    ids = np.array([p[0] + [0] * (width - len(p[0])) for p in pairs])
-    labels = np.array([p[1] + [-100] * (target_width - len(p[1])) for p in pairs])
-    return ids, (ids != 0).astype(np.int64), labels
+    return held_out_examples(n, seed)
 
 
 @pytest.mark.parametrize("name, settings, min_cosine, max_loss_ratio, min_agreement", [
