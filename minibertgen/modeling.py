@@ -8,6 +8,7 @@ model.py; nothing here computes anything a student needs to read.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,11 @@ def materialise(flat: dict, dtype, device: Device) -> dict:
     for name, array in progress(flat.items(), desc="loading weights", unit="tensor", min_items=64,
                                 total=len(flat)):
         key = id(array)
-        if key not in done:
+        if key not in done and getattr(array, "is_quantized", False):  # from a quantized checkpoint
+            from .quantization.serialization import move_quantized
+
+            done[key] = move_quantized(array, lambda part: to_device(part, device))
+        elif key not in done:
             target = dtype if np.dtype(array.dtype).kind == "f" else None
             done[key] = to_device(array, device, dtype=target)
         out[name] = done[key]
@@ -52,7 +57,7 @@ def materialise(flat: dict, dtype, device: Device) -> dict:
 
 def stored_float_dtype(state: dict):
     for array in state.values():
-        if np.dtype(array.dtype).kind == "f":
+        if np.dtype(array.dtype).kind == "f" and not getattr(array, "is_quantized", False):
             return np.dtype(array.dtype)
     return None
 
@@ -72,13 +77,35 @@ def tie_lm_head(flat: dict, config, prefix: str = "") -> None:
         flat[prefix + "lm_head.decoder.weight"] = flat[prefix + "embeddings.word_embeddings.weight"]
 
 
-def quantize_if_asked(tree: dict, quantization_config):
-    """Swap linear-layer weights for 8/4-bit ones when a BitsAndBytesConfig is given."""
+def quantize_if_asked(tree: dict, quantization_config, config):
+    """Swap linear-layer weights for 8/4-bit ones when a BitsAndBytesConfig is given; the
+    config then records it (``quantization_config`` in config.json, as transformers writes)."""
     if quantization_config is None:
         return tree
-    from .quantization import quantize_params
+    from .quantization.params import as_config, quantize_params
 
-    return quantize_params(tree, quantization_config)
+    quantization_config = as_config(quantization_config)
+    tree = quantize_params(tree, quantization_config)
+    config.quantization_config = quantization_config.to_dict()
+    return tree
+
+
+def prequantized_state(state: dict, config, quantization_config):
+    """A checkpoint saved quantized (config.json has a quantization_config): its packed
+    weights become quantized weight objects, as transformers loads bitsandbytes files.
+    Returns (state, the quantization_config still to apply: None for such a checkpoint)."""
+    saved = getattr(config, "quantization_config", None)
+    if saved is None:
+        return state, quantization_config
+    from .quantization.params import as_config
+    from .quantization.serialization import load_prequantized
+
+    saved = as_config(saved)
+    if quantization_config is not None and as_config(quantization_config) != saved:
+        warnings.warn("quantization_config was passed to from_pretrained, but the checkpoint is already "
+                      "quantized: the quantization_config from its config.json is used", stacklevel=4)
+    config.quantization_config = saved.to_dict()
+    return load_prequantized(state, saved), None
 
 
 def memory_footprint(flat: dict) -> int:
@@ -101,14 +128,14 @@ def load_checkpoint(owner, name_or_path, config_class, config, dtype, device, se
         config = config_class.from_pretrained(directory, **kwargs)
     elif kwargs:
         config = config_class.from_dict(config.to_dict(), **kwargs)
-    state = load_state_dict(directory)
+    state, quantization_config = prequantized_state(load_state_dict(directory), config, quantization_config)
     report = LoadReport()
     source = os.fspath(name_or_path)
     flat = build_weights(state, config, report, source, np.random.default_rng(seed))
     report.warn(f"{owner}.from_pretrained({source!r})")
     device = parse_device(device)
     tree = unflatten(materialise(flat, resolve_dtype(dtype, stored_float_dtype(state)), device))
-    return config, quantize_if_asked(tree, quantization_config), device, directory
+    return config, quantize_if_asked(tree, quantization_config, config), device, directory
 
 
 class ModelShell:
@@ -128,16 +155,36 @@ class ModelShell:
     def _mark_architectures(self) -> None:
         self.config.architectures = [type(self).__name__]
 
+    def _quantization_config(self) -> dict:
+        """The quantization_config of a quantized model: its config's, else the one its
+        encoder and decoder were loaded with (they must agree: config.json holds one)."""
+        found = getattr(self.config, "quantization_config", None)
+        parts = [getattr(self.config, part, None) for part in ("encoder", "decoder")]
+        parts = [c.quantization_config for c in parts if getattr(c, "quantization_config", None) is not None]
+        if found is None and parts and all(p == parts[0] for p in parts):
+            found = parts[0]
+        if found is None:
+            raise ValueError("this model holds quantized weights but its config has no quantization_config "
+                             "(and its encoder's and decoder's differ): cannot save it")
+        return found
+
     def save_pretrained(self, save_directory) -> Path:
         """Write config.json + model.safetensors (+ generation_config.json), loadable by transformers 4.57.
 
         An LM head tied to the word embeddings is one array under two names; like
-        transformers, the file holds it once (under the embeddings' name).
+        transformers, the file holds it once (under the embeddings' name).  Quantized
+        weights are written packed, in bitsandbytes' layout (quantization/serialization.py),
+        and config.json gets their ``quantization_config``.
         """
         directory = Path(save_directory)
         flat = self.state_dict()
         others = {id(v) for k, v in flat.items() if not k.endswith("lm_head.decoder.weight")}
         flat = {k: v for k, v in flat.items() if not (k.endswith("lm_head.decoder.weight") and id(v) in others)}
+        if any(getattr(v, "is_quantized", False) for v in flat.values()):
+            from .quantization.serialization import serialize_quantized
+
+            self.config.quantization_config = self._quantization_config()
+            flat = serialize_quantized(flat)
         self._mark_architectures()
         self.config.dtype = str(np.dtype(self.dtype))
         self.config.save_pretrained(directory)

@@ -5,6 +5,7 @@
 * int8.py     - LLM.int8(): per-row int8 weights, outlier-feature decomposition
 * weights.py  - the quantized weight objects ops.linear multiplies, scratch buffers
 * params.py   - quantize_params: which weights of a parameter tree get quantized
+* serialization.py - save / load quantized weights in bitsandbytes' serialized layout
 
 Use it through from_pretrained::
 

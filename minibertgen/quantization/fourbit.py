@@ -74,11 +74,27 @@ def dynamic_code_8bit() -> np.ndarray:
     """
     levels = [np.float32(0.0), np.float32(1.0)]
     for i in range(7):
-        edges = np.linspace(0.1, 1.0, 2 ** i + 1, dtype=np.float32)  # [2^i + 1]
+        edges = _linspace_float32(0.1, 1.0, 2 ** i + 1)  # [2^i + 1]
         mids = (edges[:-1] + edges[1:]) / np.float32(2.0) * np.float32(10.0 ** (i - 6))  # [2^i]
         levels.extend(mids)
         levels.extend(-mids)
     return np.sort(np.array(levels, dtype=np.float32))  # [256]
+
+
+def _linspace_float32(start: float, end: float, steps: int) -> np.ndarray:
+    """torch.linspace(start, end, steps, dtype=float32), bit for bit, as bitsandbytes builds its map.
+
+    torch works in float32: step = (end - start) / (steps - 1), the first half counted up
+    from start and the second half down from end, each as one fused multiply-add (a
+    single rounding).  np.linspace (float64, then rounded) differs in the last bit for
+    some levels, which changed 22 of the 256 levels and so some double-quant codes.
+    """
+    start32, end32 = np.float32(start), np.float32(end)
+    step = float((end32 - start32) / np.float32(steps - 1))
+    index = np.arange(steps, dtype=np.float64)  # [steps]
+    up = (float(start32) + step * index).astype(np.float32)  # exact product and sum in float64, one rounding
+    down = (float(end32) - step * (steps - 1 - index)).astype(np.float32)
+    return np.where(index < steps // 2, up, down)  # [steps]
 
 
 _DYNAMIC_CODE = dynamic_code_8bit()
@@ -240,7 +256,12 @@ def dequantize_4bit(q: Packed4bit, out=None):
         return out
     pairs_view = out.reshape(-1, 2)  # [n/2, 2] view of out
     blocks_view = out.reshape(-1, q.blocksize)  # [blocks, blocksize] view of out
-    xp.take(_pair_table(q.quant_type, xp), q.packed, axis=0, out=pairs_view)  # the levels
+    if xp is np:
+        # mode="clip" skips NumPy's per-index bounds check (a byte always indexes the 256 rows):
+        # the lookup of a 1536x384 weight took 322 us, now 232; a 4-token matmul 724 -> 600 us.
+        np.take(_pair_table(q.quant_type, np), q.packed, axis=0, out=pairs_view, mode="clip")
+    else:  # CuPy's take has no mode
+        xp.take(_pair_table(q.quant_type, xp), q.packed, axis=0, out=pairs_view)  # the levels
     blocks_view *= q.block_scales()[:, None]  # times each block's absmax
     return out
 

@@ -16,14 +16,14 @@ import numpy as np
 from .config import BitsAndBytesConfig
 from .weights import QuantizedWeight4bit, QuantizedWeight8bit
 
-__all__ = ["quantize_params", "quantize_weight", "quantized_weights", "ALWAYS_SKIPPED"]
+__all__ = ["quantize_params", "quantize_weight", "quantized_weights", "as_config", "ALWAYS_SKIPPED"]
 
 ALWAYS_SKIPPED = ("lm_head",)
 
 
 def quantize_weight(weight, quantization_config: BitsAndBytesConfig):
     """One [out, in] float weight -> its quantized form, as the config asks."""
-    config = _as_config(quantization_config)
+    config = as_config(quantization_config)
     if config.load_in_4bit:
         return QuantizedWeight4bit.from_float(weight, config.bnb_4bit_quant_type,
                                               config.bnb_4bit_use_double_quant, config.compute_dtype)
@@ -38,7 +38,7 @@ def quantize_params(tree, quantization_config):
     ``quantization_config`` is a BitsAndBytesConfig or its ``to_dict()``.  A weight held
     under two names (tied) is quantized once and stays one object.
     """
-    config = _as_config(quantization_config)
+    config = as_config(quantization_config)
     if not config.is_quantizable():
         raise ValueError("quantization_config has load_in_8bit=False and load_in_4bit=False: set one of them")
     skip = list(ALWAYS_SKIPPED) + list(config.llm_int8_skip_modules or [])
@@ -90,7 +90,7 @@ def _join(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix else key
 
 
-def _as_config(value) -> BitsAndBytesConfig:
+def as_config(value) -> BitsAndBytesConfig:
     if isinstance(value, BitsAndBytesConfig):
         return value
     if isinstance(value, dict):

@@ -76,9 +76,8 @@ class _QuantizedWeight:
         return int(self.shape[0] * self.shape[1])
 
     def __array__(self, *args, **kwargs):
-        raise TypeError(f"a {type(self).__name__} cannot be turned into an array implicitly (moving or "
-                        "saving a quantized model is not supported): call .dequantize() for the float "
-                        "weights, or load the model again with device=... and quantization_config=...")
+        raise TypeError(f"a {type(self).__name__} cannot be turned into an array implicitly: call "
+                        ".dequantize() for the float weights")
 
     def _check_input(self, x):
         if x.shape[-1] != self.shape[1]:
