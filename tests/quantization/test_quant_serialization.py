@@ -166,7 +166,7 @@ def test_save_and_reload_is_exact_and_packed(tmp_path, setting):
         assert sum(p.nbytes for p in parts) + offset == weight.nbytes, name  # the bytes held, as written
         assert state[name].dtype == (np.int8 if setting == "int8" else np.uint8)  # no float copy
     float_file = (TOY / "model.safetensors").stat().st_size
-    assert (tmp_path / "model.safetensors").stat().st_size < 0.45 * float_file  # measured 0.25-0.38x
+    assert (tmp_path / "model.safetensors").stat().st_size < 0.45 * float_file  # measured 0.25x (nf4) to 0.35x (int8)
     again.save_pretrained(tmp_path / "again")
     assert (tmp_path / "again" / "model.safetensors").read_bytes() == (tmp_path / "model.safetensors").read_bytes()
 
