@@ -9,6 +9,7 @@ from .cache import EncoderDecoderCache
 from .config import BertGenerationConfig, EncoderDecoderConfig, PretrainedConfig
 from .encoder_decoder import EncoderDecoderModel
 from .generation import GenerationConfig, GenerationMixin
+from .ops import set_fused_kernels
 from .modeling import BertGenerationDecoder, BertGenerationEncoder, PreTrainedModel
 from .outputs import ModelOutput
 from .pipeline import Text2TextGenerationPipeline, pipeline
@@ -43,5 +44,6 @@ __all__ = [
     "Text2TextGenerationPipeline",
     "parse_device",
     "pipeline",
+    "set_fused_kernels",
     "set_progress_bars",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from .backend import array_module
-from .ops import linear, softmax
+from .ops import linear, masked_softmax
 
 __all__ = [
     "padding_mask",
@@ -96,10 +96,8 @@ def attend(query, key, value, mask, *, head_mask=None, relative=None):
     if relative is not None:
         table, query_positions, mode = relative
         scores = scores + relative_position_scores(query, key, table, query_positions, mode)
-    scores /= math.sqrt(query.shape[-1])  # in place: scores is this function's own array
-    if mask is not None:
-        scores += mask
-    probs = softmax(scores, axis=-1).astype(value.dtype, copy=False)  # float32 softmax, back to model dtype
+    # softmax(scores / sqrt(d) + mask) in float32, back to the model dtype
+    probs = masked_softmax(scores, mask, math.sqrt(query.shape[-1]), dtype=value.dtype)
     if head_mask is not None:
         probs = probs * head_mask  # [heads, 1, 1] zeroes whole heads
     return probs @ value, probs  # [batch, heads, q, d]

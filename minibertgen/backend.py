@@ -130,7 +130,10 @@ def to_device(x, device: Device, dtype=None):
         return arr if dtype is None else arr.astype(dtype, copy=False)
     cupy = device.xp
     with cupy.cuda.Device(device.index or 0):
-        return cupy.asarray(x, dtype=dtype)
+        # copy as stored, then cast on the GPU: casting 3 GB of float32 to float16 on the
+        # host first would take longer than the copy itself
+        arr = cupy.asarray(x)
+        return arr if dtype is None else arr.astype(dtype, copy=False)
 
 
 def to_numpy(x):

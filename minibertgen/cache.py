@@ -58,8 +58,10 @@ class EncoderDecoderCache:
         capacity = max(needed, self.capacity or 0)
         if self.keys[layer] is not None:
             capacity = max(capacity, 2 * self.keys[layer].shape[2])
-        new_keys = xp.empty((batch, heads, capacity, head_dim), dtype=key.dtype)
-        new_values = xp.empty((batch, heads, capacity, head_dim), dtype=value.dtype)
+        # zeros, not empty: a CUDA-graph step (cuda_graph.py) attends over the whole
+        # capacity, and unwritten garbage (NaN bits) would survive its zero weights
+        new_keys = xp.zeros((batch, heads, capacity, head_dim), dtype=key.dtype)
+        new_values = xp.zeros((batch, heads, capacity, head_dim), dtype=value.dtype)
         if self.keys[layer] is not None:
             new_keys[:, :, :self.length] = self.keys[layer][:, :, :self.length]
             new_values[:, :, :self.length] = self.values[layer][:, :, :self.length]

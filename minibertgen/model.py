@@ -38,7 +38,7 @@ def embed(p, config, input_ids=None, inputs_embeds=None, position_ids=None, past
 def _add_and_norm(p, sublayer_out, residual, eps):
     """The BERT "output" block: dense projection, residual connection, LayerNorm."""
     projected = linear(sublayer_out, p["dense"]["weight"], p["dense"]["bias"])
-    return layer_norm(projected + residual, p["LayerNorm"]["weight"], p["LayerNorm"]["bias"], eps)
+    return layer_norm(projected, p["LayerNorm"]["weight"], p["LayerNorm"]["bias"], eps, residual=residual)
 
 
 def feed_forward(p, hidden, config):

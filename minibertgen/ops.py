@@ -7,6 +7,7 @@ weights are float16.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -20,8 +21,32 @@ __all__ = [
     "activation",
     "erf",
     "softmax",
+    "masked_softmax",
     "cross_entropy",
+    "set_fused_kernels",
 ]
+
+# -- fused CUDA kernels -----------------------------------------------------------------
+
+_FUSED = {"enabled": True}
+
+
+def set_fused_kernels(enabled: bool) -> None:
+    """Choose how CuPy arrays are computed: fused CUDA kernels (default, fast) or the
+    readable array code below, one CuPy call per step (for teaching, and to check one
+    against the other).  NumPy arrays always take the readable path."""
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled={enabled!r}: expected True or False")
+    _FUSED["enabled"] = enabled
+
+
+def _fused(x):
+    """The cuda_kernels module if ``x`` should take a fused kernel, else None."""
+    if not _FUSED["enabled"] or array_module(x) is np:
+        return None
+    from . import cuda_kernels
+
+    return cuda_kernels if cuda_kernels.supports(x.dtype) else None
 
 
 def embedding(table, ids):
@@ -60,11 +85,18 @@ def _add_bias(y, bias):
     return y
 
 
-def layer_norm(x, weight, bias, eps):
-    """Normalise the last axis to zero mean and unit variance, then scale and shift.
+def layer_norm(x, weight, bias, eps, residual=None):
+    """Normalise the last axis of ``x`` (+ ``residual``) to zero mean and unit variance,
+    then scale and shift.
 
-    Statistics are computed in float32 (at least), whatever the input dtype.
+    Statistics are computed in float32 (at least), whatever the input dtype.  On the GPU
+    this is one fused kernel (cuda_kernels.layer_norm) computing exactly these steps.
     """
+    kernels = _fused(x)
+    if kernels is not None:
+        return kernels.layer_norm(x, weight, bias, eps, residual=residual)
+    if residual is not None:
+        x = x + residual
     xp = array_module(x)
     work = x.astype(xp.promote_types(x.dtype, xp.float32), copy=False)
     mean = work.mean(axis=-1, keepdims=True)  # [..., 1]
@@ -178,12 +210,30 @@ _ACTIVATIONS = {
 }
 
 
+_GELU_FORMS = {_gelu_erf: "erf", _gelu_tanh: "tanh"}
+
+
 def activation(name: str):
-    """Return the activation function called ``name`` (transformers' ACT2FN names)."""
+    """Return the activation function called ``name`` (transformers' ACT2FN names).
+
+    Like torch's kernels, it computes in float32 at least: float16 inputs are widened,
+    activated and rounded back once (evaluating erf's polynomial in float16 would round
+    at every step).  GELU on the GPU is one fused kernel computing the same function.
+    """
     try:
-        return _ACTIVATIONS[name]
+        fn = _ACTIVATIONS[name]
     except KeyError:
         raise ValueError(f"hidden_act={name!r}: expected one of {', '.join(_ACTIVATIONS)}") from None
+    return functools.partial(_activate, fn)
+
+
+def _activate(fn, x):
+    kernels = _fused(x)
+    if kernels is not None and fn in _GELU_FORMS:
+        return kernels.gelu(x, _GELU_FORMS[fn])
+    if x.dtype.itemsize < 4:
+        return fn(x.astype(np.float32)).astype(x.dtype)
+    return fn(x)
 
 
 # -- probabilities and loss -----------------------------------------------------------
@@ -196,6 +246,25 @@ def softmax(scores, axis=-1):
     xp.exp(exp, out=exp)  # in place: one buffer for the whole softmax
     exp /= exp.sum(axis=axis, keepdims=True)
     return exp
+
+
+def masked_softmax(scores, mask=None, divisor=1.0, dtype=None):
+    """Attention probabilities: softmax(scores / divisor + mask) over the last axis.
+
+    scores [batch, heads, queries, keys] (this function's to overwrite), additive mask
+    broadcastable to it; computed in float32, returned in ``dtype`` (default: float32 at
+    least).  On the GPU one fused kernel does all four steps.
+    """
+    kernels = _fused(scores)
+    if kernels is not None and scores.ndim == 4 and (mask is None or mask.ndim == 4):
+        out_dtype = np.dtype(dtype) if dtype is not None else np.promote_types(scores.dtype, np.float32)
+        if kernels.supports(out_dtype):
+            return kernels.masked_softmax(scores, mask, divisor, out_dtype)
+    scores /= divisor  # in place: the caller's own array
+    if mask is not None:
+        scores += mask
+    probs = softmax(scores, axis=-1)
+    return probs if dtype is None else probs.astype(dtype, copy=False)
 
 
 def log_softmax(scores, axis=-1):

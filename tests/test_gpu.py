@@ -1,13 +1,25 @@
-"""The CuPy backend against the NumPy one (runs only where CuPy sees a GPU; CI has none).
+"""The CuPy backend: the parity suite on an NVIDIA GPU (skips where there is none; CI has none).
 
-Parity targets (issue: GPU inference without torch): float32 logits within 1e-4 of the
-CPU path, float16 within 2e-2, greedy and beam ids identical in float32.
+Targets (issue: GPU inference without torch): float32 outputs within 1e-4 of transformers'
+recorded outputs and of the CPU path, float16 within 2e-2, greedy and beam ids identical
+to the CPU path (and to transformers' recorded ids) in float32.
 """
+import io
+import json
+import sys
+import warnings
+from functools import lru_cache
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import minibertgen as mb
 from conftest import FIXTURES
+
+sys.path.insert(0, str(Path(__file__).parent / "generation"))
+from cases import CASES, MODELS, model_inputs  # noqa: E402
+from test_reference_fixtures import ENCODER_CASES, assert_close, compare_all, load_io  # noqa: E402
 
 
 def _gpu_available():
@@ -21,30 +33,225 @@ def _gpu_available():
 
 pytestmark = pytest.mark.skipif(not _gpu_available(), reason="needs CuPy and an NVIDIA GPU")
 REF = FIXTURES / "reference"
+GEN = FIXTURES / "generation"
+RECORDED = {r["id"]: r["expected"] for r in json.loads((GEN / "reference.json").read_text())["cases"]}
 
 
-@pytest.mark.parametrize("case", ["bert2bert", "relative_key_query", "projection", "shared"])
-def test_encoder_decoder_logits_match_cpu(case):
+def host(x):
+    return x.get() if hasattr(x, "get") and not isinstance(x, dict) else np.asarray(x)
+
+
+def on_host(out):
+    """A ModelOutput with every CuPy array (also inside tuples) copied to NumPy."""
+    converted = {}
+    for key, value in out.items():
+        if isinstance(value, tuple):
+            converted[key] = tuple(None if v is None else host(v) for v in value)
+        elif value is not None and hasattr(value, "shape"):
+            converted[key] = host(value)
+    return converted
+
+
+# -- the recorded transformers outputs, replayed on the GPU ------------------------------------------
+
+@pytest.mark.parametrize("case", ENCODER_CASES)
+def test_encoder_matches_transformers_on_gpu(case):
     import cupy
 
-    data = np.load(REF / case / "io.npz")
-    inputs = {k[3:]: data[k] for k in data.files if k.startswith("in.")}
+    inputs, expected = load_io(case)
+    model = mb.BertGenerationEncoder.from_pretrained(REF / case, device=0)
+    out = model(**inputs, output_attentions=True, output_hidden_states=True)
+    assert isinstance(out.last_hidden_state, cupy.ndarray)
+    compare_all(on_host(out), expected, ["last_hidden_state", "hidden_states", "attentions"])
+
+
+@pytest.mark.parametrize("case", ["decoder_cross", "decoder_lm"])
+def test_decoder_matches_transformers_on_gpu(case):
+    inputs, expected = load_io(case)
+    model = mb.BertGenerationDecoder.from_pretrained(REF / case, device=0)
+    out = model(**inputs, output_attentions=True, output_hidden_states=True)
+    compare_all(on_host(out), expected, ["logits", "loss", "hidden_states", "attentions", "cross_attentions"])
+
+
+@pytest.mark.parametrize("case", ["bert2bert", "shared", "relative_key", "relative_key_query", "projection"])
+def test_encoder_decoder_matches_transformers_and_cpu_on_gpu(case):
+    import cupy
+
+    inputs, expected = load_io(case)
+    gpu = mb.EncoderDecoderModel.from_pretrained(REF / case, device=0)
+    out = gpu(**inputs, output_attentions=True, output_hidden_states=True)
+    assert isinstance(out.logits, cupy.ndarray)
+    compare_all(on_host(out), expected, ["logits", "loss", "encoder_last_hidden_state", "decoder_hidden_states",
+                                         "decoder_attentions", "cross_attentions"])
     cpu = mb.EncoderDecoderModel.from_pretrained(REF / case)(**inputs)
-    gpu_model = mb.EncoderDecoderModel.from_pretrained(REF / case, device=0)
-    gpu = gpu_model(**inputs)
-    assert isinstance(gpu.logits, cupy.ndarray)
-    assert float(np.abs(cupy.asnumpy(gpu.logits) - cpu.logits).max()) <= 1e-4
-    assert abs(float(gpu.loss) - float(cpu.loss)) <= 1e-4
+    assert float(np.abs(host(out.logits) - cpu.logits).max()) <= 1e-4
+    # float16 end to end on the GPU (softmax, LayerNorm statistics and loss in float32)
     half = mb.EncoderDecoderModel.from_pretrained(REF / case, device=0, dtype="float16")(**inputs)
-    assert float(np.abs(cupy.asnumpy(half.logits).astype(np.float32) - cpu.logits).max()) <= 2e-2
+    assert half.logits.dtype == np.float16
+    assert float(np.abs(host(half.logits).astype(np.float32) - cpu.logits).max()) <= 2e-2
+    assert half.loss.dtype == np.float32 and abs(float(half.loss) - float(cpu.loss)) <= 2e-2
 
 
-@pytest.mark.parametrize("beams", [1, 4])
-def test_generation_ids_match_cpu(beams):
-    directory = FIXTURES / "generation" / "toy_bert2bert"
-    cpu = mb.EncoderDecoderModel.from_pretrained(directory)
-    gpu = mb.EncoderDecoderModel.from_pretrained(directory, device=0)
-    source = np.array([[5, 6, 7, 8, 9, 10]])
-    want = np.asarray(cpu.generate(source, num_beams=beams, max_new_tokens=12))
-    got = gpu.generate(source, num_beams=beams, max_new_tokens=12)
-    np.testing.assert_array_equal(np.asarray(got.get() if hasattr(got, "get") else got), want)
+def test_bfloat16_checkpoint_on_gpu_is_computed_in_float32():
+    inputs, expected = load_io("encoder_bfloat16")
+    model = mb.BertGenerationEncoder.from_pretrained(REF / "encoder_bfloat16", dtype="auto", device=0)
+    assert model.dtype == np.float32  # converted on load (documented in README)
+    compare_all(on_host(model(**inputs, output_hidden_states=True)), expected,
+                ["last_hidden_state", "hidden_states"])
+
+
+def test_float16_checkpoint_on_gpu():
+    inputs, expected = load_io("encoder_float16")
+    model = mb.BertGenerationEncoder.from_pretrained(REF / "encoder_float16", dtype="auto", device=0)
+    out = model(**inputs)
+    assert out.last_hidden_state.dtype == np.float16
+    assert_close(host(out.last_hidden_state), expected["last_hidden_state"], 2e-2, "float16 on GPU")
+
+
+def test_weights_live_on_the_gpu_once():
+    import cupy
+
+    model = mb.EncoderDecoderModel.from_pretrained(GEN / "toy_bert2bert", device=0)
+    arrays = {}
+    for part in (model.encoder, model.decoder):
+        for name, array in part.state_dict().items():
+            assert isinstance(array, cupy.ndarray), name
+            arrays[id(array)] = array
+    weight_bytes = sum(a.nbytes for a in arrays.values())
+    file_bytes = (GEN / "toy_bert2bert" / "model.safetensors").stat().st_size
+    assert weight_bytes <= 1.05 * file_bytes
+
+
+# -- generation: the recorded transformers ids, and the CPU path ---------------------------------
+
+@lru_cache(maxsize=None)
+def gpu_model(name):
+    cls = mb.EncoderDecoderModel if MODELS[name]["kind"] == "seq2seq" else mb.BertGenerationDecoder
+    return cls.from_pretrained(GEN / name, device=0)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+def test_generation_matches_recorded_transformers_ids_on_gpu(case):
+    ids, mask = model_inputs(case)
+    kwargs = dict(case["settings"])
+    if "decoder_input_ids" in kwargs:
+        kwargs["decoder_input_ids"] = np.array(kwargs["decoder_input_ids"])
+    got = host(gpu_model(case["model"]).generate(ids, attention_mask=mask, **kwargs))
+    np.testing.assert_array_equal(got, np.array(RECORDED[case["id"]]), err_msg=str(case["settings"]))
+
+
+@pytest.mark.parametrize("settings", [
+    {"do_sample": True, "seed": 3, "top_k": 5},
+    {"do_sample": True, "seed": 4, "top_p": 0.8, "temperature": 0.7, "num_return_sequences": 3},
+    {"do_sample": True, "seed": 5, "num_beams": 3},
+])
+def test_seeded_sampling_matches_cpu(settings):
+    cpu = mb.EncoderDecoderModel.from_pretrained(GEN / "toy_bert2bert")
+    ids, mask = model_inputs({"model": "toy_bert2bert", "inputs": "batch"})
+    want = np.asarray(cpu.generate(ids, attention_mask=mask, max_new_tokens=10, **settings))
+    got = host(gpu_model("toy_bert2bert").generate(ids, attention_mask=mask, max_new_tokens=10, **settings))
+    np.testing.assert_array_equal(got, want)
+
+
+# -- the user surface on device=0 ----------------------------------------------------------------
+
+def test_pipeline_and_cli_on_gpu(tmp_path):
+    from minibertgen.cli import main as cli_main
+    from test_docs_examples import make_roberta2roberta
+
+    make_roberta2roberta(tmp_path)
+    texts = ["Plants create energy", "hello"]
+    cpu = mb.pipeline("text2text-generation", model=str(tmp_path))(texts)
+    gpu = mb.pipeline("text2text-generation", model=str(tmp_path), device=0)(texts)
+    assert gpu == cpu
+    printed = {}
+    for device in ("cpu", "0"):
+        out = io.StringIO()
+        code = cli_main(["run", "--model", str(tmp_path), "--device", device, "--quiet"],
+                        stdin=io.StringIO("\n".join(texts) + "\n"), stdout=out)
+        assert code == 0
+        printed[device] = out.getvalue()
+    assert printed["0"] == printed["cpu"] and len(printed["0"].splitlines()) == 2
+
+
+@pytest.mark.parametrize("flags", [dict(load_in_4bit=True), dict(load_in_4bit=True, bnb_4bit_use_double_quant=True),
+                                   dict(load_in_8bit=True)])
+def test_quantized_model_on_gpu_matches_quantized_cpu(flags):
+    import cupy
+
+    config = mb.BitsAndBytesConfig(**flags)
+    inputs, _ = load_io("bert2bert")
+    cpu = mb.EncoderDecoderModel.from_pretrained(REF / "bert2bert", quantization_config=config)
+    gpu = mb.EncoderDecoderModel.from_pretrained(REF / "bert2bert", quantization_config=config, device=0)
+    want, got = cpu(**inputs), gpu(**inputs)
+    assert isinstance(got.logits, cupy.ndarray)
+    # same codes on both devices; only the float32 GEMM's summation order differs
+    assert float(np.abs(host(got.logits) - want.logits).max()) <= 1e-4
+    assert gpu.get_memory_footprint() == cpu.get_memory_footprint()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        source = np.array([[5, 6, 7, 8, 9, 10]])
+        np.testing.assert_array_equal(host(gpu.generate(source, max_new_tokens=6)),
+                                      np.asarray(cpu.generate(source, max_new_tokens=6)))
+
+
+# -- the fast paths against the readable one --------------------------------------------------
+
+@pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("float16", 1e-2)])
+def test_fused_kernels_match_the_readable_path(dtype, tol):
+    inputs, _ = load_io("bert2bert")
+    model = mb.EncoderDecoderModel.from_pretrained(REF / "bert2bert", device=0, dtype=dtype)
+    try:
+        mb.set_fused_kernels(False)
+        plain = on_host(model(**inputs, output_attentions=True))
+    finally:
+        mb.set_fused_kernels(True)
+    fused = on_host(model(**inputs, output_attentions=True))
+    for name in ("logits", "loss"):
+        assert float(np.abs(fused[name].astype(np.float32) - plain[name].astype(np.float32)).max()) <= tol, name
+    for a, b in zip(fused["decoder_attentions"], plain["decoder_attentions"]):
+        assert float(np.abs(a.astype(np.float32) - b.astype(np.float32)).max()) <= tol
+
+
+@pytest.fixture
+def replay_counter(monkeypatch):
+    """Counts CUDA-graph replays, and turns a failed capture (a warning) into an error."""
+    from minibertgen import cuda_graph
+
+    calls = {"replays": 0}
+    original = cuda_graph.GraphedDecoderStep._replay
+
+    def counting(self, ids, seen):
+        calls["replays"] += 1
+        return original(self, ids, seen)
+
+    monkeypatch.setattr(cuda_graph.GraphedDecoderStep, "_replay", counting)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        yield calls
+
+
+@pytest.mark.parametrize("name,settings", [
+    ("toy_bert2bert", {}), ("toy_bert2bert", {"num_beams": 4, "num_return_sequences": 2}),
+    ("random_seq2seq", {"num_beams": 3, "no_repeat_ngram_size": 2}), ("random_decoder", {"max_new_tokens": 8}),
+    ("random_decoder", {"max_new_tokens": 8, "num_beams": 3}),
+])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_cuda_graph_decoding_matches_eager(name, settings, dtype, replay_counter):
+    cls = mb.EncoderDecoderModel if MODELS[name]["kind"] == "seq2seq" else mb.BertGenerationDecoder
+    model = cls.from_pretrained(GEN / name, device=0, dtype=dtype)
+    ids, mask = model_inputs({"model": name, "inputs": "batch"})
+    eager = host(model.generate(ids, attention_mask=mask, use_cuda_graph=False, **settings))
+    assert replay_counter["replays"] == 0
+    graphed = host(model.generate(ids, attention_mask=mask, use_cuda_graph=True, **settings))
+    assert replay_counter["replays"] >= 3  # the graph really ran
+    np.testing.assert_array_equal(graphed, eager)
+    if dtype == "float32":  # and both equal the CPU path
+        cpu = cls.from_pretrained(GEN / name)
+        np.testing.assert_array_equal(graphed, np.asarray(cpu.generate(ids, attention_mask=mask, **settings)))
+
+
+def test_cuda_graph_is_refused_for_bad_values():
+    model = gpu_model("toy_bert2bert")
+    with pytest.raises(TypeError, match="use_cuda_graph"):
+        model.generate(np.array([[5, 6, 7]]), use_cuda_graph="yes")

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..backend import array_module
 from ..cache import EncoderDecoderCache
+from ..cuda_graph import GraphedDecoderStep, graph_supported
 from ..inputs import as_ids, as_mask
 from ..ops import linear
 from ..outputs import ModelOutput
@@ -44,14 +45,17 @@ class GenerationMixin:
             raise TypeError(f"generation_config: expected a GenerationConfig, got {type(value).__name__}")
         self._generation_config = value
 
-    def generate(self, input_ids=None, attention_mask=None, generation_config=None, seed=None, **kwargs):
+    def generate(self, input_ids=None, attention_mask=None, generation_config=None, seed=None,
+                 use_cuda_graph=None, **kwargs):
         """Generate token ids: greedy search, sampling or beam search, as the config says.
 
         input_ids [batch, src] (the source for a seq2seq model, the prompt for a decoder),
         attention_mask [batch, src] (1 = real token; right padding for seq2seq).  Keyword
         arguments override GenerationConfig fields (``max_new_tokens=10, num_beams=4``);
         ``encoder_outputs`` and ``decoder_input_ids`` are accepted as in transformers.
-        ``seed``: an int or a numpy Generator for sampling.  Returns token ids
+        ``seed``: an int or a numpy Generator for sampling.  ``use_cuda_graph``: on the
+        GPU, replay each decode step from a captured CUDA graph (cuda_graph.py; default
+        True there, ignored on the CPU; False runs every step eagerly).  Returns token ids
         [batch * num_return_sequences, length] starting with the decoder start token (or
         the prompt), or a ModelOutput when return_dict_in_generate=True.
         """
@@ -74,6 +78,10 @@ class GenerationMixin:
         cache = EncoderDecoderCache(decoder.config.num_hidden_layers, capacity=config.max_length) \
             if config.use_cache else None
         step = DecoderStep(decoder, cache, encoder_states, encoder_mask, attention_mask, config.max_length)
+        if use_cuda_graph not in (None, True, False):
+            raise TypeError(f"use_cuda_graph={use_cuda_graph!r}: expected True, False or None")
+        if use_cuda_graph is not False and graph_supported(decoder, cache):
+            step = GraphedDecoderStep(step)
         processors = build_processors(config, prompt_len=prompt.shape[1], eos_ids=tokens["eos"],
                                       vocab_size=decoder.config.vocab_size, encoder_ids=source,
                                       xp=array_module(prompt))

@@ -1,0 +1,201 @@
+"""minibertgen (CuPy) against transformers (torch CUDA, eager) on the same GPU, side by side.
+
+    python benchmarks/bench_gpu.py                              # small and large, float16
+    python benchmarks/bench_gpu.py --shapes large --modes plain,fused,graph
+
+Same random-weight checkpoints as bench_cpu.py (built with transformers once, under
+benchmarks/_checkpoints/), loaded by both libraries in float16 on GPU 0.  For each shape:
+encoder forward 8x128, greedy and beam-4 generation of exactly 32 new tokens from a
+24-token source.  minibertgen runs in each of its GPU modes:
+
+* plain: the readable path, one CuPy call per array operation;
+* fused: fused elementwise kernels (bias+GELU, residual+LayerNorm, masked softmax);
+* graph: fused, and each decode step replayed from a captured CUDA graph.
+
+Times are medians over --reps runs, each synchronised with the device; ratios are
+transformers time / minibertgen time (> 1: minibertgen faster).  Device memory: the
+bytes the weights take after loading, against the float16 checkpoint size, and each
+library's pool high-water mark over the run.  Prints a table and writes JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+from bench_cpu import NEW_TOKENS, build_checkpoint  # noqa: E402
+
+MODES = ("plain", "fused", "graph")
+
+
+def timed(fn, sync, reps):
+    fn()
+    sync()  # warm-up: kernel compilation, cuBLAS handles, pool growth
+    times = []
+    for _ in range(reps):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def set_mode(mode):
+    """Switch minibertgen's GPU fast paths for a benchmark mode; returns generate() kwargs."""
+    import minibertgen as mb
+
+    mb.set_fused_kernels(mode in ("fused", "graph"))
+    return {"use_cuda_graph": mode == "graph"}
+
+
+def run_shape(shape, directory, reps, modes, dtype_name):
+    import cupy
+    import torch
+    import transformers as hf
+
+    import minibertgen as mb
+    from minibertgen.backend import to_numpy
+
+    torch_dtype = getattr(torch, dtype_name)
+    for path in Path(directory).glob("*.safetensors"):  # same page cache for both loads
+        with open(path, "rb") as handle:
+            while handle.read(1 << 26):
+                pass
+    pool = cupy.get_default_memory_pool()
+    pool.free_all_blocks()
+    before = pool.used_bytes()
+    start = time.perf_counter()
+    ours = mb.EncoderDecoderModel.from_pretrained(directory, device=0, dtype=dtype_name)
+    cupy.cuda.Device(0).synchronize()
+    our_load = time.perf_counter() - start
+    our_weights = pool.used_bytes() - before
+
+    torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    theirs = hf.EncoderDecoderModel.from_pretrained(directory, dtype=torch_dtype).to("cuda").eval()
+    torch.cuda.synchronize()
+    their_load = time.perf_counter() - start
+    their_weights = torch.cuda.memory_allocated()
+    fp16_bytes = sum(p.numel() * 2 for p in {id(p): p for p in theirs.parameters()}.values())
+
+    def sync():
+        torch.cuda.synchronize()
+        cupy.cuda.Device(0).synchronize()
+
+    rng = np.random.default_rng(0)
+    rows = []
+    ids = rng.integers(5, 1000, size=(8, 128))
+    tids = torch.from_numpy(ids).cuda()
+    cids = cupy.asarray(ids)
+
+    def hf_encoder():
+        with torch.no_grad():
+            theirs.encoder(input_ids=tids)
+
+    hf_times = {"encoder 8x128": timed(hf_encoder, sync, reps)}
+    src = rng.integers(5, 1000, size=(1, 24))
+    gen = {}
+    for beams in (1, 4):
+        kwargs = dict(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, num_beams=beams, do_sample=False,
+                      early_stopping=True)
+        name = "greedy" if beams == 1 else f"beam-{beams}"
+        gen[name] = kwargs
+        tsrc = torch.from_numpy(src).cuda()
+        with torch.no_grad():
+            gen[name + ".ref"] = theirs.generate(tsrc, **kwargs).cpu().numpy()
+
+        def hf_generate(kwargs=kwargs, tsrc=tsrc):
+            with torch.no_grad():
+                theirs.generate(tsrc, **kwargs)
+
+        hf_times[name] = timed(hf_generate, sync, max(1, reps // 2))
+    their_peak = torch.cuda.max_memory_allocated()
+
+    for mode in modes:
+        extra = set_mode(mode)
+        pool.free_all_blocks()
+        row_task = "encoder 8x128"
+        mb_time = timed(lambda: ours.encoder(input_ids=cids), sync, reps)
+        rows.append(row(row_task, mode, hf_times[row_task], mb_time, None))
+        for name in ("greedy", "beam-4"):
+            kwargs = gen[name]
+            call_kwargs = dict(kwargs, **extra)
+            got = to_numpy(ours.generate(src, **call_kwargs))
+            ref = gen[name + ".ref"]
+            mb_time = timed(lambda k=call_kwargs: ours.generate(src, **k), sync, max(1, reps // 2))
+            r = row(f"{name} {NEW_TOKENS} tokens", mode, hf_times[name], mb_time, NEW_TOKENS)
+            r["same_ids_as_transformers"] = bool(got.shape == ref.shape and (got == ref).all())
+            rows.append(r)
+    our_peak = pool.total_bytes()
+    memory = {"float16_weight_bytes": fp16_bytes, "minibertgen_weight_bytes": our_weights,
+              "transformers_weight_bytes": their_weights, "minibertgen_pool_high_water": our_peak,
+              "transformers_peak_allocated": their_peak, "minibertgen_load_s": our_load,
+              "transformers_load_s": their_load}
+    del theirs, ours
+    torch.cuda.empty_cache()
+    pool.free_all_blocks()
+    return rows, memory
+
+
+def row(task, mode, hf_s, mb_s, tokens):
+    out = {"task": task, "mode": mode, "transformers_s": hf_s, "minibertgen_s": mb_s, "ratio": hf_s / mb_s}
+    if tokens:
+        out["transformers_tok_s"] = tokens / hf_s
+        out["minibertgen_tok_s"] = tokens / mb_s
+    return out
+
+
+def print_table(shape, rows, memory, device_name):
+    print(f"\n## {shape} ({device_name}, float16)")
+    print("| task | mode | transformers | minibertgen | ratio (>1: minibertgen faster) | same ids |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        if "transformers_tok_s" in r:
+            cells = f"{r['transformers_tok_s']:.1f} tok/s | {r['minibertgen_tok_s']:.1f} tok/s"
+        else:
+            cells = f"{r['transformers_s'] * 1e3:.2f} ms | {r['minibertgen_s'] * 1e3:.2f} ms"
+        print(f"| {r['task']} | {r['mode']} | {cells} | {r['ratio']:.2f}x | {r.get('same_ids_as_transformers', '')} |")
+    m = memory
+    gib = 2 ** 30
+    print(f"\nweights on device: minibertgen {m['minibertgen_weight_bytes'] / gib:.3f} GiB "
+          f"({m['minibertgen_weight_bytes'] / m['float16_weight_bytes']:.3f}x the float16 parameters), "
+          f"transformers {m['transformers_weight_bytes'] / gib:.3f} GiB; high-water: minibertgen pool "
+          f"{m['minibertgen_pool_high_water'] / gib:.3f} GiB, transformers {m['transformers_peak_allocated'] / gib:.3f}"
+          f" GiB; load {m['minibertgen_load_s']:.2f} s vs {m['transformers_load_s']:.2f} s")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shapes", default="small,large")
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--dtype", default="float16")
+    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--json", default=str(HERE / "results" / "gpu.json"))
+    args = parser.parse_args()
+    import cupy
+    import torch
+    import transformers
+
+    device_name = torch.cuda.get_device_name(0)
+    results = {"device": device_name, "torch": torch.__version__, "transformers": transformers.__version__,
+               "cupy": cupy.__version__, "dtype": args.dtype, "shapes": {}}
+    for shape in args.shapes.split(","):
+        directory = build_checkpoint(shape)
+        rows, memory = run_shape(shape, directory, args.reps, args.modes.split(","), args.dtype)
+        print_table(shape, rows, memory, device_name)
+        results["shapes"][shape] = {"rows": rows, "memory": memory}
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(results, indent=2))
+    print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Fused CUDA kernels for the CuPy backend: the same math as ops.py, in fewer launches.
+
+On a GPU, a batch-1 decode step is not limited by arithmetic but by how many kernels
+Python launches: CuPy spends ~10-30 us of host time per array operation, and the
+readable LayerNorm in ops.py is a dozen of them (astype, mean, subtract, multiply,
+mean, add, sqrt, divide, multiply, add, astype), softmax half a dozen, erf-GELU fifteen.
+Each kernel here does one of those whole functions in one launch, computing in float32
+whatever the storage dtype (as torch's CUDA kernels do for float16):
+
+* :func:`layer_norm` -- LayerNorm of (x + residual), one thread block per row;
+* :func:`masked_softmax` -- softmax(scores / scale + mask), one warp per row;
+* :func:`gelu` -- erf or tanh GELU, elementwise.
+
+ops.py calls these only for CuPy arrays and only while fused kernels are on
+(``minibertgen.set_fused_kernels(False)`` selects the readable path, for teaching and
+for checking one against the other).  Kernels are compiled on first use (NVRTC) and
+cached by CuPy on disk.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+__all__ = ["layer_norm", "masked_softmax", "gelu", "supports"]
+
+_CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float16): "__half"}
+
+_BLOCK_SUM = r"""
+// Sum of one float per thread over the whole block (blockDim.x a multiple of 32, <= 1024).
+__device__ float block_sum(float v, float* shared) {
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    __syncthreads();                      // `shared` may still be read by a previous call
+    if (lane == 0) shared[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        v = lane < blockDim.x / 32 ? shared[lane] : 0.0f;
+        for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+        if (lane == 0) shared[32] = v;
+    }
+    __syncthreads();
+    return shared[32];
+}
+"""
+
+_LAYER_NORM = r"""
+#include <cuda_fp16.h>
+typedef TYPE T;
+BLOCK_SUM
+// out[row] = (v - mean) / sqrt(var + eps) * gamma + beta, with v = x[row] (+ residual[row]);
+// one block per row, statistics in float32 (two passes over the row: mean, then variance).
+extern "C" __global__ void layer_norm(const T* x, const T* residual, const T* gamma, const T* beta,
+                                      T* out, const int n, const float eps) {
+    __shared__ float shared[33];
+    const size_t base = (size_t)blockIdx.x * n;
+    float sum = 0.0f;
+    for (int j = threadIdx.x; j < n; j += blockDim.x)
+        sum += (float)x[base + j] + (residual ? (float)residual[base + j] : 0.0f);
+    const float mean = block_sum(sum, shared) / n;
+    float squares = 0.0f;
+    for (int j = threadIdx.x; j < n; j += blockDim.x) {
+        const float d = (float)x[base + j] + (residual ? (float)residual[base + j] : 0.0f) - mean;
+        squares += d * d;
+    }
+    const float inv_std = 1.0f / sqrtf(block_sum(squares, shared) / n + eps);
+    for (int j = threadIdx.x; j < n; j += blockDim.x) {
+        const float v = (float)x[base + j] + (residual ? (float)residual[base + j] : 0.0f);
+        out[base + j] = (T)((v - mean) * inv_std * (float)gamma[j] + (float)beta[j]);
+    }
+}
+"""
+
+_SOFTMAX = r"""
+#include <cuda_fp16.h>
+typedef TYPE T;      // scores and mask
+typedef OUTTYPE U;   // probabilities
+// probs[row] = softmax(scores[row] / divisor + mask[row]) over the last axis; one warp per row.
+// scores [batch, heads, queries, keys] contiguous; mask [batch, 1, mask_queries, keys]
+// (mask_queries is 1 or queries) or absent.  Float32 throughout, as ops.softmax.
+extern "C" __global__ void masked_softmax(const T* scores, const T* mask, U* probs, const int rows,
+                                          const int keys, const int heads, const int queries,
+                                          const int mask_queries, const float divisor) {
+    const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    if (row >= rows) return;
+    const size_t base = (size_t)row * keys;
+    const T* mrow = 0;
+    if (mask) {
+        const int q = row % queries, b = row / (heads * queries);
+        mrow = mask + ((size_t)b * mask_queries + (mask_queries == 1 ? 0 : q)) * keys;
+    }
+    float largest = -INFINITY;
+    for (int j = lane; j < keys; j += 32)
+        largest = fmaxf(largest, (float)scores[base + j] / divisor + (mrow ? (float)mrow[j] : 0.0f));
+    for (int offset = 16; offset > 0; offset >>= 1)
+        largest = fmaxf(largest, __shfl_xor_sync(0xffffffffu, largest, offset));
+    float total = 0.0f;
+    for (int j = lane; j < keys; j += 32)
+        total += expf((float)scores[base + j] / divisor + (mrow ? (float)mrow[j] : 0.0f) - largest);
+    for (int offset = 16; offset > 0; offset >>= 1) total += __shfl_xor_sync(0xffffffffu, total, offset);
+    for (int j = lane; j < keys; j += 32)
+        probs[base + j] = (U)(expf((float)scores[base + j] / divisor + (mrow ? (float)mrow[j] : 0.0f)
+                                   - largest) / total);
+}
+"""
+
+_GELU_BODY = {
+    # 0.5 v (1 + erf(v / sqrt 2)): the exact GELU, with CUDA's float32 erff
+    "erf": "float v = (float)x; y = (T)(0.5f * v * (1.0f + erff(v * 0.70710678118654752f)));",
+    # 0.5 v (1 + tanh(sqrt(2 / pi) (v + 0.044715 v^3))): the tanh approximation
+    "tanh": "float v = (float)x; "
+            "y = (T)(0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v))));",
+}
+
+
+def supports(dtype) -> bool:
+    """The fused kernels handle float32 and float16 storage."""
+    return np.dtype(dtype) in _CTYPES
+
+
+def _threads_for(n: int) -> int:
+    """Threads per LayerNorm row: about 4 elements each, a whole number of warps, at most 1024."""
+    return min(1024, max(32, ((n + 3) // 4 + 31) // 32 * 32))
+
+
+_NULL = np.uint64(0)  # a null pointer argument (no residual / no mask)
+
+
+@functools.lru_cache(maxsize=None)
+def _raw_kernel(source: str, name: str, **types):
+    import cupy
+
+    for key, value in types.items():
+        source = source.replace(key, value)
+    return cupy.RawKernel(source.replace("BLOCK_SUM", _BLOCK_SUM), name)
+
+
+def layer_norm(x, weight, bias, eps, residual=None):
+    """LayerNorm over the last axis of ``x`` (+ ``residual``), in one kernel; returns a new array."""
+    import cupy
+
+    x = cupy.ascontiguousarray(x)
+    if residual is not None:
+        residual = cupy.ascontiguousarray(residual, dtype=x.dtype)
+    n = x.shape[-1]
+    out = cupy.empty_like(x)
+    rows = x.size // n if n else 0
+    if rows:
+        kernel = _raw_kernel(_LAYER_NORM, "layer_norm", TYPE=_CTYPES[x.dtype])
+        kernel((rows,), (_threads_for(n),),
+               (x, _NULL if residual is None else residual, cupy.ascontiguousarray(weight, dtype=x.dtype),
+                cupy.ascontiguousarray(bias, dtype=x.dtype), out, np.int32(n), np.float32(eps)))
+    return out
+
+
+def masked_softmax(scores, mask=None, divisor=1.0, out_dtype=None):
+    """softmax(scores / divisor + mask) over the last axis of [batch, heads, queries, keys] scores.
+
+    ``mask`` is additive, [batch, 1, 1 or queries, keys]; the result has ``out_dtype``
+    (default: the scores' dtype).
+    """
+    import cupy
+
+    scores = cupy.ascontiguousarray(scores)
+    batch, heads, queries, keys = scores.shape
+    out = cupy.empty(scores.shape, dtype=out_dtype or scores.dtype)
+    mask_queries = 1
+    if mask is not None:
+        mask = cupy.ascontiguousarray(cupy.broadcast_to(mask, (batch, 1, mask.shape[2], keys)), dtype=scores.dtype)
+        mask_queries = mask.shape[2]
+    rows = batch * heads * queries
+    if rows and keys:
+        kernel = _raw_kernel(_SOFTMAX, "masked_softmax", OUTTYPE=_CTYPES[out.dtype], TYPE=_CTYPES[scores.dtype])
+        warps = 4
+        kernel(((rows + warps - 1) // warps,), (32 * warps,),
+               (scores, _NULL if mask is None else mask, out, np.int32(rows), np.int32(keys), np.int32(heads), np.int32(queries),
+                np.int32(mask_queries), np.float32(divisor)))
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _gelu_kernel(form: str):
+    import cupy
+
+    return cupy.ElementwiseKernel("T x", "T y", _GELU_BODY[form], f"minibertgen_gelu_{form}")
+
+
+def gelu(x, form="erf"):
+    """GELU of every element, computed in float32: ``form`` "erf" (exact) or "tanh"."""
+    return _gelu_kernel(form)(x)
