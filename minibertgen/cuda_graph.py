@@ -59,7 +59,7 @@ def _write_kernel():
 
 def _write_at(buffer, new, position):
     """buffer [rows, heads, capacity, d] <- new [rows, heads, 1, d] at the device index ``position``."""
-    _write_kernel()(new, position, buffer.shape[2], buffer.shape[3], buffer, size=new.size)
+    _write_kernel()(new, position, buffer.shape[2], buffer.shape[3], buffer)  # one thread per element of new
 
 
 class _StaticCache(EncoderDecoderCache):

@@ -24,7 +24,10 @@ import numpy as np
 
 __all__ = ["layer_norm", "masked_softmax", "gelu", "supports"]
 
-_CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float16): "__half"}
+_CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float16): "HALF"}
+# How float16 is spelled in a RawKernel: CUDA's own header where NVRTC finds it, else the
+# float16 class CuPy ships for its ElementwiseKernels.  The first that compiles is kept.
+_HALF_SPELLINGS = (("#include <cuda_fp16.h>", "__half"), ("#include <cupy/carray.cuh>", "float16"))
 
 _BLOCK_SUM = r"""
 // Sum of one float per thread over the whole block (blockDim.x a multiple of 32, <= 1024).
@@ -45,7 +48,7 @@ __device__ float block_sum(float v, float* shared) {
 """
 
 _LAYER_NORM = r"""
-#include <cuda_fp16.h>
+HALF_HEADER
 typedef TYPE T;
 BLOCK_SUM
 // out[row] = (v - mean) / sqrt(var + eps) * gamma + beta, with v = x[row] (+ residual[row]);
@@ -72,7 +75,7 @@ extern "C" __global__ void layer_norm(const T* x, const T* residual, const T* ga
 """
 
 _SOFTMAX = r"""
-#include <cuda_fp16.h>
+HALF_HEADER
 typedef TYPE T;      // scores and mask
 typedef OUTTYPE U;   // probabilities
 // probs[row] = softmax(scores[row] / divisor + mask[row]) over the last axis; one warp per row.
@@ -90,7 +93,7 @@ extern "C" __global__ void masked_softmax(const T* scores, const T* mask, U* pro
         const int q = row % queries, b = row / (heads * queries);
         mrow = mask + ((size_t)b * mask_queries + (mask_queries == 1 ? 0 : q)) * keys;
     }
-    float largest = -INFINITY;
+    float largest = __int_as_float(0xff800000);  // -infinity
     for (int j = lane; j < keys; j += 32)
         largest = fmaxf(largest, (float)scores[base + j] / divisor + (mrow ? (float)mrow[j] : 0.0f));
     for (int offset = 16; offset > 0; offset >>= 1)
@@ -133,7 +136,16 @@ def _raw_kernel(source: str, name: str, **types):
 
     for key, value in types.items():
         source = source.replace(key, value)
-    return cupy.RawKernel(source.replace("BLOCK_SUM", _BLOCK_SUM), name)
+    source = source.replace("BLOCK_SUM", _BLOCK_SUM)
+    errors = []
+    for header, half in _HALF_SPELLINGS:
+        kernel = cupy.RawKernel(source.replace("HALF_HEADER", header).replace("HALF", half), name)
+        try:
+            kernel.compile() if hasattr(kernel, "compile") else kernel.kernel  # compile now
+            return kernel
+        except Exception as exc:  # NVRTC could not find or parse this spelling
+            errors.append(f"{header}: {exc}")
+    raise RuntimeError(f"cannot compile the {name} kernel: " + " | ".join(errors))
 
 
 def layer_norm(x, weight, bias, eps, residual=None):
