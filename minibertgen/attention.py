@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from .backend import array_module
-from .ops import linear, masked_softmax
+from .ops import fused_kernels_for, linear, masked_softmax
 
 __all__ = [
     "padding_mask",
@@ -92,7 +92,11 @@ def attend(query, key, value, mask, *, head_mask=None, relative=None):
     to [batch, heads, q, k].  Returns (context [batch, heads, q, d], probs [batch, heads, q, k]).
     ``relative`` is (distance_table, query_positions, mode) for relative position embeddings.
     """
-    scores = query @ key.transpose(0, 1, 3, 2)  # [batch, heads, q, k]
+    single = fused_kernels_for(query) if query.shape[2] == 1 else None  # GPU kernels for one new query
+    if single is not None:
+        scores = single.one_query_scores(query, key)  # the same q . k, without cuBLAS
+    else:
+        scores = query @ key.transpose(0, 1, 3, 2)  # [batch, heads, q, k]
     if relative is not None:
         table, query_positions, mode = relative
         scores = scores + relative_position_scores(query, key, table, query_positions, mode)
@@ -100,6 +104,8 @@ def attend(query, key, value, mask, *, head_mask=None, relative=None):
     probs = masked_softmax(scores, mask, math.sqrt(query.shape[-1]), dtype=value.dtype)
     if head_mask is not None:
         probs = probs * head_mask  # [heads, 1, 1] zeroes whole heads
+    if single is not None:
+        return single.one_query_values(probs, value), probs
     return probs @ value, probs  # [batch, heads, q, d]
 
 

@@ -33,6 +33,7 @@ import warnings
 
 import numpy as np
 
+from . import ops
 from .cache import EncoderDecoderCache
 from .model import bert_stack, lm_head
 
@@ -40,20 +41,26 @@ __all__ = ["GraphedDecoderStep", "graph_supported"]
 
 
 def graph_supported(decoder, cache) -> bool:
-    """Can this decoder's step be captured?  (CuPy, a cache, absolute positions.)"""
-    if cache is None or decoder.device.kind != "cuda":
+    """Can this decoder's step be captured?  CuPy with the fused kernels on (the readable
+    path calls cuBLAS, which CuPy will not capture), a cache, absolute positions, and
+    float weights (quantized ones dequantize through cuBLAS)."""
+    if cache is None or decoder.device.kind != "cuda" or not ops._FUSED["enabled"]:
         return False
-    return decoder.config.position_embedding_type == "absolute"
+    if getattr(decoder.config, "quantization_config", None):
+        return False
+    from .cuda_kernels import supports
+
+    return decoder.config.position_embedding_type == "absolute" and supports(decoder.dtype)
 
 
 @functools.lru_cache(maxsize=None)
 def _write_kernel():
     import cupy
 
-    # buffer[b, h, position, d] = new[b, h, 0, d] for every (b, h, d), position read from device memory
+    # buffer[b, h, position, d] = src[b, h, 0, d] for every (b, h, d), position read from device memory
     return cupy.ElementwiseKernel(
-        "T new, raw int64 position, int64 capacity, int64 head_dim", "raw T buffer",
-        "buffer[((i / head_dim) * capacity + position[0]) * head_dim + i % head_dim] = new;",
+        "T src, raw int64 position, int64 capacity, int64 head_dim", "raw T buffer",
+        "buffer[((i / head_dim) * capacity + position[0]) * head_dim + i % head_dim] = src;",
         "minibertgen_write_at")
 
 
@@ -88,6 +95,9 @@ class GraphedDecoderStep:
         self.eager = eager  # the DecoderStep: its decoder, cache, encoder states, decoder-alone mask
         self.decoder, self.cache = eager.decoder, eager.cache
         self.cupy = cupy
+        from .cuda_kernels import MAX_FEW_ROWS
+
+        self.max_rows = MAX_FEW_ROWS  # more rows than this: linears use cuBLAS, which cannot be captured
         self.graph = None
         self.failed = False
         self.stream = cupy.cuda.Stream(non_blocking=True)
@@ -96,7 +106,7 @@ class GraphedDecoderStep:
     # -- per step ----------------------------------------------------------------------------
     def __call__(self, ids):
         seen = self.cache.get_seq_length()
-        if self.failed or ids.shape[1] - seen != 1 or seen == 0:
+        if self.failed or ids.shape[1] - seen != 1 or seen == 0 or ids.shape[0] > self.max_rows:
             return self.eager(ids)  # the prompt (several tokens at once) runs eagerly
         if self.graph is None:
             return self._capture(ids, seen)

@@ -9,7 +9,16 @@ whatever the storage dtype (as torch's CUDA kernels do for float16):
 
 * :func:`layer_norm` -- LayerNorm of (x + residual), one thread block per row;
 * :func:`masked_softmax` -- softmax(scores / scale + mask), one warp per row;
-* :func:`gelu` -- erf or tanh GELU, elementwise.
+* :func:`gelu` -- erf or tanh GELU, elementwise;
+* :func:`few_rows_linear` -- ``x @ W.T + b`` for a handful of rows (a decode step), one
+  warp per output feature streaming its weight row once for all rows, bias included;
+* :func:`one_query_scores` / :func:`one_query_values` -- attention of a single new
+  query: ``q . k`` for every key, and ``sum_k p_k v_k``.
+
+The last three replace cuBLAS calls in the decode step, for two reasons: a cuBLAS call
+through CuPy costs ~30-50 us of host time where a raw kernel costs ~10, and CuPy refuses
+to record cuBLAS calls in a CUDA graph ("calling cuBLAS API during stream capture is
+currently unsupported"), so a capturable step (cuda_graph.py) must not make any.
 
 ops.py calls these only for CuPy arrays and only while fused kernels are on
 (``minibertgen.set_fused_kernels(False)`` selects the readable path, for teaching and
@@ -22,7 +31,8 @@ import functools
 
 import numpy as np
 
-__all__ = ["layer_norm", "masked_softmax", "gelu", "supports"]
+__all__ = ["layer_norm", "masked_softmax", "gelu", "few_rows_linear", "one_query_scores", "one_query_values",
+           "supports", "MAX_FEW_ROWS"]
 
 _CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float16): "HALF"}
 # How float16 is spelled in a RawKernel: CUDA's own header where NVRTC finds it, else the
@@ -107,6 +117,84 @@ extern "C" __global__ void masked_softmax(const T* scores, const T* mask, U* pro
                                    - largest) / total);
 }
 """
+
+_FEW_ROWS_LINEAR = r"""
+HALF_HEADER
+typedef TYPE T;
+#define ROWS MAXROWS
+// y[r, o] = sum_i x[r, i] W[o, i] + bias[o] for r < rows (rows <= ROWS).  One warp per output
+// feature o: its 32 lanes stream W's row o in 16-byte loads (read once for all rows) and keep
+// one float32 partial sum per input row; a warp shuffle adds the lanes' sums.  Needs `in` to
+// be a multiple of 16 / sizeof(T) and 16-byte aligned rows (checked by the caller).
+extern "C" __global__ void few_rows_linear(const T* x, const T* W, const T* bias, T* y,
+                                           const int rows, const int in, const int out) {
+    const int o = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    if (o >= out) return;
+    const int vec = 16 / sizeof(T);
+    float acc[ROWS];
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) acc[r] = 0.0f;
+    const T* w = W + (size_t)o * in;
+    for (int i = lane * vec; i < in; i += 32 * vec) {
+        const float4 wpack = *reinterpret_cast<const float4*>(w + i);
+        const T* wv = reinterpret_cast<const T*>(&wpack);
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) {
+            if (r < rows) {
+                const float4 xpack = *reinterpret_cast<const float4*>(x + (size_t)r * in + i);
+                const T* xv = reinterpret_cast<const T*>(&xpack);
+#pragma unroll
+                for (int e = 0; e < 16 / sizeof(T); ++e) acc[r] += (float)wv[e] * (float)xv[e];
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+        if (r < rows) {
+            float v = acc[r];
+            for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+            if (lane == 0) y[(size_t)r * out + o] = (T)(v + (bias ? (float)bias[o] : 0.0f));
+        }
+    }
+}
+"""
+
+_ONE_QUERY = r"""
+HALF_HEADER
+typedef TYPE T;
+// scores[b, h, 0, j] = q[b, h, 0, :] . k[b, h, j, :]; one warp per (b, h, j).  Strides in elements.
+extern "C" __global__ void one_query_scores(const T* q, const T* k, T* scores, const int heads, const int keys,
+                                            const int d, const long long qsb, const long long qsh,
+                                            const long long ksb, const long long ksh, const long long ksj,
+                                            const int total) {
+    const int w = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    if (w >= total) return;
+    const int j = w % keys, bh = w / keys, b = bh / heads, h = bh % heads;
+    const T* qrow = q + b * qsb + h * qsh;
+    const T* krow = k + b * ksb + h * ksh + j * ksj;
+    float acc = 0.0f;
+    for (int i = lane; i < d; i += 32) acc += (float)qrow[i] * (float)krow[i];
+    for (int offset = 16; offset > 0; offset >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, offset);
+    if (lane == 0) scores[w] = (T)acc;
+}
+// out[b, h, 0, :] = sum_j p[b, h, 0, j] v[b, h, j, :]; one block per (b, h), threads over the head dim.
+extern "C" __global__ void one_query_values(const T* p, const T* v, T* out, const int heads, const int keys,
+                                            const int d, const long long vsb, const long long vsh,
+                                            const long long vsj) {
+    const int bh = blockIdx.x, b = bh / heads, h = bh % heads;
+    const T* prow = p + (size_t)bh * keys;
+    const T* vbase = v + b * vsb + h * vsh;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {
+        float acc = 0.0f;
+        for (int j = 0; j < keys; ++j) acc += (float)prow[j] * (float)vbase[j * vsj + i];
+        out[(size_t)bh * d + i] = (T)acc;
+    }
+}
+"""
+
+MAX_FEW_ROWS = 32  # rows beyond this go to cuBLAS (and a decode step with more is not graphed)
 
 _GELU_BODY = {
     # 0.5 v (1 + erf(v / sqrt 2)): the exact GELU, with CUDA's float32 erff
@@ -201,3 +289,67 @@ def _gelu_kernel(form: str):
 def gelu(x, form="erf"):
     """GELU of every element, computed in float32: ``form`` "erf" (exact) or "tanh"."""
     return _gelu_kernel(form)(x)
+
+
+def few_rows_linear_fits(x2, weight) -> bool:
+    """Can few_rows_linear take rows x2 [rows, in] times weight [out, in]?"""
+    vec = 16 // x2.dtype.itemsize
+    return (supports(x2.dtype) and weight.dtype == x2.dtype and 0 < x2.shape[0] <= MAX_FEW_ROWS
+            and x2.shape[1] % vec == 0 and weight.flags.c_contiguous and weight.data.ptr % 16 == 0)
+
+
+def few_rows_linear(x2, weight, bias=None):
+    """x2 [rows, in] @ weight.T [in, out] (+ bias) -> [rows, out]; see few_rows_linear_fits."""
+    import cupy
+
+    rows, width = x2.shape
+    x2 = cupy.ascontiguousarray(x2)
+    if x2.data.ptr % 16:
+        x2 = x2.copy()  # a view at an odd offset: 16-byte loads need an aligned start
+    out_features = weight.shape[0]
+    y = cupy.empty((rows, out_features), dtype=x2.dtype)
+    capacity = next(r for r in (1, 2, 4, 8, 16, 32) if r >= rows)  # unrolled accumulators per lane
+    kernel = _raw_kernel(_FEW_ROWS_LINEAR, "few_rows_linear", TYPE=_CTYPES[x2.dtype], MAXROWS=str(capacity))
+    warps = 4
+    kernel(((out_features + warps - 1) // warps,), (32 * warps,),
+           (x2, weight, _NULL if bias is None else cupy.ascontiguousarray(bias, dtype=x2.dtype), y,
+            np.int32(rows), np.int32(width), np.int32(out_features)))
+    return y
+
+
+def _strides(a):
+    return [np.int64(s // a.itemsize) for s in a.strides]
+
+
+def one_query_scores(query, key):
+    """query [batch, heads, 1, d] . key [batch, heads, keys, d] -> scores [batch, heads, 1, keys]."""
+    import cupy
+
+    batch, heads, _, d = query.shape
+    keys = key.shape[2]
+    scores = cupy.empty((batch, heads, 1, keys), dtype=query.dtype)
+    total = batch * heads * keys
+    if total:
+        qs, ks = _strides(query), _strides(key)
+        kernel = _raw_kernel(_ONE_QUERY, "one_query_scores", TYPE=_CTYPES[query.dtype])
+        warps = 4
+        kernel(((total + warps - 1) // warps,), (32 * warps,),
+               (query, key, scores, np.int32(heads), np.int32(keys), np.int32(d), qs[0], qs[1], ks[0], ks[1],
+                ks[2], np.int32(total)))
+    return scores
+
+
+def one_query_values(probs, value):
+    """probs [batch, heads, 1, keys] @ value [batch, heads, keys, d] -> [batch, heads, 1, d]."""
+    import cupy
+
+    batch, heads, _, keys = probs.shape
+    d = value.shape[3]
+    probs = cupy.ascontiguousarray(probs, dtype=value.dtype)
+    out = cupy.empty((batch, heads, 1, d), dtype=value.dtype)
+    if batch * heads:
+        vs = _strides(value)
+        kernel = _raw_kernel(_ONE_QUERY, "one_query_values", TYPE=_CTYPES[value.dtype])
+        kernel((batch * heads,), (min(1024, max(32, (d + 31) // 32 * 32)),),
+               (probs, value, out, np.int32(heads), np.int32(keys), np.int32(d), vs[0], vs[1], vs[2]))
+    return out

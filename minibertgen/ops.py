@@ -40,7 +40,7 @@ def set_fused_kernels(enabled: bool) -> None:
     _FUSED["enabled"] = enabled
 
 
-def _fused(x):
+def fused_kernels_for(x):
     """The cuda_kernels module if ``x`` should take a fused kernel, else None."""
     if not _FUSED["enabled"] or array_module(x) is np:
         return None
@@ -64,6 +64,10 @@ def linear(x, weight, bias=None):
         return _add_bias(weight.rmatmul_t(x), bias)  # x @ W.T from packed 8/4-bit codes (quantization/)
     xp = array_module(x)
     rows = x.reshape(-1, x.shape[-1])  # [..., in] -> [rows, in]
+    kernels = fused_kernels_for(x)
+    if kernels is not None and kernels.few_rows_linear_fits(rows, weight):
+        # GPU, a decode step's few rows: one kernel, bias included, no cuBLAS (cuda_kernels.py)
+        return kernels.few_rows_linear(rows, weight, bias).reshape(*x.shape[:-1], weight.shape[0])
     if 1 < rows.shape[0] <= _FEW_ROWS and xp is np:
         # Speed, CPU only: for few rows (beam steps, short encoder inputs) OpenBLAS runs
         # W @ x.T [out, in] @ [in, rows] faster than x @ W.T: 15 vs 9 GB/s of weights at
@@ -92,7 +96,7 @@ def layer_norm(x, weight, bias, eps, residual=None):
     Statistics are computed in float32 (at least), whatever the input dtype.  On the GPU
     this is one fused kernel (cuda_kernels.layer_norm) computing exactly these steps.
     """
-    kernels = _fused(x)
+    kernels = fused_kernels_for(x)
     if kernels is not None:
         return kernels.layer_norm(x, weight, bias, eps, residual=residual)
     if residual is not None:
@@ -228,7 +232,7 @@ def activation(name: str):
 
 
 def _activate(fn, x):
-    kernels = _fused(x)
+    kernels = fused_kernels_for(x)
     if kernels is not None and fn in _GELU_FORMS:
         return kernels.gelu(x, _GELU_FORMS[fn])
     if x.dtype.itemsize < 4:
@@ -255,7 +259,7 @@ def masked_softmax(scores, mask=None, divisor=1.0, dtype=None):
     broadcastable to it; computed in float32, returned in ``dtype`` (default: float32 at
     least).  On the GPU one fused kernel does all four steps.
     """
-    kernels = _fused(scores)
+    kernels = fused_kernels_for(scores)
     if kernels is not None and scores.ndim == 4 and (mask is None or mask.ndim == 4):
         out_dtype = np.dtype(dtype) if dtype is not None else np.promote_types(scores.dtype, np.float32)
         if kernels.supports(out_dtype):
