@@ -15,10 +15,14 @@ whatever the storage dtype (as torch's CUDA kernels do for float16):
 * :func:`one_query_scores` / :func:`one_query_values` -- attention of a single new
   query: ``q . k`` for every key, and ``sum_k p_k v_k``.
 
-The last three replace cuBLAS calls in the decode step, for two reasons: a cuBLAS call
+* :func:`matmul_nt` -- ``x @ W.T`` for many rows as one direct cublasGemmEx call.
+
+The last four replace or slim down cuBLAS calls in the decode step, for two reasons: a cuBLAS call
 through CuPy costs ~30-50 us of host time where a raw kernel costs ~10, and CuPy refuses
 to record cuBLAS calls in a CUDA graph ("calling cuBLAS API during stream capture is
 currently unsupported"), so a capturable step (cuda_graph.py) must not make any.
+``matmul_nt`` still calls cuBLAS (for the encoder's large products) but skips
+``cupy.matmul``'s general-purpose dispatch, which is most of a layer's host time.
 
 ops.py calls these only for CuPy arrays and only while fused kernels are on
 (``minibertgen.set_fused_kernels(False)`` selects the readable path, for teaching and
@@ -31,7 +35,7 @@ import functools
 
 import numpy as np
 
-__all__ = ["layer_norm", "masked_softmax", "gelu", "few_rows_linear", "one_query_scores", "one_query_values",
+__all__ = ["layer_norm", "masked_softmax", "gelu", "matmul_nt", "few_rows_linear", "one_query_scores", "one_query_values",
            "supports", "MAX_FEW_ROWS"]
 
 _CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float16): "HALF"}
@@ -353,3 +357,39 @@ def one_query_values(probs, value):
         kernel((batch * heads,), (min(1024, max(32, (d + 31) // 32 * 32)),),
                (probs, value, out, np.int32(heads), np.int32(keys), np.int32(d), vs[0], vs[1], vs[2]))
     return out
+
+
+# cuBLAS enum values (library_types.h / cublas_api.h), in case a CuPy build does not export them
+_OP_N, _OP_T, _COMPUTE_32F, _GEMM_DEFAULT, _POINTER_MODE_HOST = 0, 1, 68, -1, 0
+_CUDA_TYPES = {np.dtype(np.float32): 0, np.dtype(np.float16): 2}  # CUDA_R_32F, CUDA_R_16F
+_ONE, _ZERO = np.ones(1, dtype=np.float32), np.zeros(1, dtype=np.float32)  # alpha, beta (float32 compute)
+_DIRECT_GEMM = {"ok": True}
+
+
+def matmul_nt(x2, weight):
+    """x2 [rows, in] @ weight.T -> [rows, out] (float32 accumulation) as one cublasGemmEx call.
+
+    Row-major y = x W^T is, read column-major, y^T = W^T' x^T': cuBLAS computes
+    C [out, rows] = op(A) B with A = W stored [in, out] (transposed: op T) and B = x
+    stored [in, rows].  If the direct call is unavailable, falls back to cupy.matmul.
+    """
+    import cupy
+
+    if _DIRECT_GEMM["ok"] and supports(x2.dtype) and weight.dtype == x2.dtype and weight.flags.c_contiguous:
+        try:
+            from cupy_backends.cuda.libs import cublas
+
+            x2 = cupy.ascontiguousarray(x2)
+            rows, width = x2.shape
+            out_features = weight.shape[0]
+            y = cupy.empty((rows, out_features), dtype=x2.dtype)
+            kind = _CUDA_TYPES[x2.dtype]
+            handle = cupy.cuda.device.get_cublas_handle()
+            cublas.setPointerMode(handle, _POINTER_MODE_HOST)
+            cublas.gemmEx(handle, _OP_T, _OP_N, out_features, rows, width, _ONE.ctypes.data, weight.data.ptr, kind,
+                          width, x2.data.ptr, kind, width, _ZERO.ctypes.data, y.data.ptr, kind, out_features,
+                          _COMPUTE_32F, _GEMM_DEFAULT)
+            return y
+        except (ImportError, AttributeError, TypeError):  # a CuPy without these bindings
+            _DIRECT_GEMM["ok"] = False
+    return x2 @ weight.T

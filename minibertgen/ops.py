@@ -73,6 +73,10 @@ def linear(x, weight, bias=None):
         # W @ x.T [out, in] @ [in, rows] faster than x @ W.T: 15 vs 9 GB/s of weights at
         # 4 rows, 44 vs 54 ms at 64 rows, equal from ~128; the same product, transposed back.
         y = xp.ascontiguousarray((weight @ rows.T).T)  # [out, rows] -> [rows, out]
+    elif kernels is not None:
+        # GPU: the same product as below through one direct cuBLAS call, skipping
+        # cupy.matmul's general dispatch (host time is what limits a GPU layer)
+        y = kernels.matmul_nt(rows, weight)
     else:
         # One GEMM over all rows: NumPy's matmul on a 3-D x loops over the batch and is
         # 25% slower at [8, 128, 1024] (bench_cpu.py).

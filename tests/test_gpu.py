@@ -208,11 +208,14 @@ def test_fused_kernels_match_the_readable_path():
         finally:
             mb.set_fused_kernels(True)
         fused = on_host(model(**inputs, output_attentions=True))
-        if dtype == "float32":  # the same arithmetic, in a different order
+        if dtype == "float32":
+            # The same arithmetic, summed in a different order (the fused kernels' own
+            # loops against cuBLAS's): 1e-5 is ~100 float32 steps at 1.0, ten times
+            # tighter than the 1e-4 bound both paths meet against transformers.
             for name in ("logits", "loss"):
                 assert float(np.abs(fused[name] - plain[name]).max()) <= 1e-5, name
             for a, b in zip(fused["decoder_attentions"], plain["decoder_attentions"]):
-                assert float(np.abs(a - b).max()) <= 1e-6
+                assert float(np.abs(a - b).max()) <= 1e-5
         else:
             # The fused kernels keep scores, softmax and GELU in float32 where the readable
             # path rounds scaled scores to float16 first, so the two float16 paths differ by
