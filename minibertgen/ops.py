@@ -268,7 +268,8 @@ def masked_softmax(scores, mask=None, divisor=1.0, dtype=None):
         out_dtype = np.dtype(dtype) if dtype is not None else np.promote_types(scores.dtype, np.float32)
         if kernels.supports(out_dtype):
             return kernels.masked_softmax(scores, mask, divisor, out_dtype)
-    scores /= divisor  # in place: the caller's own array
+    scores = scores.astype(np.promote_types(scores.dtype, np.float32), copy=False)  # float32 from here on
+    scores /= divisor  # in place: the caller's own array (or its float32 copy)
     if mask is not None:
         scores += mask
     probs = softmax(scores, axis=-1)
