@@ -117,12 +117,23 @@ def alternate(task, run_hf, run_mb, reps, tokens):
     for _ in range(reps):
         hf_times.append(median_time(run_hf, 1))
         mb_times.append(median_time(run_mb, 1))
-    row = {"task": task, "transformers_s": statistics.median(hf_times), "minibertgen_s": statistics.median(mb_times)}
-    row["ratio"] = row["transformers_s"] / row["minibertgen_s"]
+    return speed_row(task, statistics.median(hf_times), statistics.median(mb_times), tokens)
+
+
+def speed_row(task, hf_s, mb_s, tokens=None) -> dict:
+    """One benchmark row: both times, their ratio (> 1: minibertgen faster), tokens/s if generating."""
+    row = {"task": task, "transformers_s": hf_s, "minibertgen_s": mb_s, "ratio": hf_s / mb_s}
     if tokens:
-        row["transformers_tok_s"] = tokens / row["transformers_s"]
-        row["minibertgen_tok_s"] = tokens / row["minibertgen_s"]
+        row["transformers_tok_s"] = tokens / hf_s
+        row["minibertgen_tok_s"] = tokens / mb_s
     return row
+
+
+def speed_cells(row, ms_digits=1) -> str:
+    """The "transformers | minibertgen" table cells of a row: tok/s for generation, else ms."""
+    if "transformers_tok_s" in row:
+        return f"{row['transformers_tok_s']:.1f} tok/s | {row['minibertgen_tok_s']:.1f} tok/s"
+    return f"{row['transformers_s'] * 1e3:.{ms_digits}f} ms | {row['minibertgen_s'] * 1e3:.{ms_digits}f} ms"
 
 
 def load_probe(library: str, directory: str) -> dict:
@@ -179,11 +190,7 @@ def print_table(shape, rows, memory):
     print("| task | transformers | minibertgen | ratio (>1: minibertgen faster) | same ids |")
     print("|---|---|---|---|---|")
     for row in rows:
-        if "transformers_tok_s" in row:
-            cells = f"{row['transformers_tok_s']:.1f} tok/s | {row['minibertgen_tok_s']:.1f} tok/s"
-        else:
-            cells = f"{row['transformers_s'] * 1e3:.1f} ms | {row['minibertgen_s'] * 1e3:.1f} ms"
-        print(f"| {row['task']} | {cells} | {row['ratio']:.2f}x | {row.get('same_ids', '')} |")
+        print(f"| {row['task']} | {speed_cells(row)} | {row['ratio']:.2f}x | {row.get('same_ids', '')} |")
     size = memory["checkpoint_bytes"]
     for library in ("transformers", "minibertgen"):
         m = memory[library]

@@ -30,7 +30,7 @@ import numpy as np
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from bench_cpu import NEW_TOKENS, build_checkpoint  # noqa: E402
+from bench_cpu import NEW_TOKENS, build_checkpoint, speed_cells, speed_row  # noqa: E402
 
 MODES = ("plain", "fused", "graph")
 
@@ -84,7 +84,7 @@ def run_shape(shape, directory, reps, modes, dtype_name):
     torch.cuda.synchronize()
     their_load = time.perf_counter() - start
     their_weights = torch.cuda.memory_allocated()
-    fp16_bytes = sum(p.numel() * 2 for p in {id(p): p for p in theirs.parameters()}.values())
+    parameter_bytes = sum(p.numel() * p.element_size() for p in {id(p): p for p in theirs.parameters()}.values())
 
     def sync():
         torch.cuda.synchronize()
@@ -122,20 +122,19 @@ def run_shape(shape, directory, reps, modes, dtype_name):
     for mode in modes:
         extra = set_mode(mode)
         pool.free_all_blocks()
-        row_task = "encoder 8x128"
         mb_time = timed(lambda: ours.encoder(input_ids=cids), sync, reps)
-        rows.append(row(row_task, mode, hf_times[row_task], mb_time, None))
+        rows.append(dict(speed_row("encoder 8x128", hf_times["encoder 8x128"], mb_time), mode=mode))
         for name in ("greedy", "beam-4"):
             kwargs = gen[name]
             call_kwargs = dict(kwargs, **extra)
             got = to_numpy(ours.generate(src, **call_kwargs))
             ref = gen[name + ".ref"]
             mb_time = timed(lambda k=call_kwargs: ours.generate(src, **k), sync, max(1, reps // 2))
-            r = row(f"{name} {NEW_TOKENS} tokens", mode, hf_times[name], mb_time, NEW_TOKENS)
+            r = dict(speed_row(f"{name} {NEW_TOKENS} tokens", hf_times[name], mb_time, NEW_TOKENS), mode=mode)
             r["same_ids_as_transformers"] = bool(got.shape == ref.shape and (got == ref).all())
             rows.append(r)
     our_peak = pool.total_bytes()
-    memory = {"float16_weight_bytes": fp16_bytes, "minibertgen_weight_bytes": our_weights,
+    memory = {"parameter_bytes": parameter_bytes, "minibertgen_weight_bytes": our_weights,
               "transformers_weight_bytes": their_weights, "minibertgen_pool_high_water": our_peak,
               "transformers_peak_allocated": their_peak, "minibertgen_load_s": our_load,
               "transformers_load_s": their_load}
@@ -145,28 +144,17 @@ def run_shape(shape, directory, reps, modes, dtype_name):
     return rows, memory
 
 
-def row(task, mode, hf_s, mb_s, tokens):
-    out = {"task": task, "mode": mode, "transformers_s": hf_s, "minibertgen_s": mb_s, "ratio": hf_s / mb_s}
-    if tokens:
-        out["transformers_tok_s"] = tokens / hf_s
-        out["minibertgen_tok_s"] = tokens / mb_s
-    return out
-
-
-def print_table(shape, rows, memory, device_name):
-    print(f"\n## {shape} ({device_name}, float16)")
+def print_table(shape, rows, memory, device_name, dtype):
+    print(f"\n## {shape} ({device_name}, {dtype})")
     print("| task | mode | transformers | minibertgen | ratio (>1: minibertgen faster) | same ids |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        if "transformers_tok_s" in r:
-            cells = f"{r['transformers_tok_s']:.1f} tok/s | {r['minibertgen_tok_s']:.1f} tok/s"
-        else:
-            cells = f"{r['transformers_s'] * 1e3:.2f} ms | {r['minibertgen_s'] * 1e3:.2f} ms"
-        print(f"| {r['task']} | {r['mode']} | {cells} | {r['ratio']:.2f}x | {r.get('same_ids_as_transformers', '')} |")
+        print(f"| {r['task']} | {r['mode']} | {speed_cells(r, ms_digits=2)} | {r['ratio']:.2f}x "
+              f"| {r.get('same_ids_as_transformers', '')} |")
     m = memory
     gib = 2 ** 30
     print(f"\nweights on device: minibertgen {m['minibertgen_weight_bytes'] / gib:.3f} GiB "
-          f"({m['minibertgen_weight_bytes'] / m['float16_weight_bytes']:.3f}x the float16 parameters), "
+          f"({m['minibertgen_weight_bytes'] / m['parameter_bytes']:.3f}x the {dtype} parameters), "
           f"transformers {m['transformers_weight_bytes'] / gib:.3f} GiB; high-water: minibertgen pool "
           f"{m['minibertgen_pool_high_water'] / gib:.3f} GiB, transformers {m['transformers_peak_allocated'] / gib:.3f}"
           f" GiB; load {m['minibertgen_load_s']:.2f} s vs {m['transformers_load_s']:.2f} s")
@@ -190,7 +178,7 @@ def main():
     for shape in args.shapes.split(","):
         directory = build_checkpoint(shape)
         rows, memory = run_shape(shape, directory, args.reps, args.modes.split(","), args.dtype)
-        print_table(shape, rows, memory, device_name)
+        print_table(shape, rows, memory, device_name, args.dtype)
         results["shapes"][shape] = {"rows": rows, "memory": memory}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2))

@@ -44,7 +44,7 @@ def graph_supported(decoder, cache) -> bool:
     """Can this decoder's step be captured?  CuPy with the fused kernels on (the readable
     path calls cuBLAS, which CuPy will not capture), a cache, absolute positions, and
     float weights (quantized ones dequantize through cuBLAS)."""
-    if cache is None or decoder.device.kind != "cuda" or not ops._FUSED["enabled"]:
+    if cache is None or decoder.device.kind != "cuda" or not ops.fused_kernels_enabled():
         return False
     if getattr(decoder.config, "quantization_config", None):
         return False
@@ -122,12 +122,13 @@ class GraphedDecoderStep:
         self.token = xp.empty((rows, 1), dtype=np.int64)
         self.write_position = xp.full((1,), seen, dtype=np.int64)
         if self.eager.mask is not None:  # decoder alone: left padding, positions count real tokens
-            base = self.eager.mask[:, :capacity]
+            base = self.eager.mask[:, :capacity]  # [rows, capacity]
+            # [rows, seen + 1] -> [rows, 1]: real tokens so far, minus one
             self.positions = (base[:, :seen + 1].sum(axis=1, keepdims=True) - 1).astype(np.int64)
         else:
             base = xp.ones((rows, capacity), dtype=np.int64)
-            self.positions = xp.full((rows, 1), seen, dtype=np.int64)
-        self.attention = xp.zeros((rows, capacity), dtype=self.decoder.dtype)
+            self.positions = xp.full((rows, 1), seen, dtype=np.int64)  # [rows, 1]
+        self.attention = xp.zeros((rows, capacity), dtype=self.decoder.dtype)  # keys 0..seen on, the rest off
         self.attention[:, :seen + 1] = base[:, :seen + 1]
         self.static_cache = _StaticCache(self.cache, self.write_position)
 

@@ -43,16 +43,20 @@ def materialise(flat: dict, dtype, device: Device) -> dict:
     out = {}
     for name, array in progress(flat.items(), desc="loading weights", unit="tensor", min_items=64,
                                 total=len(flat)):
-        key = id(array)
-        if key not in done and getattr(array, "is_quantized", False):  # from a quantized checkpoint
-            from .quantization.serialization import move_quantized
-
-            done[key] = move_quantized(array, lambda part: to_device(part, device))
-        elif key not in done:
-            target = dtype if np.dtype(array.dtype).kind == "f" else None
-            done[key] = to_device(array, device, dtype=target)
-        out[name] = done[key]
+        if id(array) not in done:
+            done[id(array)] = _placed(array, dtype, device)
+        out[name] = done[id(array)]
     return out
+
+
+def _placed(array, dtype, device: Device):
+    """One checkpoint entry on ``device``: floats cast to ``dtype``, integers as they are,
+    a quantized weight (from a quantized checkpoint) with each of its parts moved."""
+    if getattr(array, "is_quantized", False):
+        from .quantization.serialization import move_quantized
+
+        return move_quantized(array, lambda part: to_device(part, device))
+    return to_device(array, device, dtype=dtype if np.dtype(array.dtype).kind == "f" else None)
 
 
 def stored_float_dtype(state: dict):

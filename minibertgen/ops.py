@@ -40,6 +40,10 @@ def set_fused_kernels(enabled: bool) -> None:
     _FUSED["enabled"] = enabled
 
 
+def fused_kernels_enabled() -> bool:
+    return _FUSED["enabled"]
+
+
 def fused_kernels_for(x):
     """The cuda_kernels module if ``x`` should take a fused kernel, else None."""
     if not _FUSED["enabled"] or array_module(x) is np:
@@ -67,7 +71,7 @@ def linear(x, weight, bias=None):
     kernels = fused_kernels_for(x)
     if kernels is not None and kernels.few_rows_linear_fits(rows, weight):
         # GPU, a decode step's few rows: one kernel, bias included, no cuBLAS (cuda_kernels.py)
-        return kernels.few_rows_linear(rows, weight, bias).reshape(*x.shape[:-1], weight.shape[0])
+        return kernels.few_rows_linear(rows, weight, bias).reshape(*x.shape[:-1], weight.shape[0])  # -> [..., out]
     if 1 < rows.shape[0] <= _FEW_ROWS and xp is np:
         # Speed, CPU only: for few rows (beam steps, short encoder inputs) OpenBLAS runs
         # W @ x.T [out, in] @ [in, rows] faster than x @ W.T: 15 vs 9 GB/s of weights at

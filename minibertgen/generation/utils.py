@@ -59,6 +59,8 @@ class GenerationMixin:
         [batch * num_return_sequences, length] starting with the decoder start token (or
         the prompt), or a ModelOutput when return_dict_in_generate=True.
         """
+        if use_cuda_graph not in (None, True, False):
+            raise TypeError(f"use_cuda_graph={use_cuda_graph!r}: expected True, False or None")
         config, extra = resolve_generation_config(self, generation_config, kwargs)
         input_ids = extra.pop("inputs", input_ids) if input_ids is None else input_ids
         tokens = special_tokens(self, config)
@@ -78,8 +80,6 @@ class GenerationMixin:
         cache = EncoderDecoderCache(decoder.config.num_hidden_layers, capacity=config.max_length) \
             if config.use_cache else None
         step = DecoderStep(decoder, cache, encoder_states, encoder_mask, attention_mask, config.max_length)
-        if use_cuda_graph not in (None, True, False):
-            raise TypeError(f"use_cuda_graph={use_cuda_graph!r}: expected True, False or None")
         if use_cuda_graph is not False and graph_supported(decoder, cache):
             step = GraphedDecoderStep(step)
         processors = build_processors(config, prompt_len=prompt.shape[1], eos_ids=tokens["eos"],

@@ -32,9 +32,10 @@ import json
 
 import numpy as np
 
-from .config import BitsAndBytesConfig, compute_dtype_of
+from .config import compute_dtype_of
 from .fourbit import Blockwise8bit, Packed4bit, code_book, dynamic_code_8bit
 from .int8 import Int8Rows
+from .params import as_config
 from .weights import QuantizedWeight4bit, QuantizedWeight8bit
 
 __all__ = ["serialize_quantized", "load_prequantized", "move_quantized", "QUANT_STATE_KEY"]
@@ -102,8 +103,7 @@ def load_prequantized(state: dict, quantization_config) -> dict:
     ``quantization_config`` (the checkpoint's, a dict or BitsAndBytesConfig) gives what
     the tensors do not hold: the 4-bit compute dtype and the LLM.int8() threshold.
     """
-    config = quantization_config if isinstance(quantization_config, BitsAndBytesConfig) \
-        else BitsAndBytesConfig.from_dict(dict(quantization_config))
+    config = as_config(quantization_config)
     out = dict(state)
     for key in [k for k in state if QUANT_STATE_KEY in k]:
         name = key[:key.index("." + QUANT_STATE_KEY)]  # "X.weight"
