@@ -226,11 +226,13 @@ class PreTrainedModel(ModelShell):
     def weights_from_state(cls, state, config, report, source, rng) -> dict:
         """Map a checkpoint's tensors onto this class's weight names (body names, plus lm_head)."""
         shapes = cls.expected_shapes(config)
-        found = fill_missing(select(state, shapes, source, report), shapes, config, report, rng)
-        if cls.has_lm_head:
+        found = select(state, shapes, source, report)
+        tied = cls.has_lm_head and config.tie_word_embeddings
+        if tied:  # the head is the embedding matrix: nothing to initialise (0.6 s at vocab 50k x 1024)
+            shapes = {k: v for k, v in shapes.items() if k != "lm_head.decoder.weight"}
+        found = fill_missing(found, shapes, config, report, rng)
+        if tied:
             tie_lm_head(found, config)
-            if "lm_head.decoder.weight" in report.missing and config.tie_word_embeddings:
-                report.missing.remove("lm_head.decoder.weight")
         return {cls._prefix(name): array for name, array in found.items()}
 
     @staticmethod
