@@ -132,6 +132,8 @@ def to_device(x, device: Device, dtype=None):
     with cupy.cuda.Device(device.index or 0):
         # copy as stored, then cast on the GPU: casting 3 GB of float32 to float16 on the
         # host first would take longer than the copy itself
+        if isinstance(x, np.ndarray) and not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)  # a CPU layout (layout.py) is not the GPU kernels' layout
         arr = cupy.asarray(x)
         return arr if dtype is None else arr.astype(dtype, copy=False)
 

@@ -198,8 +198,8 @@ class EncoderDecoderModel(GenerationMixin, ModelShell):
         """Move all weights to ``device``; tied weights stay one array.  Returns self."""
         self.device = parse_device(device)
         tree = unflatten(materialise(self.state_dict(), None, self.device))
+        self.encoder.device = self.decoder.device = self.device  # first: setting params arranges them for it
         self.encoder.params, self.decoder.params = tree["encoder"], tree["decoder"]
-        self.encoder.device = self.decoder.device = self.device
         self.enc_to_dec_proj = tree.get("enc_to_dec_proj")
         return self
 

@@ -20,6 +20,7 @@ from .checkpoint.hub import resolve_model_dir
 from .checkpoint.mapping import LoadReport, body_shapes, flatten, head_shapes, initialise, select, unflatten
 from .checkpoint.safetensors_io import write_safetensors
 from .config import BertGenerationConfig
+from .layout import arrange_for_cpu
 from .inputs import as_embeds, as_head_mask, as_ids, as_mask
 from .model import bert_stack, causal_lm_loss, lm_head
 from .generation import GenerationMixin
@@ -213,6 +214,17 @@ class PreTrainedModel(ModelShell):
             flat = self.weights_from_state({}, config, LoadReport(), "init", np.random.default_rng(seed))
             params = unflatten(materialise(flat, resolve_dtype(dtype), self.device))
         self.params = params
+
+    @property
+    def params(self) -> dict:
+        """The parameter tree (nested dicts of arrays under the checkpoint's names)."""
+        return self._params
+
+    @params.setter
+    def params(self, tree) -> None:
+        # On the CPU every tree set here is rearranged in memory for faster matrix
+        # products: same shapes and values, see layout.py.
+        self._params = arrange_for_cpu(tree) if self.device.kind == "cpu" else tree
 
     # -- weights ----------------------------------------------------------------------------
     @classmethod

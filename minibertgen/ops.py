@@ -72,10 +72,11 @@ def linear(x, weight, bias=None):
     if kernels is not None and kernels.few_rows_linear_fits(rows, weight):
         # GPU, a decode step's few rows: one kernel, bias included, no cuBLAS (cuda_kernels.py)
         return kernels.few_rows_linear(rows, weight, bias).reshape(*x.shape[:-1], weight.shape[0])  # -> [..., out]
-    if 1 < rows.shape[0] <= _FEW_ROWS and xp is np:
+    if 1 < rows.shape[0] <= _FEW_ROWS and xp is np and weight.flags.c_contiguous:
         # Speed, CPU only: for few rows (beam steps, short encoder inputs) OpenBLAS runs
         # W @ x.T [out, in] @ [in, rows] faster than x @ W.T: 15 vs 9 GB/s of weights at
         # 4 rows, 44 vs 54 ms at 64 rows, equal from ~128; the same product, transposed back.
+        # (A weight stored transposed, layout.py, is already fastest as x @ W.T.)
         y = xp.ascontiguousarray((weight @ rows.T).T)  # [out, rows] -> [rows, out]
     elif kernels is not None:
         # GPU: the same product as below through one direct cuBLAS call, skipping

@@ -188,9 +188,10 @@ def _lists(node):
 
 
 def flatten(tree, prefix: str = "") -> dict:
-    """The inverse of :func:`unflatten`."""
+    """The inverse of :func:`unflatten`.  Keys starting with "_" are derived entries, not
+    weights (layout.py's fused projections), and are left out."""
     if isinstance(tree, dict):
-        items = tree.items()
+        items = ((k, v) for k, v in tree.items() if not k.startswith("_"))
     elif isinstance(tree, list):
         items = ((str(i), v) for i, v in enumerate(tree))
     else:
