@@ -30,6 +30,7 @@ and quantized weights keep their own layouts).
 """
 from __future__ import annotations
 
+import mmap
 import weakref
 
 import numpy as np
@@ -137,6 +138,7 @@ def _fuse_qkv(node) -> None:
         rows = slice(i * out, (i + 1) * out)
         weight[rows] = node[name]["weight"]
         bias[rows] = node[name]["bias"]
+        _release_file_pages(node[name]["weight"])
         node[name] = {**node[name], "weight": weight[rows], "bias": bias[rows]}  # views of the buffers
     node["_qkv"] = FusedProjection(weight, bias, _parts(node))
     _LIVE[id(node["query"]["weight"])] = node["_qkv"]
@@ -145,5 +147,30 @@ def _fuse_qkv(node) -> None:
 def _transposed_storage(weight, done):
     """The same [out, in] values, stored as a row-major [in, out] buffer (one copy per array)."""
     if id(weight) not in done:
-        done[id(weight)] = weight if weight.T.flags.c_contiguous else np.ascontiguousarray(weight.T).T
+        if weight.T.flags.c_contiguous:
+            done[id(weight)] = weight
+        else:
+            done[id(weight)] = np.ascontiguousarray(weight.T).T
+            _release_file_pages(weight)
     return done[id(weight)]
+
+
+def _release_file_pages(array) -> None:
+    """Once a memory-mapped weight has been copied, let its file pages go.
+
+    Copying read every page of it, and mapped pages count as this process's resident
+    memory for as long as the file stays mapped (other weights keep it mapped): the
+    copy would be counted twice.  MADV_DONTNEED drops them from this process; should
+    the old array be read again, the kernel maps them back in from the page cache.
+    """
+    base = array
+    while isinstance(base.base, np.ndarray):
+        base = base.base
+    mapped = getattr(base, "_mmap", None)  # np.memmap of the checkpoint (checkpoint/safetensors_io.py)
+    if mapped is None or not hasattr(mapped, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    page = mmap.PAGESIZE
+    start = array.ctypes.data - base.ctypes.data
+    first, last = -(-start // page) * page, (start + array.nbytes) // page * page  # whole pages inside
+    if last > first:
+        mapped.madvise(mmap.MADV_DONTNEED, first, last - first)
