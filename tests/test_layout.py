@@ -87,3 +87,28 @@ def test_quantized_and_hand_built_trees_are_not_fused(decoder):
     swapped = quantize_params(decoder.params, mb.BitsAndBytesConfig(load_in_8bit=True))
     p = swapped["bert"]["encoder"]["layer"][0]["attention"]["self"]
     assert "_qkv" not in p and getattr(p["query"]["weight"], "is_quantized", False)
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * 4096
+
+
+@pytest.mark.skipif(not hasattr(__import__("mmap"), "MADV_DONTNEED") or not __import__("os").path.exists(
+    "/proc/self/statm"), reason="needs Linux madvise and /proc")
+def test_copied_memory_mapped_weights_give_their_pages_back(tmp_path):
+    """A weight the layout copies is not counted twice: the file pages it was read from
+    leave resident memory, and the old array still reads the same values."""
+    from minibertgen.checkpoint.safetensors_io import read_safetensors, write_safetensors
+
+    weight = np.random.default_rng(0).standard_normal((4096, 512)).astype(np.float32)  # 8 MiB, short rows
+    write_safetensors({"dense.weight": weight, "other": np.zeros(8, np.float32)}, tmp_path / "w.safetensors")
+    mapped = read_safetensors(tmp_path / "w.safetensors")
+    np.asarray(mapped["dense.weight"]).sum()  # fault every page in
+    before = _resident_bytes()
+    tree = layout.arrange_for_cpu({"dense": {"weight": mapped["dense.weight"]}})
+    after = _resident_bytes()
+    assert tree["dense"]["weight"].flags.f_contiguous  # copied into the transposed layout
+    assert after < before + 2 * 2**20  # +8 MiB of copy, -8 MiB of file pages (not +8)
+    np.testing.assert_array_equal(mapped["dense.weight"], weight)  # the old view reads the file again
+    np.testing.assert_array_equal(tree["dense"]["weight"], weight)
