@@ -87,9 +87,11 @@ def bert_stack(params, config, *, input_ids=None, inputs_embeds=None, attention_
     xp = array_module(hidden)
     batch, seq = hidden.shape[:2]
     dtype = hidden.dtype
-    if attention_mask is None:
+    if attention_mask is None and config.is_decoder:
         attention_mask = xp.ones((batch, past + seq), dtype=dtype)
-    if config.is_decoder and attention_mask.ndim == 2:
+    if attention_mask is None:
+        self_mask = None  # an encoder given no attention_mask: no padding, nothing to mask
+    elif config.is_decoder and attention_mask.ndim == 2:
         self_mask = causal_mask(attention_mask, seq, dtype)  # [batch, 1, seq, past + seq]
     else:
         self_mask = padding_mask(attention_mask, dtype)  # [batch, 1, 1, seq]

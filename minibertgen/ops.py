@@ -270,11 +270,14 @@ def _activate(fn, x):
 
 # -- probabilities and loss -----------------------------------------------------------
 
-def softmax(scores, axis=-1):
-    """Numerically stable softmax over ``axis``, computed in float32 at least."""
+def softmax(scores, axis=-1, out=None):
+    """Numerically stable softmax over ``axis``, computed in float32 at least.
+
+    ``out``: where to write it (may be ``scores`` itself, when the caller owns it).
+    """
     xp = array_module(scores)
     work = scores.astype(xp.promote_types(scores.dtype, xp.float32), copy=False)
-    exp = work - work.max(axis=axis, keepdims=True)  # shifted so the largest is 0: no overflow
+    exp = xp.subtract(work, work.max(axis=axis, keepdims=True), out=out)  # the largest is 0: no overflow
     xp.exp(exp, out=exp)  # in place: one buffer for the whole softmax
     exp /= exp.sum(axis=axis, keepdims=True)
     return exp
@@ -296,7 +299,7 @@ def masked_softmax(scores, mask=None, divisor=1.0, dtype=None):
     scores /= divisor  # in place: the caller's own array (or its float32 copy)
     if mask is not None:
         scores += mask
-    probs = softmax(scores, axis=-1)
+    probs = softmax(scores, axis=-1, out=scores)  # in place too: no new [batch, heads, q, k] array
     return probs if dtype is None else probs.astype(dtype, copy=False)
 
 
