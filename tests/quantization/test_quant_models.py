@@ -188,6 +188,9 @@ def test_minilm_int8_outlier_decomposition_helps(minilm_models, minilm_dir):
 # never trained as a decoder and is very sensitive: int8 weights with *unquantized* activations
 # already give 0.99916, quantizing the encoder alone (NF4) leaves the logits at 0.999, and the
 # trained toy model meets every target (test_trained_toy_model_quality_and_greedy_agreement).
+# transformers 4.57 + bitsandbytes 0.50.2 on the same float32 checkpoint and sentences measure
+# int8 0.99847, NF4 0.94759, NF4 + double quant 0.94753, FP4 0.92573: the targets are out of
+# reach of the algorithm itself on this model (benchmarks/bnb_minilm_quality.py).
 @pytest.mark.xfail(strict=True, reason="measured 0.99844 on the warm-started MiniLM bert2bert (target 0.999)")
 def test_minilm_int8_target(minilm_quality):
     assert minilm_quality["int8"][0] >= 0.999
