@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 
 from .backend import array_module
-from .layout import fused_qkv
 from .ops import fused_kernels_for, linear, masked_softmax
 
 __all__ = [
@@ -110,15 +109,6 @@ def attend(query, key, value, mask, *, head_mask=None, relative=None):
     return probs @ value, probs  # [batch, heads, q, d]
 
 
-def project_qkv(p, hidden):
-    """Query, key and value projections: hidden [batch, seq, in] -> three [batch, seq, hidden]."""
-    fused = fused_qkv(p)  # the three weights in one buffer (layout.py, CPU)
-    if fused is not None:
-        qkv = linear(hidden, fused.weight, fused.bias)  # one product instead of three: [batch, seq, 3 * hidden]
-        return array_module(qkv).split(qkv, 3, axis=-1)  # views, 3 x [batch, seq, hidden]
-    return tuple(linear(hidden, p[name]["weight"], p[name]["bias"]) for name in ("query", "key", "value"))
-
-
 def self_attention(p, hidden, mask, heads, *, cache=None, layer=0, head_mask=None,
                    position_embedding_type="absolute"):
     """Multi-head self-attention (one layer's ``attention.self`` parameters ``p``).
@@ -127,7 +117,9 @@ def self_attention(p, hidden, mask, heads, *, cache=None, layer=0, head_mask=Non
     With a ``cache`` the new keys/values are appended to it and attention covers past + new.
     """
     xp = array_module(hidden)
-    q, k, v = (split_heads(t, heads) for t in project_qkv(p, hidden))  # 3 x [batch, heads, seq, d]
+    q = split_heads(linear(hidden, p["query"]["weight"], p["query"]["bias"]), heads)  # [batch, heads, seq, d]
+    k = split_heads(linear(hidden, p["key"]["weight"], p["key"]["bias"]), heads)
+    v = split_heads(linear(hidden, p["value"]["weight"], p["value"]["bias"]), heads)
     past = 0
     if cache is not None:
         past = cache.get_seq_length()

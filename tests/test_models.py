@@ -120,8 +120,8 @@ def test_save_and_reload_round_trip(decoder, tmp_path):
 
 
 def test_loaded_weights_are_memory_mapped(encoder, tmp_path, monkeypatch):
-    """Weights the CPU layout leaves in place (layout.py: here, with no row counted as
-    short, all but the fused query/key/value) are views of the file, not copies."""
+    """Weights the CPU layout leaves in place (layout.py; here, with no row counted as
+    short, all of them) are views of the file, not copies."""
     import minibertgen.layout
 
     monkeypatch.setattr(minibertgen.layout, "SHORT_ROWS", 0)

@@ -188,10 +188,9 @@ def _lists(node):
 
 
 def flatten(tree, prefix: str = "") -> dict:
-    """The inverse of :func:`unflatten`.  Keys starting with "_" are derived entries, not
-    weights (layout.py's fused projections), and are left out."""
+    """The inverse of :func:`unflatten`."""
     if isinstance(tree, dict):
-        items = ((k, v) for k, v in tree.items() if not k.startswith("_"))
+        items = tree.items()
     elif isinstance(tree, list):
         items = ((str(i), v) for i, v in enumerate(tree))
     else:

@@ -68,9 +68,7 @@ def _walk(node, name, config, skip, done):
         if id(weight) not in done:
             done[id(weight)] = quantize_weight(weight, config)
         return {**node, "weight": done[id(weight)]}
-    # "_" keys are derived from the float weights (layout.py): dropped, the weights change
-    return {key: _walk(child, _join(name, key), config, skip, done) for key, child in node.items()
-            if not key.startswith("_")}
+    return {key: _walk(child, _join(name, key), config, skip, done) for key, child in node.items()}
 
 
 def _is_linear(node: dict, name: str) -> bool:
