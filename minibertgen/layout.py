@@ -9,9 +9,10 @@ laid out in memory, because OpenBLAS's speed depends on it.
 (in_features < 1024) the horizontal sums cost as much as the loads.  Stored as a
 row-major [in, out] buffer (W is then its transposed, Fortran-ordered view, still
 [out, in]) the product streams whole columns instead.  Measured for one row (a greedy
-step), GB/s of weights: 1536x384 22 -> 27, the 30522x384 LM head 25 -> 33; a whole
-greedy step of the small (hidden 384) model +18%.  For 4 rows (beam search) it costs a
-little (a beam-4 step -3%), for 1024 rows nothing.  Square weights gain nothing for one
+step), GB/s of weights: 1536x384 22 -> 27, the 30522x384 LM head 25 -> 33; for 4 rows
+(beam search) the LM head 12 -> 15; for 1024 rows equal.  Generation with the small
+(hidden 384) model, alternating in one process: greedy +14%, beam-4 +5%, nearly all of
+it from the LM head (tied to the word embeddings).  Square weights gain nothing for one
 row and lose for four (384x384 at 4 rows: 11 -> 8 GB/s), and rows of 1024 or more gain
 nothing, so those keep the checkpoint's layout (the large models' weights stay
 memory-mapped).  Cost: looking up rows of a transposed embedding table (tied to the LM
