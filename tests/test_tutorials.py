@@ -34,6 +34,7 @@ EXPECTED = [
     "04_search",
     "05_tokenizers",
     "06_gpu_and_quantization",
+    "07_speed_on_the_cpu",
 ]
 MAX_TOTAL_BYTES = 1_500_000
 
