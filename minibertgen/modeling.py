@@ -37,8 +37,8 @@ def materialise(flat: dict, dtype, device: Device) -> dict:
     """Cast floating weights to ``dtype`` and move everything to ``device``.
 
     Arrays already in the right dtype on the CPU are kept as they are (memory-mapped
-    views of the checkpoint: no copy).  Tied weights (the same array under two names)
-    stay one array.
+    views of the checkpoint: no copy; a CPU model then stores a few transposed, see
+    layout.py).  Tied weights (the same array under two names) stay one array.
     """
     done: dict[int, object] = {}
     out = {}
