@@ -87,9 +87,12 @@ class _StaticCache(EncoderDecoderCache):
 
 
 class GraphedDecoderStep:
-    """Stands in for generation.utils.DecoderStep on the GPU: same ``__call__`` and ``reorder``."""
+    """Stands in for generation.step.DecoderStep on the GPU: same ``__call__`` and ``reorder``."""
 
     def __init__(self, eager):
+        if getattr(eager, "records", None):  # generate() never asks this (generation/step.py: wants_cuda_graph)
+            raise ValueError(f"GraphedDecoderStep: the step records {', '.join(eager.records)}, but a captured "
+                             "step returns logits only; run the eager DecoderStep instead")
         import cupy
 
         self.eager = eager  # the DecoderStep: its decoder, cache, encoder states, decoder-alone mask

@@ -61,6 +61,7 @@ SUPPORTED = {
     "forced_bos_token_id", "forced_eos_token_id", "sequence_bias", "suppress_tokens",
     "begin_suppress_tokens", "renormalize_logits", "remove_invalid_values", "min_p",
     "num_return_sequences", "output_scores", "output_logits", "return_dict_in_generate",
+    "output_attentions", "output_hidden_states",
     "pad_token_id", "bos_token_id", "eos_token_id", "encoder_no_repeat_ngram_size",
     "decoder_start_token_id",
     # inert here: only meaningful for strategies/features we refuse anyway

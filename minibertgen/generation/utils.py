@@ -4,7 +4,8 @@ generate() is a pipeline of small steps, each a function below:
 
     resolve the GenerationConfig -> special tokens -> encode the source (seq2seq) ->
     decoder prompt -> expand rows for beams / samples -> lengths -> KV cache ->
-    logits processors -> greedy / sampling / beam search (search.py) -> outputs
+    logits processors -> greedy / sampling / beam search (search.py, calling the model
+    step of step.py) -> outputs
 
 It matches transformers 4.57's generate() token for token for greedy and beam search.
 """
@@ -16,13 +17,13 @@ import numpy as np
 
 from ..backend import array_module
 from ..cache import EncoderDecoderCache
-from ..cuda_graph import GraphedDecoderStep, graph_supported
 from ..inputs import as_ids, as_mask
 from ..ops import linear
 from ..outputs import ModelOutput
 from .config import GENERATION_CONFIG_NAME, GenerationConfig
 from .logits_process import build_processors
 from .search import beam_search, greedy_search
+from .step import DecoderStep, make_step, recorded_outputs  # noqa: F401 (DecoderStep: re-exported)
 
 __all__ = ["GenerationMixin"]
 
@@ -55,18 +56,41 @@ class GenerationMixin:
         ``encoder_outputs`` and ``decoder_input_ids`` are accepted as in transformers.
         ``seed``: an int or a numpy Generator for sampling.  ``use_cuda_graph``: on the
         GPU, replay each decode step from a captured CUDA graph (cuda_graph.py; default
-        True there, ignored on the CPU; False runs every step eagerly).  Returns token ids
-        [batch * num_return_sequences, length] starting with the decoder start token (or
-        the prompt), or a ModelOutput when return_dict_in_generate=True.
+        True there, ignored on the CPU; False runs every step eagerly; also ignored when
+        attentions or hidden states are returned: a captured step yields logits only).
+
+        Returns token ids [batch * num_return_sequences, length] starting with the decoder
+        start token (or the prompt), or, with return_dict_in_generate=True, a ModelOutput
+        with transformers' fields (those not asked for are None):
+
+        * ``sequences`` (the ids), ``sequences_scores`` [batch * num_return_sequences]
+          (beam search with output_scores), ``scores`` / ``logits`` (output_scores /
+          output_logits: one [rows, vocab] per step), ``past_key_values`` (the cache);
+        * output_attentions / output_hidden_states, per generated step (a tuple over
+          steps), each step a tuple over layers as the decoder computed it for that step's
+          new positions (the whole prompt at the first step, one token after; the whole
+          sequence every step with use_cache=False), for all ``rows`` = batch * max(num_beams,
+          num_return_sequences) rows, in beam search before the beams are re-ranked:
+          EncoderDecoderModel: ``decoder_attentions`` and ``cross_attentions`` (layers x
+          [rows, heads, new, keys] / [rows, heads, new, src]), ``decoder_hidden_states``
+          (layers + 1 x [rows, new, hidden]), and the encoder's own ``encoder_attentions``
+          (layers x [batch, heads, src, src]) and ``encoder_hidden_states`` (layers + 1 x
+          [batch, src, hidden]) -- one row per input, not per beam, as transformers returns
+          them;  BertGenerationDecoder: ``attentions`` and ``hidden_states``, the same
+          per-step structure.
+        Without return_dict_in_generate these flags change nothing (as in transformers).
         """
         if use_cuda_graph not in (None, True, False):
             raise TypeError(f"use_cuda_graph={use_cuda_graph!r}: expected True, False or None")
         config, extra = resolve_generation_config(self, generation_config, kwargs)
         input_ids = extra.pop("inputs", input_ids) if input_ids is None else input_ids
         tokens = special_tokens(self, config)
-        if is_encoder_decoder(self):
-            source, prompt, encoder_states, encoder_mask = prepare_seq2seq(
-                self, input_ids, attention_mask, extra, tokens)
+        seq2seq = is_encoder_decoder(self)
+        encoder_fields = {}
+        if seq2seq:
+            source, prompt, encoder_states, encoder_mask, encoder_outputs = prepare_seq2seq(
+                self, input_ids, attention_mask, extra, tokens, config)
+            encoder_fields = returned_encoder_outputs(encoder_outputs, config)
             attention_mask = None  # it was the encoder's; the decoder needs no mask of its own
         else:
             source, prompt, attention_mask = prepare_prompt(self, input_ids, attention_mask, tokens)
@@ -76,38 +100,74 @@ class GenerationMixin:
             _repeat_rows(a, expand) for a in (prompt, source, encoder_states, encoder_mask, attention_mask))
         set_lengths(self, config, prompt.shape[1], kwargs)
 
-        decoder = self.decoder if is_encoder_decoder(self) else self
+        decoder = self.decoder if seq2seq else self
         cache = EncoderDecoderCache(decoder.config.num_hidden_layers, capacity=config.max_length) \
             if config.use_cache else None
-        step = DecoderStep(decoder, cache, encoder_states, encoder_mask, attention_mask, config.max_length)
-        if use_cuda_graph is not False and graph_supported(decoder, cache):
-            step = GraphedDecoderStep(step)
+        step = make_step(decoder, cache, encoder_states, encoder_mask, attention_mask, config.max_length,
+                         use_cuda_graph=use_cuda_graph, record=recorded_outputs(config, seq2seq))
         processors = build_processors(config, prompt_len=prompt.shape[1], eos_ids=tokens["eos"],
                                       vocab_size=decoder.config.vocab_size, encoder_ids=source,
                                       xp=array_module(prompt))
         rng = make_rng(seed) if config.do_sample else None
-        keep = dict(keep_scores=config.return_dict_in_generate and config.output_scores,
-                    keep_logits=config.return_dict_in_generate and bool(config.output_logits))
-        sequences_scores = None
-        if config.num_beams > 1:
-            sequences, sequences_scores, scores, logits = beam_search(
-                step, prompt, config.num_beams, config.max_length, processors, tokens["eos"],
-                _beam_fill_value(tokens), length_penalty=config.length_penalty,
-                early_stopping=config.early_stopping, num_return_sequences=config.num_return_sequences,
-                rng=rng, **keep)
-        else:
-            xp = array_module(prompt)
-            buffer = xp.full((prompt.shape[0], config.max_length), tokens["pad"] if tokens["pad"] is not None else 0,
-                             dtype=prompt.dtype)  # [rows, max_length], filled in place
-            buffer[:, :prompt.shape[1]] = prompt
-            sequences, scores, logits = greedy_search(step, buffer, prompt.shape[1], config.max_length,
-                                                      processors, tokens["eos"], tokens["pad"], rng=rng, **keep)
+        sequences, sequences_scores, scores, logits = run_search(step, prompt, config, processors, tokens, rng)
         if not config.return_dict_in_generate:
             return sequences
-        return ModelOutput(sequences=sequences, scores=tuple(scores) if keep["keep_scores"] else None,
-                           logits=tuple(logits) if keep["keep_logits"] else None,
-                           sequences_scores=sequences_scores if keep["keep_scores"] else None,
-                           past_key_values=cache)
+        return generate_output(config, seq2seq, step, cache, encoder_fields, sequences=sequences,
+                               sequences_scores=sequences_scores, scores=scores, logits=logits)
+
+
+def run_search(step, prompt, config, processors, tokens, rng):
+    """Beam search (num_beams > 1) or greedy search / sampling over prompt [rows, prompt_len].
+
+    Returns (sequences [rows', length], sequences_scores or None, scores, logits): the
+    per-step lists are kept only when return_dict_in_generate asks for them.
+    """
+    keep = dict(keep_scores=config.return_dict_in_generate and config.output_scores,
+                keep_logits=config.return_dict_in_generate and bool(config.output_logits))
+    if config.num_beams > 1:
+        return beam_search(
+            step, prompt, config.num_beams, config.max_length, processors, tokens["eos"],
+            _beam_fill_value(tokens), length_penalty=config.length_penalty,
+            early_stopping=config.early_stopping, num_return_sequences=config.num_return_sequences,
+            rng=rng, **keep)
+    xp = array_module(prompt)
+    buffer = xp.full((prompt.shape[0], config.max_length), tokens["pad"] if tokens["pad"] is not None else 0,
+                     dtype=prompt.dtype)  # [rows, max_length], filled in place
+    buffer[:, :prompt.shape[1]] = prompt
+    sequences, scores, logits = greedy_search(step, buffer, prompt.shape[1], config.max_length,
+                                              processors, tokens["eos"], tokens["pad"], rng=rng, **keep)
+    return sequences, None, scores, logits
+
+
+def returned_encoder_outputs(encoder_outputs, config) -> dict:
+    """encoder_attentions / encoder_hidden_states for the generate() output: the encoder's
+    own (one row per input: transformers expands only tensors for beams, not these tuples)."""
+    if not config.return_dict_in_generate:
+        return {}
+    found = encoder_outputs if isinstance(encoder_outputs, dict) else {}  # a bare tuple/array has neither
+    return {"encoder_attentions": found.get("attentions") if config.output_attentions else None,
+            "encoder_hidden_states": found.get("hidden_states") if config.output_hidden_states else None}
+
+
+def generate_output(config, seq2seq, step, cache, encoder_fields, *, sequences, sequences_scores, scores,
+                    logits):
+    """The ModelOutput of return_dict_in_generate=True, fields in transformers' order.
+
+    Per-layer outputs come from the step's records (a tuple over steps of tuples over
+    layers); a seq2seq model's are named decoder_* (plus cross_attentions and the encoder's).
+    """
+    keep_scores = config.output_scores
+    records = {name: tuple(steps) for name, steps in getattr(step, "records", {}).items()}
+    fields = dict(sequences=sequences, sequences_scores=sequences_scores if keep_scores else None,
+                  scores=tuple(scores) if keep_scores else None,
+                  logits=tuple(logits) if config.output_logits else None)
+    if seq2seq:
+        fields.update(encoder_fields)
+        fields.update(decoder_attentions=records.get("attentions"), cross_attentions=records.get("cross_attentions"),
+                      decoder_hidden_states=records.get("hidden_states"))
+    else:
+        fields.update(attentions=records.get("attentions"), hidden_states=records.get("hidden_states"))
+    return ModelOutput(**fields, past_key_values=cache)
 
 
 # -- configuration ---------------------------------------------------------------------------
@@ -193,8 +253,10 @@ def infer_attention_mask(ids, tokens):
     return (ids != pad).astype(np.int64)
 
 
-def prepare_seq2seq(model, input_ids, attention_mask, extra, tokens):
-    """Encode the source once; return (source ids, decoder prompt, encoder states, encoder mask)."""
+def prepare_seq2seq(model, input_ids, attention_mask, extra, tokens, config):
+    """Encode the source once; return (source ids, decoder prompt, encoder states, encoder mask,
+    the encoder's outputs).  The encoder returns its attentions / hidden states too when the
+    generate() output will hold them."""
     device = model.device
     encoder_outputs = extra.get("encoder_outputs")
     if input_ids is None and encoder_outputs is None:
@@ -205,7 +267,9 @@ def prepare_seq2seq(model, input_ids, attention_mask, extra, tokens):
     if encoder_outputs is None:
         if attention_mask is None:
             attention_mask = infer_attention_mask(source, tokens)
-        encoder_outputs = model.encoder(input_ids=source, attention_mask=attention_mask)
+        wanted = {name: True for name in ("output_attentions", "output_hidden_states")
+                  if config.return_dict_in_generate and getattr(config, name)}
+        encoder_outputs = model.encoder(input_ids=source, attention_mask=attention_mask, **wanted)
     states = encoder_outputs["last_hidden_state"] if isinstance(encoder_outputs, dict) else encoder_outputs[0]
     batch = states.shape[0]
     if attention_mask is not None:
@@ -213,7 +277,7 @@ def prepare_seq2seq(model, input_ids, attention_mask, extra, tokens):
     if model.enc_to_dec_proj is not None:
         states = linear(states, model.enc_to_dec_proj["weight"], model.enc_to_dec_proj["bias"])
     prompt = _decoder_prompt(model, extra.get("decoder_input_ids"), batch, tokens)
-    return source, prompt, states, attention_mask
+    return source, prompt, states, attention_mask, encoder_outputs
 
 
 def _decoder_prompt(model, decoder_input_ids, batch, tokens):
@@ -282,41 +346,3 @@ def make_rng(seed):
     if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
         return np.random.default_rng(int(seed))
     raise TypeError(f"seed={seed!r}: expected an int or a numpy.random.Generator")
-
-
-# -- the model step --------------------------------------------------------------------------
-
-class DecoderStep:
-    """``step(ids)``: run the decoder on the tokens the cache has not seen; return last logits.
-
-    ids [rows, cur_len] -> logits [rows, vocab].  Without a cache (use_cache=False) every
-    step recomputes the whole sequence.  For a decoder used alone, the attention mask
-    grows by one column of ones per step and positions count only real tokens (left
-    padding), as in transformers.
-    """
-
-    def __init__(self, decoder, cache, encoder_states, encoder_mask, prompt_mask, max_length):
-        self.decoder, self.cache = decoder, cache
-        self.encoder_states, self.encoder_mask = encoder_states, encoder_mask
-        self.mask = None
-        if prompt_mask is not None:  # decoder alone: [rows, max_length], ones after the prompt
-            xp = array_module(prompt_mask)
-            self.mask = xp.ones((prompt_mask.shape[0], max_length), dtype=np.int64)
-            self.mask[:, :prompt_mask.shape[1]] = prompt_mask
-
-    def __call__(self, ids):
-        cur_len = ids.shape[1]
-        seen = self.cache.get_seq_length() if self.cache is not None else 0
-        inputs = dict(input_ids=ids[:, seen:], past_key_values=self.cache, use_cache=self.cache is not None)
-        if self.encoder_states is not None:
-            inputs.update(encoder_hidden_states=self.encoder_states, encoder_attention_mask=self.encoder_mask)
-        if self.mask is not None:
-            mask = self.mask[:, :cur_len]  # [rows, cur_len]
-            positions = mask.cumsum(axis=-1) - 1
-            positions[mask == 0] = 1
-            inputs.update(attention_mask=mask, position_ids=positions[:, seen:])
-        return self.decoder(**inputs)["logits"][:, -1]  # [rows, vocab]
-
-    def reorder(self, rows):
-        if self.cache is not None:
-            self.cache.reorder(rows)

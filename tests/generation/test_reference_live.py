@@ -4,30 +4,18 @@ import warnings
 import numpy as np
 import pytest
 
-from cases import CASES, FIXTURES, MODELS, model_inputs
+from cases import CASES, model_inputs
 from conftest import require_module
-from gen_helpers import run_case
+from gen_helpers import run_case, transformers_model
 
 # A spread of the matrix (every model, greedy and each beam feature); the full matrix is
 # replayed from reference.json by test_reference_recorded.py.
 LIVE = [c for i, c in enumerate(CASES) if i % 3 == 0 or "single" in c["id"] or "nomask" in c["id"]]
-_MODELS = {}
-
-
-def _transformers_model(name):
-    transformers = require_module("transformers")
-    require_module("torch")
-    if name not in _MODELS:
-        transformers.logging.set_verbosity_error()
-        cls = (transformers.EncoderDecoderModel if MODELS[name]["kind"] == "seq2seq"
-               else transformers.BertGenerationDecoder)
-        _MODELS[name] = cls.from_pretrained(FIXTURES / name).eval()
-    return _MODELS[name]
 
 
 def transformers_generate(case):
     torch = require_module("torch")
-    model = _transformers_model(case["model"])
+    model = transformers_model(case["model"])
     ids, mask = model_inputs(case)
     kwargs = dict(case["settings"])
     if "decoder_input_ids" in kwargs:
@@ -53,7 +41,7 @@ def test_scores_match_transformers(settings):
     torch = require_module("torch")
     case = {"model": "toy_bert2bert", "inputs": "batch", "settings": settings}
     ids, mask = model_inputs(case)
-    model = _transformers_model("toy_bert2bert")
+    model = transformers_model("toy_bert2bert")
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = model.generate(torch.tensor(ids), attention_mask=torch.tensor(mask), return_dict_in_generate=True,

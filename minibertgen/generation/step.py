@@ -1,0 +1,98 @@
+"""The model step the search loops call: ``step(ids) -> logits`` around the decoder and its cache.
+
+Two implementations: :class:`DecoderStep` runs the decoder eagerly (any backend) and can
+record per-layer outputs as it goes; cuda_graph.GraphedDecoderStep replays a captured
+CUDA graph on the GPU and returns logits only.  :func:`make_step` picks one.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import array_module
+from ..cuda_graph import GraphedDecoderStep, graph_supported
+
+__all__ = ["DecoderStep", "recorded_outputs", "wants_cuda_graph", "make_step"]
+
+
+def recorded_outputs(config, seq2seq: bool) -> tuple:
+    """The decoder outputs generate() must keep from every step, by their model-output names.
+
+    As in transformers, they are kept only for return_dict_in_generate=True; without it
+    output_attentions / output_hidden_states change nothing.  Cross-attentions exist
+    only when there is an encoder to attend to.
+    """
+    if not config.return_dict_in_generate:
+        return ()
+    names = []
+    if config.output_attentions:
+        names += ["attentions", "cross_attentions"] if seq2seq else ["attentions"]
+    if config.output_hidden_states:
+        names.append("hidden_states")
+    return tuple(names)
+
+
+def wants_cuda_graph(decoder, cache, use_cuda_graph, record) -> bool:
+    """Replay steps from a CUDA graph?  Not when asked not to (use_cuda_graph=False), and
+    not when per-layer outputs are recorded: a captured step hands back logits only, so
+    attentions and hidden states need the eager step (use_cuda_graph is then ignored)."""
+    if use_cuda_graph is False or record:
+        return False
+    return graph_supported(decoder, cache)
+
+
+def make_step(decoder, cache, encoder_states, encoder_mask, prompt_mask, max_length, *,
+              use_cuda_graph=None, record=()):
+    """The step for one generate() call: eager, or graphed when :func:`wants_cuda_graph`."""
+    step = DecoderStep(decoder, cache, encoder_states, encoder_mask, prompt_mask, max_length, record=record)
+    if wants_cuda_graph(decoder, cache, use_cuda_graph, record):
+        return GraphedDecoderStep(step)
+    return step
+
+
+class DecoderStep:
+    """``step(ids)``: run the decoder on the tokens the cache has not seen; return last logits.
+
+    ids [rows, cur_len] -> logits [rows, vocab].  Without a cache (use_cache=False) every
+    step recomputes the whole sequence.  For a decoder used alone, the attention mask
+    grows by one column of ones per step and positions count only real tokens (left
+    padding), as in transformers.
+
+    ``record``: names among "attentions", "cross_attentions", "hidden_states" to keep
+    from every call, in ``self.records[name]``: one entry per step, each the decoder's
+    tuple over layers for the rows and new positions of that call (all rows as computed,
+    before beam search reorders them, as transformers keeps them).
+    """
+
+    def __init__(self, decoder, cache, encoder_states, encoder_mask, prompt_mask, max_length, *, record=()):
+        self.decoder, self.cache = decoder, cache
+        self.encoder_states, self.encoder_mask = encoder_states, encoder_mask
+        self.records = {name: [] for name in record}
+        self.mask = None
+        if prompt_mask is not None:  # decoder alone: [rows, max_length], ones after the prompt
+            xp = array_module(prompt_mask)
+            self.mask = xp.ones((prompt_mask.shape[0], max_length), dtype=np.int64)
+            self.mask[:, :prompt_mask.shape[1]] = prompt_mask
+
+    def __call__(self, ids):
+        cur_len = ids.shape[1]
+        seen = self.cache.get_seq_length() if self.cache is not None else 0
+        inputs = dict(input_ids=ids[:, seen:], past_key_values=self.cache, use_cache=self.cache is not None)
+        if self.encoder_states is not None:
+            inputs.update(encoder_hidden_states=self.encoder_states, encoder_attention_mask=self.encoder_mask)
+        if self.mask is not None:
+            mask = self.mask[:, :cur_len]  # [rows, cur_len]
+            positions = mask.cumsum(axis=-1) - 1
+            positions[mask == 0] = 1
+            inputs.update(attention_mask=mask, position_ids=positions[:, seen:])
+        if "attentions" in self.records:
+            inputs.update(output_attentions=True)
+        if "hidden_states" in self.records:
+            inputs.update(output_hidden_states=True)
+        out = self.decoder(**inputs)
+        for name, steps in self.records.items():
+            steps.append(out[name])  # tuple over layers (hidden states: layers + 1)
+        return out["logits"][:, -1]  # [rows, vocab]
+
+    def reorder(self, rows):
+        if self.cache is not None:
+            self.cache.reorder(rows)
