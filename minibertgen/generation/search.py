@@ -135,10 +135,12 @@ class BeamState:
     """The arrays beam search carries from step to step (batch b, beam j).
 
     running_seqs [batch, beams, max_length] and running_scores [batch, beams]: the live
-    hypotheses and their summed log-probabilities.  finished_seqs / finished_scores
-    (length-normalised) / finished_len / is_finished [batch, beams]: the best completed
-    hypotheses so far, best first.  improvable [batch, 1]: whether a live beam could
-    still beat the worst finished one.
+    hypotheses and their summed log-probabilities.  running_beam_indices [batch, beams, gen]
+    (gen = max_length - prompt_len; int32): for each generated token, the row it was
+    appended to, in the flattened batch * beams numbering; -1 where nothing was generated yet.
+    finished_seqs / finished_beam_indices and finished_scores (length-normalised) /
+    finished_len / is_finished [batch, beams]: the best completed hypotheses so far, best
+    first.  improvable [batch, 1]: whether a live beam could still beat the worst finished one.
     """
 
     def __init__(self, prompt_ids, batch, beams, max_length, fill_value):
@@ -147,6 +149,10 @@ class BeamState:
         self.running_seqs = xp.full((batch, beams, max_length), fill_value, dtype=prompt_ids.dtype)
         self.running_seqs[:, :, :prompt_len] = prompt_ids.reshape(batch, beams, prompt_len)
         self.finished_seqs = self.running_seqs.copy()
+        # int32 and -1 for "no token here", as transformers returns beam_indices
+        self.running_beam_indices = xp.full((batch, beams, max_length - prompt_len), -1,
+                                            dtype=np.int32)  # [batch, beams, gen]
+        self.finished_beam_indices = self.running_beam_indices.copy()
         # Only beam 0 starts alive, so the first step does not pick the same token beams times.
         self.running_scores = xp.zeros((batch, beams), dtype=np.float32)
         self.running_scores[:, 1:] = BIG_NEGATIVE
@@ -156,7 +162,7 @@ class BeamState:
         self.improvable = xp.ones((batch, 1), dtype=bool)
 
 
-def _merge_finished(state, cand_seqs, cand_scores, hits_stop, cur_len, prompt_len, beams,
+def _merge_finished(state, cand_seqs, cand_beam_indices, cand_scores, hits_stop, cur_len, prompt_len, beams,
                     length_penalty, early_stopping):
     """Add the candidates that just ended (among the top ``beams``) to the finished list."""
     xp = array_module(cand_scores)
@@ -169,12 +175,14 @@ def _merge_finished(state, cand_seqs, cand_scores, hits_stop, cur_len, prompt_le
     normalised = normalised + (~just_finished).astype(np.float32) * BIG_NEGATIVE
 
     seqs = xp.concatenate([state.finished_seqs, cand_seqs], axis=1)  # [batch, 3 * beams, max_length]
+    beam_indices = xp.concatenate([state.finished_beam_indices, cand_beam_indices], axis=1)  # [batch, 3 * beams, gen]
     scores = xp.concatenate([state.finished_scores, normalised], axis=1)  # [batch, 3 * beams]
     lengths = xp.concatenate([state.finished_len, xp.full_like(cand_scores, cur_len + 1 - prompt_len,
                                                                dtype=np.int64)], axis=1)
     flags = xp.concatenate([state.is_finished, just_finished], axis=1)
     state.finished_scores, keep = _top_k(scores, beams)  # [batch, beams]
     state.finished_seqs = _gather_beams(seqs, keep)
+    state.finished_beam_indices = _gather_beams(beam_indices, keep)
     state.finished_len = _gather_beams(lengths, keep)
     state.is_finished = _gather_beams(flags, keep)
 
@@ -201,8 +209,10 @@ def beam_search(step, prompt_ids, beams, max_length, processors, eos_ids, fill_v
     the ``2 * beams`` best (enough that ``beams`` survive even if all the best ones end),
     moves the ones that ended into the finished list (score divided by
     length ** length_penalty) and continues with the ``beams`` best that did not end.
-    Returns (sequences [batch * num_return_sequences, length], their scores, per-step scores,
-    per-step logits).
+    Returns a dict of generate()'s output fields: sequences [batch * num_return_sequences,
+    length], sequences_scores [batch * num_return_sequences], scores / logits (lists, one
+    [batch * beams, vocab] per step, empty unless kept) and beam_indices [batch *
+    num_return_sequences, length - prompt_len] (int32, -1 after a hypothesis ended).
     """
     xp = array_module(prompt_ids)
     rows, prompt_len = prompt_ids.shape
@@ -234,13 +244,16 @@ def beam_search(step, prompt_ids, beams, max_length, processors, eos_ids, fill_v
         origin, tokens = cand // vocab, cand % vocab  # [batch, keep] source beam, new token
         cand_seqs = _gather_beams(state.running_seqs, origin)  # [batch, keep, max_length]
         cand_seqs[:, :, cur_len] = tokens
+        cand_beam_indices = _gather_beams(state.running_beam_indices, origin)  # [batch, keep, gen]
+        cand_beam_indices[:, :, cur_len - prompt_len] = origin + batch_offset  # row in batch * beams
         hits_stop = xp.isin(tokens, eos) | (cur_len + 1 >= max_length)  # [batch, keep]
 
         # The next live beams: the best candidates that did not just end.
         alive_scores = cand_scores + hits_stop.astype(np.float32) * BIG_NEGATIVE
         state.running_scores, best = _top_k(alive_scores, beams)  # [batch, beams]
         state.running_seqs = _gather_beams(cand_seqs, best)
-        _merge_finished(state, cand_seqs, cand_scores, hits_stop, cur_len, prompt_len, beams,
+        state.running_beam_indices = _gather_beams(cand_beam_indices, best)
+        _merge_finished(state, cand_seqs, cand_beam_indices, cand_scores, hits_stop, cur_len, prompt_len, beams,
                         length_penalty, early_stopping)
         step.reorder((_gather_beams(origin, best) + batch_offset).reshape(rows))  # cache follows its beams
 
@@ -249,10 +262,20 @@ def beam_search(step, prompt_ids, beams, max_length, processors, eos_ids, fill_v
         if not _keep_going(state, hits_stop, early_stopping):
             break
 
-    n = num_return_sequences
-    length = prompt_len + int(state.finished_len[:, :n].max())
-    sequences = state.finished_seqs[:, :n, :length].reshape(batch * n, length)
-    return sequences, state.finished_scores[:, :n].reshape(batch * n), all_scores, all_logits
+    return _best_hypotheses(state, num_return_sequences, prompt_len, all_scores, all_logits)
+
+
+def _best_hypotheses(state, n, prompt_len, all_scores, all_logits):
+    """The ``n`` best finished hypotheses of each batch item, cut to the longest of them."""
+    batch = state.finished_seqs.shape[0]
+    generated = int(state.finished_len[:, :n].max())
+    length = prompt_len + generated
+    return dict(
+        sequences=state.finished_seqs[:, :n, :length].reshape(batch * n, length),  # [batch * n, length]
+        sequences_scores=state.finished_scores[:, :n].reshape(batch * n),  # [batch * n]
+        scores=all_scores, logits=all_logits,
+        beam_indices=state.finished_beam_indices[:, :n, :generated].reshape(batch * n, generated),  # [batch * n, gen]
+    )
 
 
 def _keep_going(state, hits_stop, early_stopping):

@@ -24,6 +24,7 @@ from .config import GENERATION_CONFIG_NAME, GenerationConfig
 from .logits_process import build_processors
 from .search import beam_search, greedy_search
 from .step import DecoderStep, make_step, recorded_outputs  # noqa: F401 (DecoderStep: re-exported)
+from .transition import compute_transition_scores
 
 __all__ = ["GenerationMixin"]
 
@@ -66,6 +67,12 @@ class GenerationMixin:
         * ``sequences`` (the ids), ``sequences_scores`` [batch * num_return_sequences]
           (beam search with output_scores), ``scores`` / ``logits`` (output_scores /
           output_logits: one [rows, vocab] per step), ``past_key_values`` (the cache);
+        * ``beam_indices`` (beam search only, always, as in transformers 4.57 whatever
+          output_scores / output_logits say): int32 [batch * num_return_sequences,
+          generated length], for each generated token the row of the flattened batch *
+          num_beams search it was appended to, -1 after the hypothesis ended.  With the
+          scores, ``model.compute_transition_scores(sequences, scores, beam_indices)``
+          gives each chosen token's score;
         * output_attentions / output_hidden_states, per generated step (a tuple over
           steps), each step a tuple over layers as the decoder computed it for that step's
           new positions (the whole prompt at the first step, one token after; the whole
@@ -109,18 +116,33 @@ class GenerationMixin:
                                       vocab_size=decoder.config.vocab_size, encoder_ids=source,
                                       xp=array_module(prompt))
         rng = make_rng(seed) if config.do_sample else None
-        sequences, sequences_scores, scores, logits = run_search(step, prompt, config, processors, tokens, rng)
+        found = run_search(step, prompt, config, processors, tokens, rng)
         if not config.return_dict_in_generate:
-            return sequences
-        return generate_output(config, seq2seq, step, cache, encoder_fields, sequences=sequences,
-                               sequences_scores=sequences_scores, scores=scores, logits=logits)
+            return found["sequences"]
+        return generate_output(config, seq2seq, step, cache, encoder_fields, **found)
+
+    def compute_transition_scores(self, sequences, scores, beam_indices=None, normalize_logits=False):
+        """The score of each generated token [rows_out, generated], as transformers computes it.
+
+        sequences / scores / beam_indices: generate()'s ``sequences``, ``scores`` (a tuple of
+        [rows, vocab], output_scores=True) and, after beam search, ``beam_indices``.  Entry
+        [i, t] is the score (processed log-probability in beam search, processed logit in
+        greedy search) that generated token t of sequence i had when it was chosen; 0 after
+        a beam-search hypothesis ended.  normalize_logits=True applies log-softmax over the
+        vocabulary first (log-probabilities from greedy search's logit scores).  See
+        transition.py.
+        """
+        decoder = self.decoder if is_encoder_decoder(self) else self
+        return compute_transition_scores(sequences, scores, beam_indices, normalize_logits,
+                                         vocab_size=decoder.config.vocab_size)
 
 
-def run_search(step, prompt, config, processors, tokens, rng):
+def run_search(step, prompt, config, processors, tokens, rng) -> dict:
     """Beam search (num_beams > 1) or greedy search / sampling over prompt [rows, prompt_len].
 
-    Returns (sequences [rows', length], sequences_scores or None, scores, logits): the
-    per-step lists are kept only when return_dict_in_generate asks for them.
+    Returns the search's output fields: sequences [rows', length], sequences_scores and
+    beam_indices (beam search only, else None), scores and logits (per-step lists, kept
+    only when return_dict_in_generate asks for them).
     """
     keep = dict(keep_scores=config.return_dict_in_generate and config.output_scores,
                 keep_logits=config.return_dict_in_generate and bool(config.output_logits))
@@ -136,7 +158,7 @@ def run_search(step, prompt, config, processors, tokens, rng):
     buffer[:, :prompt.shape[1]] = prompt
     sequences, scores, logits = greedy_search(step, buffer, prompt.shape[1], config.max_length,
                                               processors, tokens["eos"], tokens["pad"], rng=rng, **keep)
-    return sequences, None, scores, logits
+    return dict(sequences=sequences, sequences_scores=None, scores=scores, logits=logits, beam_indices=None)
 
 
 def returned_encoder_outputs(encoder_outputs, config) -> dict:
@@ -150,17 +172,19 @@ def returned_encoder_outputs(encoder_outputs, config) -> dict:
 
 
 def generate_output(config, seq2seq, step, cache, encoder_fields, *, sequences, sequences_scores, scores,
-                    logits):
+                    logits, beam_indices):
     """The ModelOutput of return_dict_in_generate=True, fields in transformers' order.
 
-    Per-layer outputs come from the step's records (a tuple over steps of tuples over
-    layers); a seq2seq model's are named decoder_* (plus cross_attentions and the encoder's).
+    beam_indices comes with every beam search (transformers 4.57 returns it whatever
+    output_scores / output_logits say).  Per-layer outputs come from the step's records (a
+    tuple over steps of tuples over layers); a seq2seq model's are named decoder_* (plus
+    cross_attentions and the encoder's).
     """
     keep_scores = config.output_scores
     records = {name: tuple(steps) for name, steps in getattr(step, "records", {}).items()}
     fields = dict(sequences=sequences, sequences_scores=sequences_scores if keep_scores else None,
                   scores=tuple(scores) if keep_scores else None,
-                  logits=tuple(logits) if config.output_logits else None)
+                  logits=tuple(logits) if config.output_logits else None, beam_indices=beam_indices)
     if seq2seq:
         fields.update(encoder_fields)
         fields.update(decoder_attentions=records.get("attentions"), cross_attentions=records.get("cross_attentions"),

@@ -44,9 +44,11 @@ def test_return_dict_without_the_flags_has_no_per_layer_fields(name):
 def test_fields_in_transformers_order():
     ids, mask = _inputs("toy_bert2bert")
     out = load_model("toy_bert2bert").generate(ids, attention_mask=mask, num_beams=2, max_new_tokens=3,
-                                               return_dict_in_generate=True, output_scores=True, **BOTH)
-    assert list(out) == ["sequences", "sequences_scores", "scores", "encoder_attentions", "encoder_hidden_states",
-                         "decoder_attentions", "cross_attentions", "decoder_hidden_states", "past_key_values"]
+                                               return_dict_in_generate=True, output_scores=True,
+                                               output_logits=True, **BOTH)
+    assert list(out) == ["sequences", "sequences_scores", "scores", "logits", "beam_indices", "encoder_attentions",
+                         "encoder_hidden_states", "decoder_attentions", "cross_attentions", "decoder_hidden_states",
+                         "past_key_values"]
     assert out[1] is out.sequences_scores
 
 
