@@ -27,6 +27,9 @@ class PreTrainedTokenizer(CallMixin, FilesMixin):
     truncation_side = "right"
     # Lower-case text (except special tokens) before splitting; WordPiece turns it on.
     _lowercase_text = False
+    # Whether tokenize_with_offsets works (return_offsets_mapping=True), as for the
+    # tokenizers transformers has a fast version of.
+    _supports_offsets = False
 
     def __init__(self, **kwargs):
         self.init_kwargs = copy.deepcopy(kwargs)
@@ -255,6 +258,54 @@ class PreTrainedTokenizer(CallMixin, FilesMixin):
             tokens.extend([piece] if is_added else self._tokenize(piece))
         return tokens
 
+    def tokenize_with_offsets(self, text, **kwargs):
+        """``tokenize`` plus each token's ``(start, end)`` character span in ``text``.
+
+        Returns ``(tokens, spans)``. The spans follow transformers' fast tokenizers:
+        they point at the original characters even where lower-casing or accent
+        stripping changed them, and an added token spans its own characters.
+        """
+        if not self._supports_offsets:
+            raise NotImplementedError(
+                f"return_offsets_mapping=True is not available for {type(self).__name__}: transformers "
+                "has only a slow (Python) version of it, which raises the same; use return_offsets_mapping=False"
+            )
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__} ({text!r:.60})")
+        split_special = kwargs.pop("split_special_tokens", self.split_special_tokens)
+        prepared, kwargs = self.prepare_for_tokenization(text, **kwargs)
+        if kwargs:
+            raise TypeError(f"tokenize() got unexpected keyword arguments {sorted(kwargs)}")
+        prefix_length = len(prepared) - len(text)  # characters put in front (RoBERTa's prefix space)
+        source = list(range(len(prepared)))  # position in `prepared` of each character split below
+        if self._lowercase_text:
+            lowered = self._lowercase_outside_special(prepared)
+            if len(lowered) != len(prepared):  # e.g. "İ" lower-cases to two characters
+                source = [i for i, char in enumerate(prepared) for _ in char.lower()]
+            prepared = lowered
+        if split_special:
+            pieces = [(prepared, False)] if prepared else []
+        else:
+            pieces = split_on_added_tokens(prepared, self._added_matcher, self._token_for_content())
+        tokens, spans, cursor = [], [], 0
+        for piece, is_added in pieces:
+            start = prepared.find(piece, cursor)  # pieces come in order; stripping only drops spaces
+            cursor = start + len(piece)
+            found = [(piece, 0, len(piece))] if is_added else self._tokenize_with_offsets(piece)
+            for token, first, end in found:
+                tokens.append(token)
+                spans.append(_source_span(source, start + first, start + end))
+        # Spans of characters that prepare_for_tokenization put in front shrink to the text's start.
+        return tokens, [(max(start - prefix_length, 0), max(end - prefix_length, 0)) for start, end in spans]
+
+    def _tokenize_with_offsets(self, text):
+        """(token, start, end) for each token of ``_tokenize(text)``; subclasses with offsets fill it in."""
+        raise NotImplementedError
+
+    def _trim_offsets(self, ids, spans):
+        """Adjust the spans of one sequence after truncation; RoBERTa trims spaces here."""
+        return spans
+
     def _token_for_content(self):
         return {t.content: t for t in self._added_decoder.values()}
 
@@ -312,6 +363,14 @@ class PreTrainedTokenizer(CallMixin, FilesMixin):
             f"model_max_length={self.model_max_length}, padding_side={self.padding_side!r}, "
             f"special_tokens={self.special_tokens_map})"
         )
+
+
+def _source_span(source, start, end):
+    """Map a [start, end) range of split characters back to the text they came from."""
+    if end <= start:
+        position = source[start] if start < len(source) else (source[-1] + 1 if source else 0)
+        return position, position
+    return source[start], source[end - 1] + 1
 
 
 def _lower_per_char(text):

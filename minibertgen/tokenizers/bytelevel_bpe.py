@@ -106,6 +106,7 @@ class RobertaTokenizer(PreTrainedTokenizer):
 
     vocab_files_names = {"vocab_file": "vocab.json", "merges_file": "merges.txt"}
     model_input_names = ["input_ids", "attention_mask"]
+    _supports_offsets = True
     _CACHE_LIMIT = 100_000
 
     def __init__(self, vocab_file=None, merges_file=None, errors="replace", bos_token="<s>", eos_token="</s>",
@@ -151,6 +152,40 @@ class RobertaTokenizer(PreTrainedTokenizer):
             chars = "".join(self.byte_encoder[b] for b in chunk.encode("utf-8"))
             tokens.extend(self._bpe_cached(chars))
         return tokens
+
+    def _tokenize_with_offsets(self, text):
+        """_tokenize, plus each token's (start, end) character span in ``text``.
+
+        A token covers some UTF-8 bytes; its span runs from the character holding its
+        first byte to the one holding its last (so the pieces of one "é" share a span).
+        """
+        found = []
+        for match in self.pattern.finditer(text):
+            owner = [match.start() + i for i, char in enumerate(match.group()) for _ in char.encode("utf-8")]
+            chars = "".join(self.byte_encoder[b] for b in match.group().encode("utf-8"))
+            position = 0
+            for token in self._bpe_cached(chars):
+                found.append((token, owner[position], owner[position + len(token) - 1] + 1))
+                position += len(token)
+        return found
+
+    def _trim_offsets(self, ids, spans):
+        """Trim spaces off the spans of one (already truncated) sequence, as RoBERTa's
+        fast tokenizer does by default (trim_offsets=True): "Ġworld" starts at "w"."""
+        space = self.byte_encoder[ord(" ")]
+        trimmed = []
+        for number, (token, (start, end)) in enumerate(zip(self.convert_ids_to_tokens(ids), spans)):
+            leading = len(token) - len(token.lstrip(space))
+            trailing = len(token) - len(token.rstrip(space))
+            # With add_prefix_space, the sequence's first token keeps its one "Ġ".
+            if (number == 0 or start == 0) and self.add_prefix_space and leading == 1:
+                leading = 0
+            if leading:
+                start = min(start + leading, end)
+            if trailing and end >= trailing:
+                end = max(end - trailing, start)
+            trimmed.append((start, end))
+        return trimmed
 
     def _bpe_cached(self, chars):
         pieces = self.cache.get(chars)

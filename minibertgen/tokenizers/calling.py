@@ -4,7 +4,8 @@ The flow for one text: tokenize -> ids -> truncate -> add special tokens -> pad 
 arrays. For a batch, every text goes through the same steps except padding, which
 waits until the longest sequence is known.
 """
-from .encoding import BatchEncoding, pad_one, resolve_strategies, truncate_ids
+from .encoding import (BatchEncoding, offsets_with_specials, pad_one, resolve_strategies, truncate_ids,
+                       truncate_with_offsets)  # fmt: skip
 
 
 class CallMixin:
@@ -28,6 +29,7 @@ class CallMixin:
         return_attention_mask=None,
         return_special_tokens_mask=False,
         return_length=False,
+        return_offsets_mapping=False,
         **kwargs,
     ):
         """Encode one text, a pair, or a batch into a BatchEncoding (``input_ids`` ...).
@@ -36,8 +38,21 @@ class CallMixin:
         ``labels``. ``return_tensors`` is None (lists), "np" (int64 NumPy) or "cp" (CuPy).
         Other keyword arguments go to ``tokenize`` (e.g. ``add_prefix_space``,
         ``split_special_tokens``; unlike transformers, the latter applies to batches too).
+        ``return_offsets_mapping=True`` adds ``offset_mapping``: each token's (start, end)
+        character span in its text, (0, 0) for special tokens and padding, as
+        transformers' fast tokenizers give it (WordPiece and byte-level BPE only).
         """
         _reject_unsupported(kwargs)
+        if return_offsets_mapping and not self._supports_offsets:
+            raise NotImplementedError(
+                f"return_offsets_mapping=True is not available for {type(self).__name__} (transformers has "
+                "no fast version of it either); pass return_offsets_mapping=False"
+            )
+        if return_offsets_mapping and is_split_into_words:
+            raise NotImplementedError(
+                "return_offsets_mapping=True with is_split_into_words=True is not supported; "
+                "pass the text as one string, or drop return_offsets_mapping"
+            )
         options = dict(tokenize_options=kwargs,
             add_special_tokens=add_special_tokens, padding=padding, truncation=truncation,
             max_length=max_length, is_split_into_words=is_split_into_words,
@@ -45,6 +60,7 @@ class CallMixin:
             return_tensors=return_tensors, return_token_type_ids=return_token_type_ids,
             return_attention_mask=return_attention_mask,
             return_special_tokens_mask=return_special_tokens_mask, return_length=return_length,
+            return_offsets_mapping=return_offsets_mapping,
         )  # fmt: skip
         if text is None and text_target is None:
             raise ValueError("pass text (or text_target) to encode; both are None")
@@ -57,10 +73,13 @@ class CallMixin:
         encodings["labels"] = targets["input_ids"]
         return encodings
 
-    def _call_one(self, text, text_pair, tokenize_options, is_split_into_words=False, return_tensors=None, **options):
+    def _call_one(self, text, text_pair, tokenize_options, is_split_into_words=False, return_tensors=None,
+                  return_offsets_mapping=False, **options):  # fmt: skip
         batched = _is_batch(text, is_split_into_words, "text")
         if text_pair is not None and _is_batch(text_pair, is_split_into_words, "text_pair") != batched:
             raise TypeError("text_pair must be a batch (list) exactly when text is a batch")
+        if return_offsets_mapping:
+            return self._call_with_offsets(text, text_pair, tokenize_options, batched, return_tensors, options)
         if not batched:
             ids = self._text_to_ids(text, is_split_into_words, "text", tokenize_options)
             pair = None if text_pair is None else self._text_to_ids(text_pair, is_split_into_words, "text_pair",
@@ -79,14 +98,40 @@ class CallMixin:
             id_pairs.append((ids, pair))
         return self._encode_batch(id_pairs, return_tensors=return_tensors, **options)
 
+    def _call_with_offsets(self, text, text_pair, tokenize_options, batched, return_tensors, options):
+        """The _call_one path for return_offsets_mapping=True: spans travel with the ids."""
+        texts, pairs = (text, text_pair) if batched else ([text], None if text_pair is None else [text_pair])
+        if pairs is not None and len(pairs) != len(texts):
+            raise ValueError(f"text has {len(texts)} items but text_pair has {len(pairs)}; they must match")
+        rows = []
+        for index, (first, second) in enumerate(zip(texts, pairs if pairs is not None else [None] * len(texts))):
+            suffix = f"[{index}]" if batched else ""
+            ids, offsets = self._text_to_ids_and_offsets(first, "text" + suffix, tokenize_options)
+            pair, pair_offsets = (None, None) if second is None else self._text_to_ids_and_offsets(
+                second, "text_pair" + suffix, tokenize_options)  # fmt: skip
+            rows.append((ids, pair, (offsets, pair_offsets)))
+        if batched:
+            return self._encode_batch(rows, return_tensors=return_tensors, **options)
+        ids, pair, offsets = rows[0]
+        encoded = self.prepare_for_model(ids, pair, _offsets=offsets, **options)
+        return BatchEncoding(encoded).convert_to_tensors(return_tensors, prepend_batch_axis=True)
+
+    def _text_to_ids_and_offsets(self, text, name, options):
+        if not isinstance(text, str):
+            raise TypeError(f"{name} must be a str with return_offsets_mapping=True, got "
+                            f"{type(text).__name__} ({text!r:.80})")  # fmt: skip
+        tokens, spans = self.tokenize_with_offsets(text, **options)
+        return self.convert_tokens_to_ids(tokens), spans
+
     def _encode_batch(self, id_pairs, padding, max_length, pad_to_multiple_of, padding_side,
                       return_attention_mask, return_tensors, **options):  # fmt: skip
+        """Encode rows of (ids, pair_ids) or (ids, pair_ids, (offsets, pair_offsets)), then pad together."""
         rows = [
             self.prepare_for_model(
-                ids, pair, padding=False, max_length=max_length, return_attention_mask=False,
-                _padding_for_strategy=padding, **options,
+                row[0], row[1], padding=False, max_length=max_length, return_attention_mask=False,
+                _padding_for_strategy=padding, _offsets=row[2] if len(row) > 2 else None, **options,
             )  # fmt: skip
-            for ids, pair in id_pairs
+            for row in id_pairs
         ]
         columns = {key: [row[key] for row in rows] for key in (rows[0] if rows else {"input_ids": []})}
         padded = self.pad(
@@ -116,9 +161,13 @@ class CallMixin:
         self, ids, pair_ids=None, add_special_tokens=True, padding=False, truncation=None,
         max_length=None, pad_to_multiple_of=None, padding_side=None, return_token_type_ids=None,
         return_attention_mask=None, return_special_tokens_mask=False, return_length=False,
-        _padding_for_strategy=None,
+        _padding_for_strategy=None, _offsets=None,
     ):  # fmt: skip
-        """Truncate, add special tokens and (for one sequence) pad a list of ids."""
+        """Truncate, add special tokens and (for one sequence) pad a list of ids.
+
+        ``_offsets`` (internal) is ``(offsets, pair_offsets)``, one span per id; when
+        given, the result has an ``offset_mapping`` cut and laid out like ``input_ids``.
+        """
         strategy_padding = padding if _padding_for_strategy is None else _padding_for_strategy
         padding_strategy, truncation_strategy, max_length = resolve_strategies(
             strategy_padding, truncation, max_length, self.model_max_length, pad_to_multiple_of
@@ -139,7 +188,16 @@ class CallMixin:
                     f"max_length={max_length} is shorter than the {specials} special tokens this "
                     f"tokenizer adds; use max_length >= {specials} or add_special_tokens=False"
                 )
-            ids, pair_ids = truncate_ids(ids, pair_ids, total - max_length, truncation_strategy, self.truncation_side)
+            if _offsets is None:
+                ids, pair_ids = truncate_ids(ids, pair_ids, total - max_length, truncation_strategy,
+                                             self.truncation_side)  # fmt: skip
+            else:
+                ids, pair_ids, *cut = truncate_with_offsets(ids, pair_ids, *_offsets, total - max_length,
+                                                            truncation_strategy, self.truncation_side)  # fmt: skip
+                _offsets = tuple(cut)
+        if _offsets is not None:
+            _offsets = (self._trim_offsets(ids, _offsets[0]),
+                        None if pair_ids is None else self._trim_offsets(pair_ids, _offsets[1]))  # fmt: skip
         encoded = {}
         if add_special_tokens:
             encoded["input_ids"] = self.build_inputs_with_special_tokens(ids, pair_ids)
@@ -149,10 +207,14 @@ class CallMixin:
             type_ids = [0] * len(encoded["input_ids"])
         if return_token_type_ids:
             encoded["token_type_ids"] = type_ids
-        if return_special_tokens_mask:
-            encoded["special_tokens_mask"] = (
+        if return_special_tokens_mask or _offsets is not None:
+            special_mask = (
                 self.get_special_tokens_mask(ids, pair_ids) if add_special_tokens else [0] * len(encoded["input_ids"])
             )
+        if return_special_tokens_mask:
+            encoded["special_tokens_mask"] = special_mask
+        if _offsets is not None:
+            encoded["offset_mapping"] = offsets_with_specials(special_mask, *_offsets)
         if padding_strategy != "do_not_pad" or return_attention_mask:
             encoded = self._pad_one(
                 encoded, max_length, padding_strategy, pad_to_multiple_of, padding_side, return_attention_mask

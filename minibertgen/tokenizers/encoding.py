@@ -169,6 +169,26 @@ def truncate_ids(ids, pair_ids, num_to_remove, strategy, side):
     return _cut(ids, from_ids, side), _cut(pair_ids, from_pair, side)
 
 
+def truncate_with_offsets(ids, pair_ids, offsets, pair_offsets, num_to_remove, strategy, side):
+    """truncate_ids that cuts each sequence's offsets at the same places as its ids.
+
+    Returns ``(ids, pair_ids, offsets, pair_offsets)``.
+    """
+    first = list(zip(ids, offsets))
+    second = None if pair_ids is None else list(zip(pair_ids, pair_offsets))
+    first, second = truncate_ids(first, second, num_to_remove, strategy, side)
+    ids, offsets = [i for i, _ in first], [o for _, o in first]
+    if second is None:
+        return ids, None, offsets, None
+    return ids, [i for i, _ in second], offsets, [o for _, o in second]
+
+
+def offsets_with_specials(special_mask, offsets, pair_offsets):
+    """Lay the sequences' offsets out along input_ids: (0, 0) where a special token sits."""
+    spans = iter(list(offsets) + list(pair_offsets or []))
+    return [(0, 0) if special else next(spans) for special in special_mask]
+
+
 def pad_one(encoded, max_length, strategy, pad_to_multiple_of, side, pad_id, pad_type_id, return_attention_mask):
     """Pad one encoding (a dict of lists) to ``max_length``; adds attention_mask if asked."""
     ids = encoded["input_ids"]
@@ -181,7 +201,8 @@ def pad_one(encoded, max_length, strategy, pad_to_multiple_of, side, pad_id, pad
     difference = (max_length - len(ids)) if (strategy != "do_not_pad" and max_length is not None) else 0
     if difference <= 0:
         return encoded
-    fill = {"input_ids": pad_id, "attention_mask": 0, "token_type_ids": pad_type_id, "special_tokens_mask": 1}
+    fill = {"input_ids": pad_id, "attention_mask": 0, "token_type_ids": pad_type_id, "special_tokens_mask": 1,
+            "offset_mapping": (0, 0)}  # fmt: skip
     for key, value in fill.items():
         if key not in encoded or (key == "attention_mask" and not return_attention_mask):
             continue

@@ -12,6 +12,7 @@ Two stages, as in the original BERT code:
 """
 import json
 import os
+import re
 import unicodedata
 from pathlib import Path
 
@@ -119,6 +120,75 @@ def basic_tokenize(text, lowercase=True, accents=None, cjk=True, never_split=fro
     return " ".join(words).split()
 
 
+def basic_tokenize_with_offsets(text, lowercase=True, accents=None, cjk=True, never_split=frozenset()):
+    """basic_tokenize that also says where each word's characters came from.
+
+    Returns a list of words, each a list of ``(char, index)`` pairs: one normalised
+    character and the position in ``text`` of the character it came from (lower-casing
+    or accent stripping can turn one source character into several or none). Unlike
+    basic_tokenize, no NFC composition runs first, as in transformers' fast tokenizer.
+    """
+    spaced = []  # (char, index) after cleaning and CJK spacing; words are split on " "
+    for index, char in enumerate(text):
+        if char in "\x00\ufffd" or is_control(char):
+            continue
+        if is_whitespace(char):
+            spaced.append((" ", index))
+        elif cjk and is_cjk_ideograph(char):
+            spaced += [(" ", index), (char, index), (" ", index)]
+        else:
+            spaced.append((char, index))
+    words = []
+    for raw in _split_pairs(spaced, lambda char: char.isspace()):
+        protected = "".join(char for char, _ in raw) in never_split
+        normal = raw if protected else _normalise_pairs(raw, lowercase, accents)
+        words.extend([normal] if protected else _split_punctuation_pairs(normal))
+    # Accent stripping can leave a word empty or with inner spaces: split again.
+    return [w for word in words for w in _split_pairs(word, lambda char: char.isspace())]
+
+
+def _normalise_pairs(pairs, lowercase, accents):
+    out = []
+    for char, index in pairs:
+        if lowercase:
+            char = char.lower()
+        if (lowercase and accents is not False) or (not lowercase and accents):
+            char = strip_accents(char)
+        out.extend((c, index) for c in char)
+    return out
+
+
+def _split_pairs(pairs, is_separator):
+    """Split a list of (char, index) pairs at separator characters, dropping them."""
+    words, current = [], []
+    for pair in pairs:
+        if is_separator(pair[0]):
+            if current:
+                words.append(current)
+            current = []
+        else:
+            current.append(pair)
+    if current:
+        words.append(current)
+    return words
+
+
+def _split_punctuation_pairs(pairs):
+    """split_on_punctuation for (char, index) pairs."""
+    pieces, current = [], []
+    for pair in pairs:
+        if is_punctuation(pair[0]):
+            if current:
+                pieces.append(current)
+                current = []
+            pieces.append([pair])
+        else:
+            current.append(pair)
+    if current:
+        pieces.append(current)
+    return pieces
+
+
 # ----- WordPiece -------------------------------------------------------------
 
 
@@ -155,10 +225,28 @@ def load_vocab(vocab_file):
     return vocab
 
 
+def _piece_spans(pieces, pairs, unk_token):
+    """(piece, start, end) for WordPiece pieces of one word given as (char, index) pairs.
+
+    The pieces spell the word (minus "##"), so they take consecutive characters; an
+    unknown word is one [UNK] spanning all of it.
+    """
+    if pieces == [unk_token] and "".join(c for c, _ in pairs) != unk_token:
+        return [(unk_token, pairs[0][1], pairs[-1][1] + 1)]
+    spans, position = [], 0
+    for number, piece in enumerate(pieces):
+        length = len(piece) - (2 if number > 0 and piece.startswith("##") else 0)
+        first, last = pairs[position], pairs[position + length - 1]
+        spans.append((piece, first[1], last[1] + 1))
+        position += length
+    return spans
+
+
 class BertTokenizer(PreTrainedTokenizer):
     """WordPiece tokenizer of BERT (transformers' ``BertTokenizer``): ``[CLS] A [SEP] B [SEP]``."""
 
     vocab_files_names = {"vocab_file": "vocab.txt"}
+    _supports_offsets = True
 
     def __init__(self, vocab_file=None, do_lower_case=True, do_basic_tokenize=True, never_split=None,
                  unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]",
@@ -209,6 +297,24 @@ class BertTokenizer(PreTrainedTokenizer):
             # protected from lower-casing above but still go through the vocabulary.
             tokens.extend([word] if word in self._never_split else self._wordpiece(word))
         return tokens
+
+    def _tokenize_with_offsets(self, text):
+        """_tokenize, plus each token's (start, end) span in ``text``."""
+        if not self.do_basic_tokenize:
+            words = [[(char, match.start() + i) for i, char in enumerate(match.group())]
+                     for match in re.finditer(r"\S+", text)]  # fmt: skip
+        else:
+            protected = self._never_split | set(self.all_special_tokens)
+            words = basic_tokenize_with_offsets(
+                text, lowercase=self._do_lower_case, accents=self.strip_accents,
+                cjk=self.tokenize_chinese_chars, never_split=protected,
+            )  # fmt: skip
+        found = []
+        for pairs in words:
+            word = "".join(char for char, _ in pairs)
+            pieces = [word] if word in self._never_split else self._wordpiece(word)
+            found.extend(_piece_spans(pieces, pairs, str(self.unk_token)))
+        return found
 
     def _wordpiece(self, word):
         return wordpiece(word, self.vocab, str(self.unk_token), self.max_input_chars_per_word)

@@ -96,8 +96,12 @@ def test_bad_options_are_value_errors(kwargs, match):
 
 
 def test_unsupported_options_say_so():
-    with pytest.raises(NotImplementedError, match="return_offsets_mapping"):
-        ours("minilm")("a", return_offsets_mapping=True)
+    # SentencePiece has no fast tokenizer in transformers, so no offsets (it raises too).
+    with pytest.raises(NotImplementedError, match="return_offsets_mapping=True is not available for Bert"):
+        ours("sp_unigram")("a", return_offsets_mapping=True)
+    for name in ("stride", "return_overflowing_tokens"):
+        with pytest.raises(NotImplementedError, match=name):
+            ours("minilm")("a", **{name: 2 if name == "stride" else True})
     with pytest.raises(TypeError, match="not_an_option"):
         ours("minilm")("a", not_an_option=1)
 
