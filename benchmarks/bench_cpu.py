@@ -108,6 +108,7 @@ def speed_rows(shape, directory, reps):
             row = alternate(f"{name} {NEW_TOKENS} tokens", run_hf, run_mb, max(1, reps // 2), NEW_TOKENS)
             row["same_ids"] = same
             rows.append(row)
+        rows.append(bound_row(ours, rows, matvec_bandwidth()))
     return rows
 
 
@@ -118,6 +119,45 @@ def alternate(task, run_hf, run_mb, reps, tokens):
         hf_times.append(median_time(run_hf, 1))
         mb_times.append(median_time(run_mb, 1))
     return speed_row(task, statistics.median(hf_times), statistics.median(mb_times), tokens)
+
+
+def bytes_per_decode_step(model) -> int:
+    """Weight bytes one greedy step reads: every decoder matrix it multiplies and the LM
+    head (embedding tables are looked up, cross-attention keys/values come from the cache)."""
+    from minibertgen.checkpoint.mapping import flatten
+
+    read = {id(w): w for name, w in flatten(model.decoder.params).items()
+            if w.ndim == 2 and "embeddings" not in name
+            and not ("crossattention.self.key" in name or "crossattention.self.value" in name)}
+    read[id(model.decoder.params["lm_head"]["decoder"]["weight"])] = model.decoder.params["lm_head"]["decoder"]["weight"]
+    return int(sum(w.nbytes for w in read.values()))
+
+
+def matvec_bandwidth(out=4096, features=1024, total_bytes=512 << 20, reps=5) -> float:
+    """GB/s of weights NumPy streams through one-row products, over more weights than any
+    cache holds: the bandwidth bound of a decode step on this machine (best of ``reps``)."""
+    rng = np.random.default_rng(0)
+    weights = [rng.standard_normal((out, features), dtype=np.float32)
+               for _ in range(total_bytes // (out * features * 4))]
+    x = rng.standard_normal((1, features), dtype=np.float32)
+    best = min(_timed(lambda: [x @ w.T for w in weights]) for _ in range(reps))
+    return sum(w.nbytes for w in weights) / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bound_row(model, rows, bandwidth) -> dict:
+    """Greedy decoding against the bandwidth bound: tok/s if a step only streamed its weights."""
+    step_bytes = bytes_per_decode_step(model)
+    bound = bandwidth * 1e9 / step_bytes
+    greedy = next(r for r in rows if r["task"].startswith("greedy"))
+    return {"bytes_per_step": step_bytes, "matvec_gb_s": bandwidth, "bound_tok_s": bound,
+            "minibertgen_of_bound": greedy["minibertgen_tok_s"] / bound,
+            "transformers_of_bound": greedy["transformers_tok_s"] / bound}
 
 
 def speed_row(task, hf_s, mb_s, tokens=None) -> dict:
@@ -189,8 +229,14 @@ def print_table(shape, rows, memory):
     print(f"\n## {shape}")
     print("| task | transformers | minibertgen | ratio (>1: minibertgen faster) | same ids |")
     print("|---|---|---|---|---|")
+    bound = next((r for r in rows if "bound_tok_s" in r), None)
     for row in rows:
-        print(f"| {row['task']} | {speed_cells(row)} | {row['ratio']:.2f}x | {row.get('same_ids', '')} |")
+        if row is not bound:
+            print(f"| {row['task']} | {speed_cells(row)} | {row['ratio']:.2f}x | {row.get('same_ids', '')} |")
+    if bound is not None:
+        print(f"| greedy vs bandwidth bound ({bound['bytes_per_step'] / 1e9:.3f} GB/step at "
+              f"{bound['matvec_gb_s']:.1f} GB/s = {bound['bound_tok_s']:.1f} tok/s) | "
+              f"{bound['transformers_of_bound']:.0%} | {bound['minibertgen_of_bound']:.0%} | | |")
     size = memory["checkpoint_bytes"]
     for library in ("transformers", "minibertgen"):
         m = memory[library]
