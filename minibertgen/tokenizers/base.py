@@ -243,20 +243,29 @@ class PreTrainedTokenizer(CallMixin, FilesMixin):
     # ----- text <-> tokens <-> ids -----
     def tokenize(self, text, **kwargs):
         """Split ``text`` into tokens: added tokens whole, everything else by the subword model."""
+        text, split_special = self._prepared(text, kwargs)
+        if self._lowercase_text:
+            text = self._lowercase_outside_special(text)
+        tokens = []
+        for piece, is_added in self._pieces(text, split_special):
+            tokens.extend([piece] if is_added else self._tokenize(piece))
+        return tokens
+
+    def _prepared(self, text, kwargs):
+        """What tokenize and tokenize_with_offsets check and prepare alike: -> (text, split_special)."""
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__} ({text!r:.60})")
         split_special = kwargs.pop("split_special_tokens", self.split_special_tokens)
         text, kwargs = self.prepare_for_tokenization(text, **kwargs)
         if kwargs:
             raise TypeError(f"tokenize() got unexpected keyword arguments {sorted(kwargs)}")
-        if self._lowercase_text:
-            text = self._lowercase_outside_special(text)
+        return text, split_special
+
+    def _pieces(self, text, split_special):
+        """(piece, is_added) in order: added tokens whole, the text between them for the subword model."""
         if split_special:
-            return self._tokenize(text) if text else []
-        tokens = []
-        for piece, is_added in split_on_added_tokens(text, self._added_matcher, self._token_for_content()):
-            tokens.extend([piece] if is_added else self._tokenize(piece))
-        return tokens
+            return [(text, False)] if text else []
+        return split_on_added_tokens(text, self._added_matcher, self._token_for_content())
 
     def tokenize_with_offsets(self, text, **kwargs):
         """``tokenize`` plus each token's ``(start, end)`` character span in ``text``.
@@ -270,12 +279,7 @@ class PreTrainedTokenizer(CallMixin, FilesMixin):
                 f"return_offsets_mapping=True is not available for {type(self).__name__}: transformers "
                 "has only a slow (Python) version of it, which raises the same; use return_offsets_mapping=False"
             )
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a str, got {type(text).__name__} ({text!r:.60})")
-        split_special = kwargs.pop("split_special_tokens", self.split_special_tokens)
-        prepared, kwargs = self.prepare_for_tokenization(text, **kwargs)
-        if kwargs:
-            raise TypeError(f"tokenize() got unexpected keyword arguments {sorted(kwargs)}")
+        prepared, split_special = self._prepared(text, kwargs)
         prefix_length = len(prepared) - len(text)  # characters put in front (RoBERTa's prefix space)
         source = list(range(len(prepared)))  # position in `prepared` of each character split below
         if self._lowercase_text:
@@ -283,12 +287,8 @@ class PreTrainedTokenizer(CallMixin, FilesMixin):
             if len(lowered) != len(prepared):  # e.g. "İ" lower-cases to two characters
                 source = [i for i, char in enumerate(prepared) for _ in char.lower()]
             prepared = lowered
-        if split_special:
-            pieces = [(prepared, False)] if prepared else []
-        else:
-            pieces = split_on_added_tokens(prepared, self._added_matcher, self._token_for_content())
         tokens, spans, cursor = [], [], 0
-        for piece, is_added in pieces:
+        for piece, is_added in self._pieces(prepared, split_special):
             start = prepared.find(piece, cursor)  # pieces come in order; stripping only drops spaces
             cursor = start + len(piece)
             found = [(piece, 0, len(piece))] if is_added else self._tokenize_with_offsets(piece)

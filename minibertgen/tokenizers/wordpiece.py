@@ -142,7 +142,7 @@ def basic_tokenize_with_offsets(text, lowercase=True, accents=None, cjk=True, ne
     for raw in _split_pairs(spaced, lambda char: char.isspace()):
         protected = "".join(char for char, _ in raw) in never_split
         normal = raw if protected else _normalise_pairs(raw, lowercase, accents)
-        words.extend([normal] if protected else _split_punctuation_pairs(normal))
+        words.extend([normal] if protected else _split_pairs(normal, is_punctuation, keep=True))
     # Accent stripping can leave a word empty or with inner spaces: split again.
     return [w for word in words for w in _split_pairs(word, lambda char: char.isspace())]
 
@@ -158,35 +158,22 @@ def _normalise_pairs(pairs, lowercase, accents):
     return out
 
 
-def _split_pairs(pairs, is_separator):
-    """Split a list of (char, index) pairs at separator characters, dropping them."""
+def _split_pairs(pairs, is_separator, keep=False):
+    """Split a list of (char, index) pairs at separator characters: dropped, or with
+    ``keep`` each kept as a piece of its own (split_on_punctuation for pairs)."""
     words, current = [], []
     for pair in pairs:
         if is_separator(pair[0]):
             if current:
                 words.append(current)
             current = []
+            if keep:
+                words.append([pair])
         else:
             current.append(pair)
     if current:
         words.append(current)
     return words
-
-
-def _split_punctuation_pairs(pairs):
-    """split_on_punctuation for (char, index) pairs."""
-    pieces, current = [], []
-    for pair in pairs:
-        if is_punctuation(pair[0]):
-            if current:
-                pieces.append(current)
-                current = []
-            pieces.append([pair])
-        else:
-            current.append(pair)
-    if current:
-        pieces.append(current)
-    return pieces
 
 
 # ----- WordPiece -------------------------------------------------------------
