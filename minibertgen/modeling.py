@@ -20,7 +20,7 @@ from .checkpoint.hub import resolve_model_dir
 from .checkpoint.mapping import LoadReport, body_shapes, flatten, head_shapes, initialise, select, unflatten
 from .checkpoint.safetensors_io import write_safetensors
 from .config import BertGenerationConfig
-from .layout import arrange_for_cpu
+from .fast.layout import arrange_for_cpu
 from .inputs import as_embeds, as_head_mask, as_ids, as_mask
 from .model import bert_stack, causal_lm_loss, lm_head
 from .generation import GenerationMixin

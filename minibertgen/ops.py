@@ -48,7 +48,7 @@ def fused_kernels_for(x):
     """The cuda_kernels module if ``x`` should take a fused kernel, else None."""
     if not _FUSED["enabled"] or array_module(x) is np:
         return None
-    from . import cuda_kernels
+    from .fast import cuda_kernels
 
     return cuda_kernels if cuda_kernels.supports(x.dtype) else None
 

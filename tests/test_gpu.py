@@ -228,7 +228,7 @@ def test_fused_kernels_match_the_readable_path():
 @pytest.fixture
 def replay_counter(monkeypatch):
     """Counts CUDA-graph replays, and turns a failed capture (a warning) into an error."""
-    from minibertgen import cuda_graph
+    from minibertgen.fast import cuda_graph
 
     calls = {"replays": 0}
     original = cuda_graph.GraphedDecoderStep._replay

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import minibertgen as mb
-import minibertgen.layout as layout
+import minibertgen.fast.layout as layout
 from minibertgen.checkpoint.mapping import flatten, unflatten
 
 SMALL = dict(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=20,

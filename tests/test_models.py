@@ -122,9 +122,9 @@ def test_save_and_reload_round_trip(decoder, tmp_path):
 def test_loaded_weights_are_memory_mapped(encoder, tmp_path, monkeypatch):
     """Weights the CPU layout leaves in place (layout.py; here, with no row counted as
     short, all of them) are views of the file, not copies."""
-    import minibertgen.layout
+    import minibertgen.fast.layout
 
-    monkeypatch.setattr(minibertgen.layout, "SHORT_ROWS", 0)
+    monkeypatch.setattr(minibertgen.fast.layout, "SHORT_ROWS", 0)
     encoder.save_pretrained(tmp_path)
     loaded = mb.BertGenerationEncoder.from_pretrained(tmp_path)
     weight = loaded.params["encoder"]["layer"][0]["intermediate"]["dense"]["weight"]

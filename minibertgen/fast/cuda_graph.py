@@ -33,9 +33,9 @@ import warnings
 
 import numpy as np
 
-from . import ops
-from .cache import EncoderDecoderCache
-from .model import bert_stack, lm_head
+from .. import ops
+from ..cache import EncoderDecoderCache
+from ..model import bert_stack, lm_head
 
 __all__ = ["GraphedDecoderStep", "graph_supported"]
 

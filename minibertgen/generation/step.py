@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import array_module
-from ..cuda_graph import GraphedDecoderStep, graph_supported
+from ..fast.cuda_graph import GraphedDecoderStep, graph_supported
 
 __all__ = ["DecoderStep", "recorded_outputs", "wants_cuda_graph", "make_step"]
 

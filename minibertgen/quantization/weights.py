@@ -79,9 +79,28 @@ class _QuantizedWeight:
         raise TypeError(f"a {type(self).__name__} cannot be turned into an array implicitly: call "
                         ".dequantize() for the float weights")
 
+    @property
+    def T(self):
+        """W.T as something ``x @`` can multiply: ops.linear's plain ``x @ weight.T`` then
+        works for a quantized weight too (``_TransposedWeight.__rmatmul__`` -> rmatmul_t)."""
+        return _TransposedWeight(self)
+
     def _check_input(self, x):
         if x.shape[-1] != self.shape[1]:
             raise ValueError(f"x has {x.shape[-1]} features in its last axis: this weight expects {self.shape[1]}")
+
+
+class _TransposedWeight:
+    """The transpose of a quantized weight, for ``x @ weight.T`` (computed as weight.rmatmul_t(x))."""
+
+    __array_ufunc__ = None  # NumPy (and CuPy) arrays then leave ``x @ this`` to __rmatmul__
+
+    def __init__(self, weight):
+        self.weight = weight
+        self.shape = (weight.shape[1], weight.shape[0])
+
+    def __rmatmul__(self, x):
+        return self.weight.rmatmul_t(x)  # [..., in] -> [..., out]
 
 
 class QuantizedWeight4bit(_QuantizedWeight):

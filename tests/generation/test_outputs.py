@@ -121,7 +121,7 @@ def test_generate_with_per_layer_outputs_runs_eagerly(graph_available):
 
 
 def test_graphed_step_refuses_a_recording_step():
-    from minibertgen.cuda_graph import GraphedDecoderStep
+    from minibertgen.fast.cuda_graph import GraphedDecoderStep
 
     step = DecoderStep(load_model("random_decoder"), None, None, None, None, 10, record=("hidden_states",))
     with pytest.raises(ValueError, match="hidden_states"):

@@ -1,0 +1,50 @@
+"""The one named lookup from a reference op to its fast version.
+
+The reference ops (ops.py, attention.py) are plain array code.  A few of them are marked
+``@replaceable``: when a model runs its forward pass it says which kernel table is in
+force for the device its weights were placed on (``with using(kernels): ...``), and a
+marked op called inside looks itself up there by name.  Outside any ``using`` block, or
+with ``using(None)``, every op is the plain reference.
+
+The table in force is a context variable, not a process-wide switch: each model
+chooses its own (``model.use_fast_kernels(False)`` picks the reference), and two
+threads running two models never see each other's choice.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+
+__all__ = ["replaceable", "using", "active_kernels"]
+
+_ACTIVE = contextvars.ContextVar("minibertgen_kernels", default=None)
+
+
+def replaceable(reference):
+    """Mark a reference op as one the speed wing may replace (looked up by its name)."""
+    name = reference.__name__
+
+    @functools.wraps(reference)
+    def op(*args, **kwargs):
+        kernels = _ACTIVE.get()
+        fast = kernels.get(name) if kernels else None
+        return (fast or reference)(*args, **kwargs)
+
+    op.reference = reference  # the plain function itself, for tests and for the fast versions' fallbacks
+    return op
+
+
+@contextlib.contextmanager
+def using(kernels):
+    """Run the block with ``kernels`` ({op name: function}, or None for the reference)."""
+    token = _ACTIVE.set(kernels)
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+def active_kernels():
+    """The kernel table in force here (None: the plain reference)."""
+    return _ACTIVE.get()
