@@ -26,6 +26,7 @@ __all__ = [
     "to_numpy",
     "resolve_dtype",
     "is_cupy_array",
+    "scatter_add",
 ]
 
 
@@ -119,6 +120,22 @@ def array_module(*arrays):
 
             return cupy
     return np
+
+
+def scatter_add(target, indices, values):
+    """``target[indices] += values`` with repeated indices all added (not last-one-wins).
+
+    The one place that picks the routine: NumPy's ``np.add.at``, CuPy's
+    ``cupyx.scatter_add`` (whose float32 sums are not deterministic in their order).
+    Modifies ``target`` in place and returns it.
+    """
+    if is_cupy_array(target):
+        import cupyx
+
+        cupyx.scatter_add(target, indices, values)
+    else:
+        np.add.at(target, indices, values)
+    return target
 
 
 def to_device(x, device: Device, dtype=None):

@@ -1,0 +1,236 @@
+"""Optimisation: AdamW, the linear warm-up schedule, gradient clipping by global norm.
+
+The names and defaults are torch's (``torch.optim.AdamW``, ``torch.nn.utils.clip_grad_norm_``,
+``torch.optim.lr_scheduler.LambdaLR``) and transformers' (``get_linear_schedule_with_warmup``).
+
+A *parameter* is any object with ``.data`` (the array, updated in place) and ``.grad``
+(an array of the same shape, or None when it received no gradient), such as the ones
+``model.parameters()`` yields.  Two parameters holding the same array (tied weights) are
+one parameter: it is updated once.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .backend import array_module
+
+__all__ = ["AdamW", "LambdaLR", "get_linear_schedule_with_warmup", "clip_grad_norm_"]
+
+
+def _distinct_parameters(params, argument="params"):
+    """A list of parameters, each array once (tied weights appear once), in the order given."""
+    if hasattr(params, "data") and hasattr(params, "grad"):
+        params = [params]
+    seen, distinct = set(), []
+    for param in params:
+        if not (hasattr(param, "data") and hasattr(param, "grad")):
+            raise TypeError(
+                f"{argument}: got {type(param).__name__}, expected parameters with .data and .grad "
+                "(from model.parameters())"
+            )
+        if id(param.data) not in seen:
+            seen.add(id(param.data))
+            distinct.append(param)
+    return distinct
+
+
+def _refuse(name, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r}: not supported by minibertgen.optim.AdamW (expected {allowed[0]!r})")
+
+
+class AdamW:
+    """Adam with decoupled weight decay (Loshchilov & Hutter), step for step as torch's.
+
+    For each parameter w with gradient g, at step t (lr, beta1, beta2, eps, wd of its group):
+        w <- w (1 - lr wd)                                     decoupled decay
+        m <- beta1 m + (1 - beta1) g,   v <- beta2 v + (1 - beta2) g^2
+        w <- w - (lr / (1 - beta1^t)) m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+    ``params``: parameters, or a list of dicts ``{"params": [...], "lr": ..., ...}``
+    (parameter groups, e.g. no weight decay for biases).  ``amsgrad=True`` is refused.
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 amsgrad=False, *, maximize=False, foreach=None, capturable=False,
+                 differentiable=False, fused=None):
+        _check_hyperparameters(lr, betas, eps, weight_decay)
+        _refuse("amsgrad", amsgrad, (False,))
+        _refuse("capturable", capturable, (False,))
+        _refuse("differentiable", differentiable, (False,))
+        _refuse("fused", fused, (None, False))
+        if foreach not in (None, True, False):
+            raise ValueError(f"foreach={foreach!r}: expected None, True or False")
+        self.defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
+                         "maximize": bool(maximize)}
+        self.param_groups = []
+        self.state = {}  # id(array) -> {"step", "exp_avg", "exp_avg_sq"}
+        groups = list(params) if not hasattr(params, "data") else [params]
+        if groups and isinstance(groups[0], dict):
+            for group in groups:
+                self.add_param_group(group)
+        else:
+            self.add_param_group({"params": groups})
+
+    def add_param_group(self, group):
+        """Add a group of parameters with its own hyperparameters (the rest from defaults)."""
+        if not isinstance(group, dict) or "params" not in group:
+            raise TypeError(f"param group {group!r}: expected a dict with a 'params' entry")
+        unknown = set(group) - set(self.defaults) - {"params", "initial_lr"}
+        if unknown:
+            raise ValueError(f"param group keys {sorted(unknown)}: expected some of {sorted(self.defaults)}")
+        filled = {**self.defaults, **group, "params": _distinct_parameters(group["params"])}
+        _check_hyperparameters(filled["lr"], filled["betas"], filled["eps"], filled["weight_decay"])
+        taken = {id(p.data) for g in self.param_groups for p in g["params"]}
+        if any(id(p.data) in taken for p in filled["params"]):
+            raise ValueError("some parameters appear in more than one parameter group")
+        self.param_groups.append(filled)
+
+    def zero_grad(self, set_to_none=True):
+        """Forget every gradient (set to None, as torch's default; or to zeros)."""
+        for group in self.param_groups:
+            for param in group["params"]:
+                if set_to_none or param.grad is None:
+                    param.grad = None
+                else:
+                    param.grad = array_module(param.grad).zeros_like(param.grad)
+
+    def step(self, closure=None):
+        """One update of every parameter that has a gradient.  Returns closure() if given."""
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is not None:
+                    self._update(param, group)
+        return loss
+
+    def _update(self, param, group):
+        w, g = param.data, param.grad
+        if getattr(w, "flags", None) is not None and not w.flags.writeable:
+            raise ValueError("a parameter's array is read-only (a memory-mapped checkpoint): "
+                             "call model.train() or model.parameters() first, which copy the weights once")
+        if group["maximize"]:
+            g = -g
+        xp = array_module(w)
+        state = self.state.get(id(w))
+        if state is None:
+            state = {"step": 0, "exp_avg": xp.zeros_like(w), "exp_avg_sq": xp.zeros_like(w)}
+            self.state[id(w)] = state
+        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+        state["step"] += 1
+        t = state["step"]
+        w *= 1.0 - lr * group["weight_decay"]
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m += (g - m) * (1.0 - beta1)  # = beta1 m + (1 - beta1) g, as torch's lerp
+        v *= beta2
+        v += (1.0 - beta2) * g * g
+        step_size = lr / (1.0 - beta1 ** t)
+        denom = xp.sqrt(v) / math.sqrt(1.0 - beta2 ** t) + eps
+        w -= step_size * (m / denom)
+
+    def state_dict(self):
+        """Hyperparameters and moments, by position of each parameter (as torch's)."""
+        groups, state, index = [], {}, 0
+        for group in self.param_groups:
+            ids = []
+            for param in group["params"]:
+                if id(param.data) in self.state:
+                    state[index] = dict(self.state[id(param.data)])
+                ids.append(index)
+                index += 1
+            groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": ids})
+        return {"state": state, "param_groups": groups}
+
+
+def _check_hyperparameters(lr, betas, eps, weight_decay):
+    if not (isinstance(lr, (int, float)) and lr >= 0):
+        raise ValueError(f"lr={lr!r}: expected a number >= 0")
+    if not (len(tuple(betas)) == 2 and all(0.0 <= b < 1.0 for b in betas)):
+        raise ValueError(f"betas={betas!r}: expected two numbers in [0, 1)")
+    if not eps >= 0:
+        raise ValueError(f"eps={eps!r}: expected a number >= 0")
+    if not weight_decay >= 0:
+        raise ValueError(f"weight_decay={weight_decay!r}: expected a number >= 0")
+
+
+class LambdaLR:
+    """Learning rate = initial lr x lr_lambda(step), per group, as torch's LambdaLR.
+
+    Created at step 0 (it sets each group's lr to initial_lr x lr_lambda(0) at once);
+    call ``step()`` after each ``optimizer.step()``.
+    """
+
+    def __init__(self, optimizer, lr_lambda, last_epoch=-1):
+        if not hasattr(optimizer, "param_groups"):
+            raise TypeError(f"optimizer={optimizer!r}: expected an optimizer with param_groups")
+        groups = optimizer.param_groups
+        lambdas = list(lr_lambda) if isinstance(lr_lambda, (list, tuple)) else [lr_lambda] * len(groups)
+        if len(lambdas) != len(groups):
+            raise ValueError(f"lr_lambda: {len(lambdas)} functions for {len(groups)} parameter groups")
+        for group in groups:
+            if last_epoch == -1:
+                group.setdefault("initial_lr", group["lr"])
+            elif "initial_lr" not in group:
+                raise ValueError(f"last_epoch={last_epoch}: resuming needs 'initial_lr' in every param group")
+        self.optimizer, self.lr_lambdas = optimizer, lambdas
+        self.base_lrs = [group["initial_lr"] for group in groups]
+        self.last_epoch = last_epoch
+        self.step()
+
+    def step(self):
+        self.last_epoch += 1
+        for group, base, fn in zip(self.optimizer.param_groups, self.base_lrs, self.lr_lambdas):
+            group["lr"] = base * fn(self.last_epoch)
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+    def get_last_lr(self):
+        return list(self._last_lr)
+
+
+def get_linear_schedule_with_warmup(optimizer, num_warmup_steps, num_training_steps, last_epoch=-1):
+    """transformers' schedule: lr rises linearly from 0 over ``num_warmup_steps``, then
+    falls linearly to 0 at ``num_training_steps``:
+
+        factor(s) = s / warmup                          for s < warmup
+                    max(0, (total - s) / (total - warmup))  after
+    """
+    for name, value in (("num_warmup_steps", num_warmup_steps), ("num_training_steps", num_training_steps)):
+        if not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"{name}={value!r}: expected an int >= 0")
+
+    def factor(step):
+        if step < num_warmup_steps:
+            return float(step) / float(max(1, num_warmup_steps))
+        return max(0.0, float(num_training_steps - step) / float(max(1, num_training_steps - num_warmup_steps)))
+
+    return LambdaLR(optimizer, factor, last_epoch)
+
+
+def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False, foreach=None):
+    """Scale every gradient by min(1, max_norm / (total_norm + 1e-6)), where total_norm is
+    the norm of all gradients together (the norm of the per-parameter norms), as torch.
+
+    Returns total_norm (a 0-d array).  Tied arrays count once.
+    """
+    params = [p for p in _distinct_parameters(parameters, "parameters") if p.grad is not None]
+    norm_type = float(norm_type)
+    if not params:
+        return np.zeros((), dtype=np.float32)
+    xp = array_module(params[0].grad)
+    if norm_type == math.inf:
+        norms = xp.stack([xp.abs(p.grad).max() for p in params])
+        total = norms.max()
+    else:
+        norms = xp.stack([(xp.abs(p.grad) ** norm_type).sum() ** (1.0 / norm_type) for p in params])
+        total = (norms ** norm_type).sum() ** (1.0 / norm_type)
+    if error_if_nonfinite and not bool(xp.isfinite(total)):
+        raise ValueError(f"the total norm of order {norm_type} of the gradients is {float(total)}: "
+                         "non-finite, so clip_grad_norm_ cannot clip them")
+    scale = float(max_norm) / (float(total) + 1e-6)
+    if scale > 1.0:  # (a NaN norm stays NaN and spreads to the gradients, as in torch)
+        scale = 1.0
+    for param in params:
+        param.grad = param.grad * param.grad.dtype.type(scale)
+    return total
