@@ -2,24 +2,27 @@
 
     echo "Plants create energy through " | minibertgen run --task text2text-generation --model M
 
-`run` reads inputs (stdin lines by default, or --input FILE as lines, CSV, JSON or JSON
-lines), runs the text2text-generation pipeline on them and writes one generated text per
-line (or CSV / JSON / JSON lines with --format).  As with `transformers run`, a stdin
-line is passed on as read, newline included.  Errors end with a one-line message and a
-non-zero exit status; --debug shows the traceback.
+`run` streams inputs (stdin lines by default, or --input FILE as lines, CSV, JSON or JSON
+lines), runs the text2text-generation pipeline on them in length-sorted batches and writes
+the results in input order as they are done (one generated text per line, or CSV / JSON /
+JSON lines with --format). As with `transformers run`, a stdin line is passed on as read,
+newline included. A bad row (no text, null, empty, not UTF-8, too long) is reported on
+stderr with its row number and skipped (exit status 3 at the end), or ends the job with
+--fail-fast. Other errors end with a one-line message and exit status 1; --debug shows the
+traceback.
 """
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
 import sys
 from pathlib import Path
 
+from .batch import RowFailed
+from .batch_io import OutputWriter, check_output, open_input, open_output, read_rows, rows_already_written
+
 __all__ = ["main", "build_parser"]
 
-FORMATS = ("infer", "pipe", "csv", "json", "jsonl")
+FORMATS = ("infer", "pipe", "csv", "json", "jsonl")  # infer: from --input's extension
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="input and output format: pipe (lines), csv, json, jsonl; infer (default) "
                           "picks it from --input's extension, else pipe")
     run.add_argument("--column", help="input column (csv/json/jsonl); default 'text' or the only column")
-    run.add_argument("--batch-size", type=int, default=1, help="inputs generated together (padded)")
+    run.add_argument("--batch-size", type=int, default=1,
+                     help="inputs generated together (sorted by length, padded, written back in input order)")
+    run.add_argument("--resume", action="store_true",
+                     help="--format jsonl --output: keep the rows already there and generate the rest")
+    run.add_argument("--fail-fast", action="store_true", help="stop at the first bad row (default: skip it)")
+    run.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                     help="run on a Ray cluster through Ray Data (needs the ray extra); ADDRESS as ray.init takes "
+                          "it, default: RAY_ADDRESS or a new local cluster")
+    run.add_argument("--actors", type=int, help="--ray: model replicas (default: one per GPU, else per CPU)")
     gen = run.add_argument_group("generation (defaults: the model's generation config, then the pipeline's)")
     gen.add_argument("--num-beams", type=int, help="beam search width (1 = greedy)")
     gen.add_argument("--max-new-tokens", type=int, help="most tokens to generate")
@@ -86,115 +97,102 @@ def _format(args) -> str:
     return "pipe"
 
 
-def read_inputs(args, fmt: str, stdin) -> list[str]:
-    """The texts to generate from, in order."""
-    if args.input:
-        path = Path(args.input)
-        if not path.is_file():
-            raise FileNotFoundError(f"--input {args.input}: no such file")
-        text = path.read_text(encoding="utf-8")
-    else:
-        text = stdin.read()
-    if fmt == "pipe":
-        return io.StringIO(text).readlines()  # newline kept, as transformers run passes it on
-    if fmt == "csv":
-        rows = list(csv.DictReader(io.StringIO(text)))
-        return [_column(row, args.column, i) for i, row in enumerate(rows)]
-    if fmt == "json":
-        items = json.loads(text)
-        if not isinstance(items, list):
-            raise ValueError("--format json: expected a JSON list of objects or strings")
-    else:  # jsonl
-        items = [json.loads(line) for line in text.splitlines() if line.strip()]
-    return [item if isinstance(item, str) else _column(item, args.column, i) for i, item in enumerate(items)]
+def _quantization_config(args):
+    if args.load_in_4bit and args.load_in_8bit:
+        raise ValueError("--load-in-4bit and --load-in-8bit: choose one")
+    if not (args.load_in_4bit or args.load_in_8bit):
+        return None
+    from .quantization import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=args.load_in_4bit, load_in_8bit=args.load_in_8bit,
+                              **({"bnb_4bit_quant_type": "nf4"} if args.load_in_4bit else {}))
 
 
-def _column(row: dict, column: str | None, index: int) -> str:
-    if not isinstance(row, dict):
-        raise ValueError(f"input item {index}: expected an object or a string, got {type(row).__name__}")
-    if column is None:
-        if "text" in row:
-            column = "text"
-        elif len(row) == 1:
-            column = next(iter(row))
-        else:
-            raise ValueError(f"input has columns {sorted(row)}: choose one with --column")
-    if column not in row:
-        raise ValueError(f"--column {column}: not in input item {index} (columns: {sorted(row)})")
-    return str(row[column])
+def _check_arguments(args) -> None:
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size}: expected a positive integer")
+    if args.actors is not None and args.ray is None:
+        raise ValueError("--actors is for --ray jobs")
+    if args.actors is not None and args.actors < 1:
+        raise ValueError(f"--actors {args.actors}: expected a positive integer")
 
 
-def write_outputs(texts, results, fmt: str, out) -> None:
-    """results: per input, a list of records {"generated_text": ...}."""
-    if fmt == "pipe":
-        for records in results:
-            for record in records:
-                out.write(_single_line(next(iter(record.values()))) + "\n")
-    elif fmt == "csv":
-        writer = csv.writer(out)
-        key = next(iter(results[0][0])) if results and results[0] else "generated_text"
-        writer.writerow(["input", key])
-        for text, records in zip(texts, results):
-            for record in records:
-                writer.writerow([text.rstrip("\n"), record[key]])
-    elif fmt == "json":
-        json.dump([record for records in results for record in records], out, ensure_ascii=False)
-        out.write("\n")
-    else:
-        for text, records in zip(texts, results):
-            for record in records:
-                out.write(json.dumps({"input": text.rstrip("\n"), **record}, ensure_ascii=False) + "\n")
-
-
-def _single_line(text: str) -> str:
-    return text.replace("\r", " ").replace("\n", " ")
-
-
-def run_command(args, stdin, stdout) -> int:
-    from .pipeline import pipeline
+def run_command(args, stdin, stdout, stderr) -> int:
+    from .batch import Summary
     from .progress import set_progress_bars
 
     if args.quiet:
         set_progress_bars(False)
-    if args.load_in_4bit and args.load_in_8bit:
-        raise ValueError("--load-in-4bit and --load-in-8bit: choose one")
-    quantization_config = None
-    if args.load_in_4bit or args.load_in_8bit:
-        from .quantization import BitsAndBytesConfig
-
-        quantization_config = BitsAndBytesConfig(load_in_4bit=args.load_in_4bit, load_in_8bit=args.load_in_8bit,
-                                                 **({"bnb_4bit_quant_type": "nf4"} if args.load_in_4bit else {}))
-    if args.output and Path(args.output).exists() and not args.overwrite:
-        raise FileExistsError(f"--output {args.output} exists: pass --overwrite to replace it")
+    _check_arguments(args)
     fmt = _format(args)
+    check_output(args.output, args.overwrite, args.resume, fmt)  # before anything is loaded or generated
+    quantization_config = _quantization_config(args)
+    summary = Summary()
+    done = rows_already_written(args.output) if args.resume else set()
+    rows = _skip_done(read_rows(open_input(args.input, stdin, fmt), fmt, args.column), done, summary)
     generate_kwargs = {k: getattr(args, k) for k in _GENERATION_FLAGS if getattr(args, k) is not None}
-    generator = pipeline(args.task, model=args.model, tokenizer=args.tokenizer, dtype=args.dtype,
-                         device=_device(args.device), quantization_config=quantization_config, **generate_kwargs)
-    texts = read_inputs(args, fmt, stdin)
-    seed_kwargs = {"seed": args.seed} if args.seed is not None else {}
-    results = []
-    if texts:
-        outputs = generator(texts, batch_size=args.batch_size, **seed_kwargs)
-        results = [item if isinstance(item, list) else [item] for item in outputs]
-    if args.output:
-        buffer = io.StringIO()
-        write_outputs(texts, results, fmt, buffer)
-        tmp = Path(args.output + ".tmp")
-        tmp.write_text(buffer.getvalue(), encoding="utf-8")
-        tmp.replace(args.output)  # nothing half-written if generation fails midway
+    load = dict(model=args.model, tokenizer=args.tokenizer, dtype=args.dtype, device=_device(args.device),
+                quantization_config=quantization_config, **generate_kwargs)
+    if args.ray is not None:
+        from .ray_data import ray_results
+
+        results, key = ray_results(rows, args.task, load, address=args.ray or None, actors=args.actors,
+                                   batch_size=args.batch_size, seed=args.seed, quiet=args.quiet)
     else:
-        write_outputs(texts, results, fmt, stdout)
-    return 0
+        results, key = _local_results(rows, args, load)
+    stream, finish = open_output(args.output, fmt, args.resume) if args.output else (stdout, lambda ok: None)
+    ok = False
+    try:
+        _write_results(results, OutputWriter(stream, fmt, key), summary, args.fail_fast, stderr)
+        ok = True
+    finally:
+        if stream is not stdout:
+            stream.close()
+        finish(ok)
+    if not args.quiet or summary.failed:
+        print(f"minibertgen: {summary.line()}", file=stderr)
+    return 3 if summary.failed else 0
 
 
-def main(argv=None, stdin=None, stdout=None) -> int:
+def _local_results(rows, args, load):
+    from .batch import generate_rows
+    from .pipeline import pipeline
+
+    generator = pipeline(args.task, **load)
+    seed_kwargs = {"seed": args.seed} if args.seed is not None else {}
+    key = f"{generator.return_name}_text"
+    return generate_rows(generator, rows, batch_size=args.batch_size, generate_kwargs=seed_kwargs), key
+
+
+def _skip_done(rows, done: set, summary):
+    for row in rows:
+        if row.number in done:
+            summary.skipped += 1
+        else:
+            yield row
+
+
+def _write_results(results, writer, summary, fail_fast: bool, stderr) -> None:
+    for result in results:
+        if result.error is not None:
+            if fail_fast:
+                raise RowFailed(result)
+            summary.failed += 1
+            print(f"minibertgen: {result.row.where()}: {result.error} (row skipped)", file=stderr)
+            continue
+        writer.write(result)
+        summary.written += 1
+    writer.close()
+
+
+def main(argv=None, stdin=None, stdout=None, stderr=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return run_command(args, stdin or sys.stdin, stdout or sys.stdout)
+        return run_command(args, stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr)
     except KeyboardInterrupt:
         print("minibertgen: interrupted", file=sys.stderr)
         return 130
@@ -202,7 +200,7 @@ def main(argv=None, stdin=None, stdout=None) -> int:
         if args.debug:
             raise
         message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-        print(f"minibertgen: error: {type(exc).__name__}: {message}", file=sys.stderr)
+        print(f"minibertgen: error: {type(exc).__name__}: {message}", file=stderr or sys.stderr)
         return 1
 
 

@@ -19,7 +19,7 @@ from .backend import to_numpy
 from .checkpoint.hub import resolve_model_dir
 from .encoder_decoder import EncoderDecoderModel
 from .generation import GenerationConfig
-from .progress import progress
+from .batch import generate_rows, rows_from_texts
 from .tokenizers import AutoTokenizer
 
 __all__ = ["pipeline", "Text2TextGenerationPipeline", "SUPPORTED_TASKS"]
@@ -110,37 +110,45 @@ class Text2TextGenerationPipeline:
 
     def __call__(self, inputs, batch_size=None, return_tensors=False, return_text=True,
                  clean_up_tokenization_spaces=False, truncation=False, **generate_kwargs):
-        if isinstance(inputs, str):
-            return self._run([inputs], return_tensors, clean_up_tokenization_spaces, truncation, generate_kwargs)
-        if not isinstance(inputs, (list, tuple)) or not all(isinstance(text, str) for text in inputs):
+        single = isinstance(inputs, str)
+        if not single and (not isinstance(inputs, (list, tuple)) or not all(isinstance(t, str) for t in inputs)):
             raise TypeError(f"inputs: expected a string or a list of strings, got {type(inputs).__name__}"
                             + ("" if not isinstance(inputs, (list, tuple)) else " with non-string items"))
+        texts = [inputs] if single else list(inputs)
         size = batch_size or self.batch_size or 1
-        if size < 1:
-            raise ValueError(f"batch_size={size}: expected a positive integer")
-        results = []
-        chunks = [list(inputs[i:i + size]) for i in range(0, len(inputs), size)]
-        for chunk in progress(chunks, desc=self.task, unit="batch", min_items=8):
-            results.extend(self._run(chunk, return_tensors, clean_up_tokenization_spaces, truncation,
-                                     generate_kwargs, keep_batch=True))
+        results = [result.records for result in generate_rows(
+            self, rows_from_texts(texts), batch_size=size, errors="raise", truncation=truncation,
+            return_tensors=return_tensors, clean_up_tokenization_spaces=clean_up_tokenization_spaces,
+            generate_kwargs=generate_kwargs, total=len(texts))]
+        if single:
+            return results[0]
         if all(len(result) == 1 for result in results):  # one output each: flatten, as transformers
             return [result[0] for result in results]
         return results
 
-    def _run(self, texts, return_tensors, clean_up, truncation, generate_kwargs, keep_batch=False):
-        """Tokenize ``texts`` together, generate, decode; returns one list of records per text."""
-        encoded = self.tokenizer([self.prefix + text for text in texts], padding=len(texts) > 1,
-                                 truncation=truncation, return_tensors="np")
-        kwargs = {k: v for k, v in generate_kwargs.items()}
+    def samples(self, generate_kwargs: dict) -> bool:
+        """Whether generation with these call arguments draws random tokens."""
+        return bool(generate_kwargs.get("do_sample", self.generation_config.do_sample))
+
+    def encode(self, text: str, truncation=False) -> list:
+        """The token ids of one input (prefix and special tokens added), checked against the
+        encoder's positions."""
+        ids = list(self.tokenizer(self.prefix + text, truncation=truncation)["input_ids"])
+        limit = self.model.config.encoder.max_position_embeddings
+        if len(ids) > limit:
+            raise ValueError(f"the input has {len(ids)} tokens; the encoder takes at most {limit} "
+                             "(max_position_embeddings): shorten it or pass truncation=True")
+        return ids
+
+    def generate_batch(self, ids: list, return_tensors=False, clean_up=False, generate_kwargs=None) -> list:
+        """Generate from rows of token ids (padded together); returns one list of records per row."""
+        encoded = self.tokenizer.pad({"input_ids": ids}, return_tensors="np")  # [batch, longest]
         output = self.model.generate(encoded["input_ids"], attention_mask=encoded["attention_mask"],
-                                     generation_config=self.generation_config, **kwargs)
-        ids = to_numpy(output)  # [batch * returns, length]
-        per_input = ids.reshape(len(texts), ids.shape[0] // len(texts), ids.shape[1])
-        records = []
-        for rows in per_input:
-            if return_tensors:
-                records.append([{f"{self.return_name}_token_ids": np.asarray(row)} for row in rows])
-            else:
-                records.append([{f"{self.return_name}_text": self.tokenizer.decode(
-                    row, skip_special_tokens=True, clean_up_tokenization_spaces=clean_up)} for row in rows])
-        return records if keep_batch or len(texts) > 1 else records[0]
+                                     generation_config=self.generation_config, **(generate_kwargs or {}))
+        out_ids = to_numpy(output)  # [batch * returns, length]
+        per_input = out_ids.reshape(len(ids), out_ids.shape[0] // len(ids), out_ids.shape[1])
+        if return_tensors:
+            return [[{f"{self.return_name}_token_ids": np.asarray(row)} for row in rows] for rows in per_input]
+        return [[{f"{self.return_name}_text": self.tokenizer.decode(row, skip_special_tokens=True,
+                                                                     clean_up_tokenization_spaces=clean_up)}
+                 for row in rows] for rows in per_input]
