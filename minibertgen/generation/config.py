@@ -68,9 +68,8 @@ SUPPORTED = {
     "num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold",
     "assistant_lookbehind", "target_lookbehind", "disable_compile", "cache_implementation",
     "cache_config", "return_legacy_cache", "compile_config", "typical_p", "epsilon_cutoff", "eta_cutoff",
+    "exponential_decay_length_penalty",
 }
-# Sampling-only fields whose non-default values are refused only when sampling.
-_SAMPLING_ONLY = {"typical_p", "epsilon_cutoff", "eta_cutoff"}
 
 _METADATA = ("transformers_version", "_from_model_config", "_commit_hash", "_original_object_hash")
 
@@ -122,7 +121,7 @@ class GenerationConfig:
         """Names of fields set to a non-default value that minibertgen's generate() cannot honour."""
         out = []
         for key, default in DEFAULTS.items():
-            if key in SUPPORTED and not (key in _SAMPLING_ONLY and self.do_sample):
+            if key in SUPPORTED:
                 continue
             if getattr(self, key) != default:
                 out.append(key)

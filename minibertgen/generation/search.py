@@ -32,10 +32,25 @@ def sample_tokens(scores, rng):
     """
     xp = array_module(scores)
     probs = softmax(scores, axis=-1)  # [rows, vocab]
+    refuse_non_finite(probs)
     cdf = xp.cumsum(probs, axis=-1)  # [rows, vocab]
     u = xp.asarray(rng.random(scores.shape[0]), dtype=cdf.dtype)[:, None] * cdf[:, -1:]  # [rows, 1]
     chosen = (cdf <= u).sum(axis=-1)  # index of the first token whose CDF passes u
     return xp.minimum(chosen, scores.shape[-1] - 1)  # [rows]
+
+
+def refuse_non_finite(probs):
+    """Sampling from NaN / inf probabilities would draw garbage: refuse, naming the likely cause.
+
+    (One host sync per sampling step; transformers' torch.multinomial refuses them too.)
+    """
+    xp = array_module(probs)
+    bad = ~xp.isfinite(probs).all(axis=-1)  # [rows]
+    if bool(bad.any()):
+        row = int(xp.flatnonzero(bad)[0])
+        raise ValueError(f"sampling: the next-token distribution of row {row} is not finite (NaN or inf "
+                         "probabilities): the scores overflowed (a temperature so small that scores / temperature "
+                         "is infinite?) or every token was forbidden; use a larger temperature or do_sample=False")
 
 
 def greedy_search(step, ids, prompt_len, max_length, processors, eos_ids, pad_token_id, *,
@@ -239,7 +254,9 @@ def beam_search(step, prompt_ids, beams, max_length, processors, eos_ids, fill_v
             cand_scores, cand = _top_k(totals, keep)  # [batch, keep]
         else:  # sampling without replacement = top-k of the scores plus Gumbel noise
             noise = xp.asarray(rng.gumbel(size=totals.shape), dtype=np.float32)
-            cand = _top_k(log_softmax(totals, axis=-1) + noise, keep)[1]
+            sample_logp = log_softmax(totals, axis=-1)  # [batch, beams * vocab]
+            refuse_non_finite(xp.exp(sample_logp))
+            cand = _top_k(sample_logp + noise, keep)[1]
             cand_scores = xp.take_along_axis(totals, cand, axis=-1)
         origin, tokens = cand // vocab, cand % vocab  # [batch, keep] source beam, new token
         cand_seqs = _gather_beams(state.running_seqs, origin)  # [batch, keep, max_length]

@@ -11,17 +11,19 @@ It matches transformers 4.57's generate() token for token for greedy and beam se
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ..backend import array_module
 from ..cache import EncoderDecoderCache
-from ..inputs import as_ids, as_mask
+from ..inputs import as_embeds, as_ids, as_mask
 from ..ops import linear
 from ..outputs import ModelOutput
 from .config import GENERATION_CONFIG_NAME, GenerationConfig
-from .logits_process import build_processors
+from .build import build_processors
+from .processors import token_ids
 from .search import beam_search, greedy_search
 from .step import DecoderStep, make_step, recorded_outputs  # noqa: F401 (DecoderStep: re-exported)
 from .transition import compute_transition_scores
@@ -48,14 +50,17 @@ class GenerationMixin:
         self._generation_config = value
 
     def generate(self, input_ids=None, attention_mask=None, generation_config=None, seed=None,
-                 use_cuda_graph=None, **kwargs):
+                 use_cuda_graph=None, logits_processor=None, prefix_allowed_tokens_fn=None, **kwargs):
         """Generate token ids: greedy search, sampling or beam search, as the config says.
 
         input_ids [batch, src] (the source for a seq2seq model, the prompt for a decoder),
         attention_mask [batch, src] (1 = real token; right padding for seq2seq).  Keyword
         arguments override GenerationConfig fields (``max_new_tokens=10, num_beams=4``);
         ``encoder_outputs`` and ``decoder_input_ids`` are accepted as in transformers.
-        ``seed``: an int or a numpy Generator for sampling.  ``use_cuda_graph``: on the
+        ``logits_processor``: a list of processors (processors.py: transformers' classes, or
+        any ``f(input_ids, scores) -> scores``), merged with the ones the settings build as
+        transformers merges them; ``prefix_allowed_tokens_fn(batch_id, ids) -> allowed ids``
+        constrains every step.  ``seed``: an int or a numpy Generator for sampling.  ``use_cuda_graph``: on the
         GPU, replay each decode step from a captured CUDA graph (cuda_graph.py; default
         True there, ignored on the CPU; False runs every step eagerly; also ignored when
         attentions or hidden states are returned: a captured step yields logits only).
@@ -102,6 +107,8 @@ class GenerationMixin:
         else:
             source, prompt, attention_mask = prepare_prompt(self, input_ids, attention_mask, tokens)
             encoder_states = encoder_mask = None
+            if not self.config.is_decoder:
+                warn_not_a_decoder(config)
         expand = max(config.num_beams, config.num_return_sequences)
         prompt, source, encoder_states, encoder_mask, attention_mask = (
             _repeat_rows(a, expand) for a in (prompt, source, encoder_states, encoder_mask, attention_mask))
@@ -114,7 +121,8 @@ class GenerationMixin:
                          use_cuda_graph=use_cuda_graph, record=recorded_outputs(config, seq2seq))
         processors = build_processors(config, prompt_len=prompt.shape[1], eos_ids=tokens["eos"],
                                       vocab_size=decoder.config.vocab_size, encoder_ids=source,
-                                      xp=array_module(prompt))
+                                      xp=array_module(prompt), prefix_allowed_tokens_fn=prefix_allowed_tokens_fn,
+                                      logits_processor=logits_processor)
         rng = make_rng(seed) if config.do_sample else None
         found = run_search(step, prompt, config, processors, tokens, rng)
         if not config.return_dict_in_generate:
@@ -237,25 +245,44 @@ def is_encoder_decoder(model) -> bool:
 
 
 def special_tokens(model, config) -> dict:
-    """eos (a list), pad, bos and decoder start as generate() uses them (transformers' fallbacks)."""
-    eos = config.eos_token_id
-    eos = [] if eos is None else ([eos] if isinstance(eos, (int, np.integer)) else list(eos))
-    for token in eos:
-        if isinstance(token, bool) or not isinstance(token, (int, np.integer)) or token < 0:
-            raise ValueError(f"eos_token_id={config.eos_token_id!r}: expected a token id or a list of them")
+    """eos (a list), pad, bos and decoder start as generate() uses them (transformers' fallbacks).
+
+    Each id is checked against the decoder's vocabulary here, so that an error names the
+    setting that is wrong (not the ids it would have produced).  eos ids beyond the
+    vocabulary can never be produced and are kept, as transformers keeps them.
+    """
+    vocab = (model.decoder if is_encoder_decoder(model) else model).config.vocab_size
+    eos = [] if config.eos_token_id is None else token_ids("eos_token_id", config.eos_token_id)
     pad = config.pad_token_id
     if pad is None and eos:
         pad = eos[0]  # finished rows are padded with eos, as transformers does
+    elif pad is not None:
+        pad = _one_id("pad_token_id", pad, None)
+    if eos and pad >= vocab:  # finished rows are fed back to the decoder with this id
+        raise ValueError(f"pad_token_id={pad} (the id finished rows are padded with) is outside the decoder's "
+                         f"vocabulary [0, {vocab}); set pad_token_id to a token id below {vocab}")
+    bos = None if config.bos_token_id is None else _one_id("bos_token_id", config.bos_token_id, None)
     start = config.decoder_start_token_id
     if isinstance(start, (list, tuple)):
         raise ValueError(f"decoder_start_token_id={start!r}: expected one token id")
-    if start is None:
-        start = config.bos_token_id
+    if start is not None:
+        start = _one_id("decoder_start_token_id", start, vocab)
+    elif bos is not None and is_encoder_decoder(model):
+        start = _one_id("bos_token_id", bos, vocab, role=" (the decoder start token: decoder_start_token_id is unset)")
     if is_encoder_decoder(model) and start is None:
         raise ValueError("no decoder_start_token_id (nor bos_token_id) in the generation config or the model "
                          "config: pass decoder_start_token_id=... to generate()")
-    return {"eos": [int(t) for t in eos], "pad": None if pad is None else int(pad),
-            "bos": config.bos_token_id, "start": start}
+    return {"eos": eos, "pad": pad, "bos": bos, "start": start, "vocab": vocab}
+
+
+def _one_id(name, value, vocab, role=""):
+    """One token id: an integer >= 0 (and < vocab when given), else a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name}={value!r}{role}: expected a token id (an integer)")
+    if value < 0 or (vocab is not None and value >= vocab):
+        limit = f"[0, {vocab})" if vocab is not None else ">= 0"
+        raise ValueError(f"{name}={value!r}{role}: expected a token id in {limit} (the decoder's vocabulary)")
+    return int(value)
 
 
 def _beam_fill_value(tokens):
@@ -294,7 +321,7 @@ def prepare_seq2seq(model, input_ids, attention_mask, extra, tokens, config):
         wanted = {name: True for name in ("output_attentions", "output_hidden_states")
                   if config.return_dict_in_generate and getattr(config, name)}
         encoder_outputs = model.encoder(input_ids=source, attention_mask=attention_mask, **wanted)
-    states = encoder_outputs["last_hidden_state"] if isinstance(encoder_outputs, dict) else encoder_outputs[0]
+    states = _encoder_states(encoder_outputs, model)
     batch = states.shape[0]
     if attention_mask is not None:
         attention_mask = as_mask(attention_mask, "attention_mask", device, states.dtype, states.shape[:2])
@@ -302,6 +329,22 @@ def prepare_seq2seq(model, input_ids, attention_mask, extra, tokens, config):
         states = linear(states, model.enc_to_dec_proj["weight"], model.enc_to_dec_proj["bias"])
     prompt = _decoder_prompt(model, extra.get("decoder_input_ids"), batch, tokens)
     return source, prompt, states, attention_mask, encoder_outputs
+
+
+def _encoder_states(encoder_outputs, model):
+    """last_hidden_state [batch, src, hidden] out of encoder_outputs (a ModelOutput / dict, a
+    tuple whose first item it is, or the array itself), checked."""
+    if isinstance(encoder_outputs, dict):
+        states = encoder_outputs.get("last_hidden_state")
+    elif isinstance(encoder_outputs, (tuple, list)) and encoder_outputs:
+        states = encoder_outputs[0]
+    else:
+        states = encoder_outputs if hasattr(encoder_outputs, "shape") else None
+    if states is None or not hasattr(states, "shape"):
+        raise TypeError(f"encoder_outputs={encoder_outputs!r:.80}: expected the encoder's output (a ModelOutput "
+                        "with last_hidden_state, a tuple starting with it, or an array [batch, src, hidden])")
+    hidden = model.config.encoder.hidden_size
+    return as_embeds(states, "encoder_outputs.last_hidden_state", model.device, model.dtype, hidden)
 
 
 def _decoder_prompt(model, decoder_input_ids, batch, tokens):
@@ -320,19 +363,26 @@ def _decoder_prompt(model, decoder_input_ids, batch, tokens):
 
 def prepare_prompt(model, input_ids, attention_mask, tokens):
     """Decoder-only: the prompt (or a lone bos token) and its attention mask."""
-    if not model.config.is_decoder:
-        raise ValueError("generate() on a BertGenerationDecoder needs config.is_decoder=True (a causal "
-                         "decoder); load it with is_decoder=True")
     device = model.device
     if input_ids is None:
         if tokens["bos"] is None:
             raise ValueError("generate() without input_ids starts from bos_token_id, which is not set")
-        input_ids = np.full((1, 1), tokens["bos"], dtype=np.int64)
+        input_ids = np.full((1, 1), _one_id("bos_token_id", tokens["bos"], tokens["vocab"],
+                                            role=" (the prompt: no input_ids given)"), dtype=np.int64)
     ids = as_ids(input_ids, "input_ids", device, model.config.vocab_size)
     if attention_mask is None:
         attention_mask = infer_attention_mask(ids, tokens)
     attention_mask = as_mask(attention_mask, "attention_mask", device, np.int64, ids.shape)
     return ids, ids, attention_mask
+
+
+def warn_not_a_decoder(config):
+    """A BertGenerationDecoder loaded without is_decoder=True attends both ways and keeps no
+    cache: transformers warns and generates anyway (recomputing every step), and so do we."""
+    warnings.warn("If you want to use `BertGenerationDecoder` as a standalone, add `is_decoder=True.` "
+                  "(config.is_decoder is False: its attention is not causal and generate() recomputes the "
+                  "whole sequence at every step, as transformers does)", stacklevel=3)
+    config.use_cache = False
 
 
 def _repeat_rows(array, times):

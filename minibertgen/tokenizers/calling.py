@@ -4,8 +4,12 @@ The flow for one text: tokenize -> ids -> truncate -> add special tokens -> pad 
 arrays. For a batch, every text goes through the same steps except padding, which
 waits until the longest sequence is known.
 """
+import logging
+
 from .encoding import (BatchEncoding, offsets_with_specials, pad_one, resolve_strategies, truncate_ids,
                        truncate_with_offsets)  # fmt: skip
+
+logger = logging.getLogger("minibertgen.tokenizers")
 
 
 class CallMixin:
@@ -219,9 +223,23 @@ class CallMixin:
             encoded = self._pad_one(
                 encoded, max_length, padding_strategy, pad_to_multiple_of, padding_side, return_attention_mask
             )
+        self._warn_if_too_long(encoded["input_ids"], max_length)
         if return_length:
             encoded["length"] = len(encoded["input_ids"])
         return encoded
+
+    def _warn_if_too_long(self, ids, max_length):
+        """Log once per tokenizer, as transformers does, when an untruncated encoding is
+        longer than model_max_length (the model's position table would be overrun)."""
+        if max_length is not None or len(ids) <= self.model_max_length or self.model_max_length == 0:
+            return
+        if not getattr(self, "_warned_too_long", False):
+            logger.warning(
+                "Token indices sequence length is longer than the specified maximum sequence length for this "
+                f"model ({len(ids)} > {self.model_max_length}). Running this sequence through the model will "
+                "result in indexing errors"
+            )
+        self._warned_too_long = True
 
     def _pad_one(self, encoded, max_length, strategy, pad_to_multiple_of, padding_side, return_attention_mask):
         if strategy != "do_not_pad" and self.pad_token_id is None:
@@ -269,8 +287,9 @@ class CallMixin:
                max_length=None, return_tensors=None, **kwargs):  # fmt: skip
         """Ids of one text (or pair); ``text`` may also be a list of tokens or of ids."""
         _reject_unsupported(kwargs)
-        ids = self._text_to_ids(text, False, "text", kwargs, allow_ids=True)
-        pair = None if text_pair is None else self._text_to_ids(text_pair, False, "text_pair", kwargs, allow_ids=True)
+        split = kwargs.pop("is_split_into_words", False)  # words are tokenized each, as in __call__
+        ids = self._text_to_ids(text, split, "text", kwargs, allow_ids=True)
+        pair = None if text_pair is None else self._text_to_ids(text_pair, split, "text_pair", kwargs, allow_ids=True)
         encoded = self.prepare_for_model(
             ids, pair, add_special_tokens=add_special_tokens, padding=padding, truncation=truncation,
             max_length=max_length,

@@ -78,7 +78,7 @@ def test_generation_config_json_is_honoured(tmp_path):
     ({"num_return_sequences": 2}, "num_return_sequences"),
     ({"max_new_tokens": 0}, "max_new_tokens"),
     ({"do_sample": True, "top_p": 1.5}, "top_p"),
-    ({"do_sample": True, "top_p": 0.0}, "top_p"),
+    ({"do_sample": True, "top_p": -0.1}, "top_p"),  # top_p=0.0 is allowed, as in transformers: greedy
     ({"do_sample": True, "temperature": 0.0}, "temperature"),
     ({"do_sample": True, "temperature": -1.0}, "temperature"),
     ({"early_stopping": "sometimes"}, "early_stopping"),
