@@ -6,11 +6,12 @@ The public names are transformers': swap ``transformers`` for ``minibertgen`` (a
 from . import checkpoint  # noqa: F401  (minibertgen.checkpoint.hub etc.)
 from .backend import Device, parse_device
 from .cache import EncoderDecoderCache
-from .config import BertGenerationConfig, EncoderDecoderConfig, PretrainedConfig
+from .config import BertConfig, BertGenerationConfig, EncoderDecoderConfig, PretrainedConfig, RobertaConfig
 from .encoder_decoder import EncoderDecoderModel
 from .generation import GenerationConfig, GenerationMixin
 from .ops import set_fused_kernels
-from .modeling import BertGenerationDecoder, BertGenerationEncoder, PreTrainedModel
+from .modeling import (BertGenerationDecoder, BertGenerationEncoder, BertLMHeadModel, BertModel, PreTrainedModel,
+                       RobertaForCausalLM, RobertaModel)
 from .outputs import ModelOutput
 from .pipeline import Text2TextGenerationPipeline, pipeline
 from .progress import set_progress_bars
@@ -24,7 +25,10 @@ __all__ = [
     "AddedToken",
     "AutoTokenizer",
     "BatchEncoding",
+    "BertConfig",
     "BertGenerationConfig",
+    "BertLMHeadModel",
+    "BertModel",
     "BitsAndBytesConfig",
     "BertGenerationDecoder",
     "BertGenerationEncoder",
@@ -40,6 +44,9 @@ __all__ = [
     "PreTrainedModel",
     "PreTrainedTokenizer",
     "PretrainedConfig",
+    "RobertaConfig",
+    "RobertaForCausalLM",
+    "RobertaModel",
     "RobertaTokenizer",
     "Text2TextGenerationPipeline",
     "parse_device",

@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 
 from .backend import array_module
-from .ops import fused_kernels_for, linear, masked_softmax
+from .fast.lookup import replaceable
+from .ops import linear, masked_softmax
 
 __all__ = [
     "padding_mask",
@@ -85,18 +86,15 @@ def relative_position_scores(query, key, distance_table, query_positions, mode):
     return scores
 
 
+@replaceable
 def attend(query, key, value, mask, *, head_mask=None, relative=None):
-    """Scaled dot-product attention over split heads.
+    """Scaled dot-product attention over split heads: softmax(q k^T / sqrt(d) + mask) v.
 
     query [batch, heads, q, d], key/value [batch, heads, k, d], additive mask broadcastable
     to [batch, heads, q, k].  Returns (context [batch, heads, q, d], probs [batch, heads, q, k]).
     ``relative`` is (distance_table, query_positions, mode) for relative position embeddings.
     """
-    single = fused_kernels_for(query) if query.shape[2] == 1 else None  # GPU kernels for one new query
-    if single is not None:
-        scores = single.one_query_scores(query, key)  # the same q . k, without cuBLAS
-    else:
-        scores = query @ key.transpose(0, 1, 3, 2)  # [batch, heads, q, k]
+    scores = query @ key.transpose(0, 1, 3, 2)  # [batch, heads, q, d] @ [batch, heads, d, k] -> [batch, heads, q, k]
     if relative is not None:
         table, query_positions, mode = relative
         scores = scores + relative_position_scores(query, key, table, query_positions, mode)
@@ -104,32 +102,29 @@ def attend(query, key, value, mask, *, head_mask=None, relative=None):
     probs = masked_softmax(scores, mask, math.sqrt(query.shape[-1]), dtype=value.dtype)
     if head_mask is not None:
         probs = probs * head_mask  # [heads, 1, 1] zeroes whole heads
-    if single is not None:
-        return single.one_query_values(probs, value), probs
-    return probs @ value, probs  # [batch, heads, q, d]
+    return probs @ value, probs  # [batch, heads, q, k] @ [batch, heads, k, d] -> [batch, heads, q, d]
 
 
-def self_attention(p, hidden, mask, heads, *, cache=None, layer=0, head_mask=None,
+def self_attention(p, hidden, mask, heads, *, cache=None, layer=0, past_length=0, head_mask=None,
                    position_embedding_type="absolute"):
     """Multi-head self-attention (one layer's ``attention.self`` parameters ``p``).
 
     hidden [batch, seq, hidden] -> (context [batch, seq, hidden], probs [batch, heads, seq, keys]).
-    With a ``cache`` the new keys/values are appended to it and attention covers past + new.
+    With a ``cache`` the new keys/values are written into it at ``past_length`` (the
+    position of the first new token) and attention covers past + new.
     """
     xp = array_module(hidden)
     q = split_heads(linear(hidden, p["query"]["weight"], p["query"]["bias"]), heads)  # [batch, heads, seq, d]
     k = split_heads(linear(hidden, p["key"]["weight"], p["key"]["bias"]), heads)
     v = split_heads(linear(hidden, p["value"]["weight"], p["value"]["bias"]), heads)
-    past = 0
     if cache is not None:
-        past = cache.get_seq_length()
-        k, v = cache.update_self(layer, k, v)  # [batch, heads, past + seq, d]
+        k, v = cache.update_self(layer, k, v, past_length)  # [batch, heads, past + seq, d]
     relative = None
     if position_embedding_type != "absolute":
-        query_positions = xp.arange(past, past + hidden.shape[1])
+        query_positions = xp.arange(past_length, past_length + hidden.shape[1])  # [seq]
         relative = (p["distance_embedding"]["weight"], query_positions, position_embedding_type)
     context, probs = attend(q, k, v, mask, head_mask=head_mask, relative=relative)
-    return merge_heads(context), probs  # [batch, seq, hidden]
+    return merge_heads(context), probs  # [batch, heads, seq, d] -> [batch, seq, hidden]
 
 
 def cross_attention(p, hidden, encoder_states, mask, heads, *, cache=None, layer=0, head_mask=None):
@@ -150,4 +145,4 @@ def cross_attention(p, hidden, encoder_states, mask, heads, *, cache=None, layer
     else:
         k, v = stored
     context, probs = attend(q, k, v, mask, head_mask=head_mask)
-    return merge_heads(context), probs
+    return merge_heads(context), probs  # [batch, heads, seq, d] -> [batch, seq, hidden]

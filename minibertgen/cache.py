@@ -32,7 +32,6 @@ class EncoderDecoderCache:
         self.values = [None] * num_layers
         self.cross = [None] * num_layers  # each (keys, values) [batch, heads, src, head_dim]
         self.length = 0  # tokens stored so far (the same in every layer)
-        self._pending = 0  # tokens written in the current forward pass, committed by advance()
 
     def get_seq_length(self) -> int:
         return self.length
@@ -41,36 +40,41 @@ class EncoderDecoderCache:
         return self.num_layers
 
     # -- self-attention -------------------------------------------------------------------
-    def update_self(self, layer: int, key, value):
-        """Store new key/value [batch, heads, n, d]; return all so far [batch, heads, length + n, d]."""
+    def update_self(self, layer: int, key, value, start: int):
+        """Store new key/value [batch, heads, n, d] at positions start .. start + n - 1;
+        return everything up to there, [batch, heads, start + n, d].
+
+        The caller says where the new tokens go (the model's forward pass passes its
+        ``past_length`` to every layer), so nothing reads the length back mid-pass.
+        """
         n = key.shape[2]
-        end = self.length + n
+        end = start + n
         if self.keys[layer] is None or end > self.keys[layer].shape[2]:
-            self._grow(layer, key, value, end)
-        self.keys[layer][:, :, self.length:end] = key
-        self.values[layer][:, :, self.length:end] = value
-        self._pending = n
+            self._grow(layer, key, value, end, keep=start)
+        self.keys[layer][:, :, start:end] = key
+        self.values[layer][:, :, start:end] = value
+        self.length = end
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
-    def _grow(self, layer, key, value, needed):
+    def set_seq_length(self, length: int) -> None:
+        """Record that positions 0 .. length - 1 hold keys/values (written by a replayed CUDA
+        graph, fast/cuda_graph.py, which updates the buffers without calling update_self)."""
+        self.length = length
+
+    def _grow(self, layer, key, value, needed, keep):
         xp = array_module(key)
         batch, heads, _, head_dim = key.shape
         capacity = max(needed, self.capacity or 0)
         if self.keys[layer] is not None:
             capacity = max(capacity, 2 * self.keys[layer].shape[2])
-        # zeros, not empty: a CUDA-graph step (cuda_graph.py) attends over the whole
+        # zeros, not empty: a CUDA-graph step (fast/cuda_graph.py) attends over the whole
         # capacity, and unwritten garbage (NaN bits) would survive its zero weights
         new_keys = xp.zeros((batch, heads, capacity, head_dim), dtype=key.dtype)
         new_values = xp.zeros((batch, heads, capacity, head_dim), dtype=value.dtype)
         if self.keys[layer] is not None:
-            new_keys[:, :, :self.length] = self.keys[layer][:, :, :self.length]
-            new_values[:, :, :self.length] = self.values[layer][:, :, :self.length]
+            new_keys[:, :, :keep] = self.keys[layer][:, :, :keep]  # the positions before the new ones
+            new_values[:, :, :keep] = self.values[layer][:, :, :keep]
         self.keys[layer], self.values[layer] = new_keys, new_values
-
-    def advance(self) -> None:
-        """Commit the tokens written by the forward pass that just finished."""
-        self.length += self._pending
-        self._pending = 0
 
     # -- cross-attention ------------------------------------------------------------------
     def get_cross(self, layer: int):

@@ -11,7 +11,8 @@ import json
 import os
 from pathlib import Path
 
-__all__ = ["PretrainedConfig", "BertGenerationConfig", "EncoderDecoderConfig", "ACTIVATIONS"]
+__all__ = ["PretrainedConfig", "BertGenerationConfig", "BertConfig", "RobertaConfig", "EncoderDecoderConfig",
+           "ACTIVATIONS"]
 
 CONFIG_NAME = "config.json"
 
@@ -187,6 +188,25 @@ class BertGenerationConfig(PretrainedConfig):
         return self.hidden_size // self.num_attention_heads
 
 
+class BertConfig(BertGenerationConfig):
+    """Hyper-parameters of a BERT half (BertModel / BertLMHeadModel): BertGeneration's fields
+    plus token types (``type_vocab_size``), with transformers' BertConfig defaults."""
+
+    model_type = "bert"
+    _defaults = {**BertGenerationConfig._defaults, "vocab_size": 30522, "hidden_size": 768,
+                 "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
+                 "type_vocab_size": 2, "pad_token_id": 0, "bos_token_id": None, "eos_token_id": None,
+                 "classifier_dropout": None}
+
+
+class RobertaConfig(BertConfig):
+    """Hyper-parameters of a RoBERTa half (RobertaModel / RobertaForCausalLM), transformers' defaults."""
+
+    model_type = "roberta"
+    _defaults = {**BertConfig._defaults, "vocab_size": 50265, "pad_token_id": 1, "bos_token_id": 0,
+                 "eos_token_id": 2}
+
+
 class EncoderDecoderConfig(PretrainedConfig):
     """An encoder config and a decoder config, plus the seq2seq fields around them."""
 
@@ -211,8 +231,8 @@ class EncoderDecoderConfig(PretrainedConfig):
         return cls(encoder=copy.deepcopy(encoder_config), decoder=decoder_config, **kwargs)
 
 
-_CONFIG_CLASSES = {"bert-generation": BertGenerationConfig, "bert": BertGenerationConfig,
-                   "roberta": BertGenerationConfig}
+# The halves EncoderDecoderModel combines, by their config.json model_type.
+_CONFIG_CLASSES = {"bert-generation": BertGenerationConfig, "bert": BertConfig, "roberta": RobertaConfig}
 
 
 def _as_config(value, name):
@@ -222,10 +242,8 @@ def _as_config(value, name):
         model_type = value.get("model_type", "bert-generation")
         if model_type not in _CONFIG_CLASSES:
             raise ValueError(
-                f"{name}.model_type={model_type!r}: minibertgen builds BertGeneration encoders and "
-                f"decoders; expected one of {', '.join(_CONFIG_CLASSES)}"
+                f"{name}.model_type={model_type!r}: minibertgen builds the BERT-family halves only; "
+                f"expected one of {', '.join(_CONFIG_CLASSES)}"
             )
-        config = _CONFIG_CLASSES[model_type](**value)
-        config._source_model_type = model_type
-        return config
+        return _CONFIG_CLASSES[model_type](**value)
     raise TypeError(f"{name}: expected a config or a dict, got {type(value).__name__}")

@@ -14,25 +14,51 @@ from .attention import causal_mask, cross_attention, padding_mask, self_attentio
 from .backend import array_module
 from .ops import activation, cross_entropy, embedding, layer_norm, linear
 
-__all__ = ["embed", "transformer_layer", "bert_stack", "lm_head", "causal_lm_loss", "seq2seq_loss",
-           "shift_tokens_right"]
+__all__ = ["embed", "default_positions", "transformer_layer", "bert_stack", "lm_head", "pooler", "causal_lm_loss",
+           "seq2seq_loss", "shift_tokens_right"]
 
 
-def embed(p, config, input_ids=None, inputs_embeds=None, position_ids=None, past_length=0):
-    """Word embeddings + absolute position embeddings, then LayerNorm.
+def embed(p, config, input_ids=None, inputs_embeds=None, position_ids=None, past_length=0, token_type_ids=None):
+    """Word embeddings + token-type embeddings (BERT, RoBERTa) + position embeddings, then LayerNorm.
 
     input_ids [batch, seq] (or inputs_embeds [batch, seq, hidden]) -> [batch, seq, hidden].
-    BertGeneration has no token-type embeddings.  Position embeddings are added even
-    when attention uses relative positions, as transformers does.
+    The three families differ only here:
+    * bert-generation: no token types; position embeddings added even when attention
+      uses relative positions;
+    * bert / roberta: token-type embeddings (type 0 when ``token_type_ids`` is None);
+      position embeddings only with ``position_embedding_type="absolute"``;
+    * roberta: positions count from ``pad_token_id + 1`` (see :func:`default_positions`).
     """
     if inputs_embeds is None:
         inputs_embeds = embedding(p["word_embeddings"]["weight"], input_ids)  # [batch, seq, hidden]
-    xp = array_module(inputs_embeds)
-    seq = inputs_embeds.shape[1]
-    if position_ids is None:
-        position_ids = xp.arange(past_length, past_length + seq)[None, :]  # [1, seq]
-    hidden = inputs_embeds + embedding(p["position_embeddings"]["weight"], position_ids)
+    hidden = inputs_embeds
+    if config.model_type != "bert-generation":
+        if token_type_ids is None:
+            token_type_ids = array_module(hidden).zeros(hidden.shape[:2], dtype="int64")  # [batch, seq]
+        hidden = hidden + embedding(p["token_type_embeddings"]["weight"], token_type_ids)
+    if config.model_type == "bert-generation" or config.position_embedding_type == "absolute":
+        if position_ids is None:
+            position_ids = default_positions(config, input_ids, hidden.shape[1], past_length, hidden)
+        hidden = hidden + embedding(p["position_embeddings"]["weight"], position_ids)
     return layer_norm(hidden, p["LayerNorm"]["weight"], p["LayerNorm"]["bias"], config.layer_norm_eps)
+
+
+def default_positions(config, input_ids, seq, past_length, like):
+    """Position ids when none are given: [1, seq] or [batch, seq].
+
+    BERT and BertGeneration count past_length, past_length + 1, ...  RoBERTa (fairseq)
+    counts from pad_token_id + 1 and gives padding tokens the pad id itself; from
+    inputs_embeds (no ids to see padding in) it counts pad + 1 .. pad + seq, ignoring
+    past_length, as transformers does.
+    """
+    xp = array_module(like)
+    if config.model_type != "roberta":
+        return xp.arange(past_length, past_length + seq)[None, :]  # [1, seq]
+    pad = config.pad_token_id
+    if input_ids is None:
+        return xp.arange(pad + 1, pad + 1 + seq)[None, :]  # [1, seq]
+    real = (input_ids != pad).astype("int64")  # [batch, seq]
+    return (xp.cumsum(real, axis=1) + past_length) * real + pad  # [batch, seq]
 
 
 def _add_and_norm(p, sublayer_out, residual, eps):
@@ -74,7 +100,7 @@ def transformer_layer(p, hidden, config, self_mask, *, encoder_states=None, enco
 def bert_stack(params, config, *, input_ids=None, inputs_embeds=None, attention_mask=None,
                position_ids=None, head_mask=None, encoder_hidden_states=None,
                encoder_attention_mask=None, cache=None, output_attentions=False,
-               output_hidden_states=False):
+               output_hidden_states=False, token_type_ids=None):
     """Embeddings and all layers of a BertGenerationEncoder (also the body of the decoder).
 
     Returns a dict with last_hidden_state [batch, seq, hidden] and, when asked,
@@ -83,7 +109,7 @@ def bert_stack(params, config, *, input_ids=None, inputs_embeds=None, attention_
     is [layers, heads] (1 keeps a head).
     """
     past = cache.get_seq_length() if cache is not None else 0
-    hidden = embed(params["embeddings"], config, input_ids, inputs_embeds, position_ids, past)
+    hidden = embed(params["embeddings"], config, input_ids, inputs_embeds, position_ids, past, token_type_ids)
     xp = array_module(hidden)
     batch, seq = hidden.shape[:2]
     dtype = hidden.dtype
@@ -124,9 +150,24 @@ def bert_stack(params, config, *, input_ids=None, inputs_embeds=None, attention_
     return out
 
 
-def lm_head(p, hidden):
-    """Project hidden states onto the vocabulary: [batch, seq, hidden] -> [batch, seq, vocab]."""
-    return linear(hidden, p["decoder"]["weight"], p["bias"])
+def lm_head(p, hidden, config):
+    """Project hidden states onto the vocabulary: [batch, seq, hidden] -> [batch, seq, vocab].
+
+    BERT and RoBERTa heads first transform: dense -> activation -> LayerNorm (BERT's
+    activation is config.hidden_act, RoBERTa's always the erf GELU); BertGeneration's
+    head is the projection alone.
+    """
+    if "transform" in p:
+        t = p["transform"]
+        act = "gelu" if config.model_type == "roberta" else config.hidden_act
+        hidden = activation(act)(linear(hidden, t["dense"]["weight"], t["dense"]["bias"]))  # [batch, seq, hidden]
+        hidden = layer_norm(hidden, t["LayerNorm"]["weight"], t["LayerNorm"]["bias"], config.layer_norm_eps)
+    return linear(hidden, p["decoder"]["weight"], p["bias"])  # [batch, seq, vocab]
+
+
+def pooler(p, hidden):
+    """BertModel's pooler_output: tanh(dense(first token)).  [batch, seq, hidden] -> [batch, hidden]."""
+    return activation("tanh")(linear(hidden[:, 0], p["dense"]["weight"], p["dense"]["bias"]))
 
 
 def causal_lm_loss(logits, labels, ignore_index=-100):

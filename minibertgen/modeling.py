@@ -1,161 +1,66 @@
-"""The model classes: thin shells around the functions in model.py.
+"""The model classes of the BERT-family halves: thin shells around the functions in model.py.
 
-A model is a config, a parameter tree on a device, and three verbs:
-``from_pretrained`` (read a checkpoint), ``__call__`` (check inputs, run the math,
-wrap the result in a ModelOutput) and ``save_pretrained``.  The math itself lives in
-model.py; nothing here computes anything a student needs to read.
+A model is a config, a parameter tree on a device, and three verbs: ``from_pretrained``
+(loading.py does the reading), ``__call__`` (check inputs, run the math, wrap the result
+in a ModelOutput) and ``save_pretrained``.  The math lives in model.py; the three
+families differ there by a few lines chosen by the config, and here only by their names:
+
+    family            encoder (base model)      decoder (causal LM)
+    bert-generation   BertGenerationEncoder     BertGenerationDecoder
+    bert              BertModel                 BertLMHeadModel
+    roberta           RobertaModel              RobertaForCausalLM
 """
 from __future__ import annotations
 
-import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .backend import Device, parse_device, resolve_dtype, to_device
+from . import loading
+from .backend import parse_device
 from .cache import EncoderDecoderCache
-from .checkpoint.files import load_state_dict
-from .checkpoint.hub import resolve_model_dir
-from .checkpoint.mapping import LoadReport, body_shapes, flatten, head_shapes, initialise, select, unflatten
-from .checkpoint.safetensors_io import write_safetensors
-from .config import BertGenerationConfig
-from .fast.layout import arrange_for_cpu
-from .inputs import as_embeds, as_head_mask, as_ids, as_mask
-from .model import bert_stack, causal_lm_loss, lm_head
+from .checkpoint.mapping import checkpoint_name, flatten
+from .checkpoint.saving import save_model
+from .config import BertConfig, BertGenerationConfig, RobertaConfig
+from .fast import kernels_for
+from .fast.lookup import runs_with_model_kernels
 from .generation import GenerationMixin
+from .inputs import as_embeds, as_head_mask, as_ids, as_mask
+from .model import bert_stack, causal_lm_loss, lm_head, pooler
+from .modeling_surface import EmbeddingsSurface, legacy_generation_config
 from .outputs import ModelOutput
-from .progress import progress
 
-__all__ = ["PreTrainedModel", "BertGenerationEncoder", "BertGenerationDecoder"]
+__all__ = ["PreTrainedModel", "BertGenerationEncoder", "BertGenerationDecoder", "BertModel", "BertLMHeadModel",
+           "RobertaModel", "RobertaForCausalLM", "ENCODER_CLASSES", "DECODER_CLASSES"]
 
 WEIGHTS_NAME = "model.safetensors"
-_HUB_KWARGS = ("revision", "cache_dir", "local_files_only")
-
-
-def materialise(flat: dict, dtype, device: Device) -> dict:
-    """Cast floating weights to ``dtype`` and move everything to ``device``.
-
-    Arrays already in the right dtype on the CPU are kept as they are (memory-mapped
-    views of the checkpoint: no copy; a CPU model then stores a few transposed, see
-    layout.py).  Tied weights (the same array under two names) stay one array.
-    """
-    done: dict[int, object] = {}
-    out = {}
-    for name, array in progress(flat.items(), desc="loading weights", unit="tensor", min_items=64,
-                                total=len(flat)):
-        if id(array) not in done:
-            done[id(array)] = _placed(array, dtype, device)
-        out[name] = done[id(array)]
-    return out
-
-
-def _placed(array, dtype, device: Device):
-    """One checkpoint entry on ``device``: floats cast to ``dtype``, integers as they are,
-    a quantized weight (from a quantized checkpoint) with each of its parts moved."""
-    if getattr(array, "is_quantized", False):
-        from .quantization.serialization import move_quantized
-
-        return move_quantized(array, lambda part: to_device(part, device))
-    return to_device(array, device, dtype=dtype if np.dtype(array.dtype).kind == "f" else None)
-
-
-def stored_float_dtype(state: dict):
-    for array in state.values():
-        if np.dtype(array.dtype).kind == "f" and not getattr(array, "is_quantized", False):
-            return np.dtype(array.dtype)
-    return None
-
-
-def fill_missing(found: dict, shapes: dict, config, report: LoadReport, rng) -> dict:
-    """Initialise, as transformers does, every weight in ``shapes`` the file did not hold."""
-    for name, shape in shapes.items():
-        if name not in found:
-            found[name] = initialise(name, shape, config, rng)
-            report.missing.append(name)
-    return found
-
-
-def tie_lm_head(flat: dict, config, prefix: str = "") -> None:
-    """With tie_word_embeddings the LM head reuses the input embedding matrix (one array)."""
-    if config.tie_word_embeddings:
-        flat[prefix + "lm_head.decoder.weight"] = flat[prefix + "embeddings.word_embeddings.weight"]
-
-
-def quantize_if_asked(tree: dict, quantization_config, config):
-    """Swap linear-layer weights for 8/4-bit ones when a BitsAndBytesConfig is given; the
-    config then records it (``quantization_config`` in config.json, as transformers writes)."""
-    if quantization_config is None:
-        return tree
-    from .quantization.params import as_config, quantize_params
-
-    quantization_config = as_config(quantization_config)
-    tree = quantize_params(tree, quantization_config)
-    config.quantization_config = quantization_config.to_dict()
-    return tree
-
-
-def prequantized_state(state: dict, config, quantization_config):
-    """A checkpoint saved quantized (config.json has a quantization_config): its packed
-    weights become quantized weight objects, as transformers loads bitsandbytes files.
-    Returns (state, the quantization_config still to apply: None for such a checkpoint)."""
-    saved = getattr(config, "quantization_config", None)
-    if saved is None:
-        return state, quantization_config
-    from .quantization.params import as_config
-    from .quantization.serialization import load_prequantized
-
-    saved = as_config(saved)
-    if quantization_config is not None and as_config(quantization_config) != saved:
-        warnings.warn("quantization_config was passed to from_pretrained, but the checkpoint is already "
-                      "quantized: the quantization_config from its config.json is used", stacklevel=4)
-    config.quantization_config = saved.to_dict()
-    return load_prequantized(state, saved), None
-
-
-def memory_footprint(flat: dict) -> int:
-    """Bytes held by the distinct arrays (tied weights counted once), as transformers reports."""
-    unique = {id(a): a for a in flat.values()}
-    return int(sum(a.nbytes for a in unique.values()))
-
-
-def load_checkpoint(owner, name_or_path, config_class, config, dtype, device, seed, quantization_config,
-                    kwargs, build_weights):
-    """What every from_pretrained does: find the files, read the config (kwargs override it),
-    map the tensors (``build_weights(state, config, report, source, rng) -> flat``), report
-    missing/unused weights, cast, move, quantize.  Returns (config, tree, device, directory).
-    """
-    hub_kwargs = {k: kwargs.pop(k) for k in _HUB_KWARGS if k in kwargs}
-    legacy_dtype = kwargs.pop("torch_dtype", None)  # transformers' pre-4.56 spelling
-    dtype = legacy_dtype if dtype is None else dtype
-    directory = resolve_model_dir(name_or_path, **hub_kwargs)
-    if config is None:
-        config = config_class.from_pretrained(directory, **kwargs)
-    elif kwargs:
-        config = config_class.from_dict(config.to_dict(), **kwargs)
-    state, quantization_config = prequantized_state(load_state_dict(directory), config, quantization_config)
-    report = LoadReport()
-    source = os.fspath(name_or_path)
-    flat = build_weights(state, config, report, source, np.random.default_rng(seed))
-    report.warn(f"{owner}.from_pretrained({source!r})")
-    device = parse_device(device)
-    tree = unflatten(materialise(flat, resolve_dtype(dtype, stored_float_dtype(state)), device))
-    return config, quantize_if_asked(tree, quantization_config, config), device, directory
 
 
 class ModelShell:
     """What every model class shares around its parameters: counting, eval(), saving."""
+
+    main_input_name = "input_ids"
 
     def num_parameters(self) -> int:
         unique = {id(a): a for a in self.state_dict().values()}
         return int(sum(a.size for a in unique.values()))
 
     def get_memory_footprint(self) -> int:
-        return memory_footprint(self.state_dict())
+        return loading.memory_footprint(self.state_dict())
 
     def eval(self):
         """No-op (inference only, no dropout): kept so transformers code runs unchanged."""
         return self
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        return hasattr(cls, "generate")
+
+    def _return_tuple(self, return_dict) -> bool:
+        """return_dict=False (or config.return_dict=False) asks for transformers' plain tuple."""
+        if return_dict is None:
+            return_dict = getattr(self.config, "return_dict", True)
+        return not return_dict
 
     def _mark_architectures(self) -> None:
         self.config.architectures = [type(self).__name__]
@@ -173,18 +78,24 @@ class ModelShell:
                              "(and its encoder's and decoder's differ): cannot save it")
         return found
 
-    def save_pretrained(self, save_directory) -> Path:
+    def save_pretrained(self, save_directory, safe_serialization=True, **kwargs) -> Path:
         """Write config.json + model.safetensors (+ generation_config.json), loadable by transformers 4.57.
 
-        An LM head tied to the word embeddings is one array under two names; like
-        transformers, the file holds it once (under the embeddings' name).  Quantized
+        Each half is written with its own model_type and checkpoint names; a tied weight is
+        written once, under the name it ties to, as transformers writes it.  Quantized
         weights are written packed, in bitsandbytes' layout (quantization/serialization.py),
-        and config.json gets their ``quantization_config``.
+        and config.json gets their ``quantization_config``.  ``safe_serialization=False``
+        (pytorch_model.bin) needs torch, which minibertgen never imports: refused.
         """
+        if safe_serialization is not True:
+            raise ValueError(f"safe_serialization={safe_serialization!r}: minibertgen writes safetensors only "
+                             "(a pytorch_model.bin would need torch); transformers reads model.safetensors")
+        unknown = [k for k in kwargs if k not in ("max_shard_size", "push_to_hub", "is_main_process")]
+        if unknown or kwargs.get("push_to_hub"):
+            raise TypeError(f"save_pretrained() got unsupported keyword argument(s): "
+                            f"{', '.join(unknown or ['push_to_hub'])}")
         directory = Path(save_directory)
-        flat = self.state_dict()
-        others = {id(v) for k, v in flat.items() if not k.endswith("lm_head.decoder.weight")}
-        flat = {k: v for k, v in flat.items() if not (k.endswith("lm_head.decoder.weight") and id(v) in others)}
+        flat = loading.saved_state(self.state_dict(), self._tied_checkpoint_pairs())
         if any(getattr(v, "is_quantized", False) for v in flat.values()):
             from .quantization.serialization import serialize_quantized
 
@@ -192,167 +103,232 @@ class ModelShell:
             flat = serialize_quantized(flat)
         self._mark_architectures()
         self.config.dtype = str(np.dtype(self.dtype))
-        self.config.save_pretrained(directory)
-        write_safetensors(flat, directory / WEIGHTS_NAME, metadata={"format": "pt"})
-        if hasattr(self, "generate"):  # models that generate also write generation_config.json
-            self.generation_config.save_pretrained(directory)
-        return directory
+        # All files are written first, then swapped in together (checkpoint/saving.py).
+        generation_config = self.generation_config if self.can_generate() else None
+        return save_model(directory, self.config, flat, generation_config)
 
 
 class PreTrainedModel(ModelShell):
-    """What every model shares: config, parameters, device, loading and saving."""
+    """One half: config, parameter tree, device; loading and saving through loading.py."""
 
     config_class = BertGenerationConfig
+    base_model_prefix = "bert"
     has_lm_head = False
+    has_pooler = False
 
     def __init__(self, config, params=None, *, device=None, dtype=None, seed=None):
-        if not isinstance(config, self.config_class):
-            raise TypeError(f"config: expected a {self.config_class.__name__}, got {type(config).__name__}")
+        if type(config) is not self.config_class:
+            raise TypeError(f"config: {type(self).__name__} expects a {self.config_class.__name__}, "
+                            f"got {type(config).__name__}")
+        loading.check_supported(config, type(self).__name__)
         self.config = config
         self.device = parse_device(device)
+        self.kernels = kernels_for(self.device)  # the speed wing's table for this device (fast/)
         if params is None:  # a fresh model with random weights, as transformers' constructor
-            flat = self.weights_from_state({}, config, LoadReport(), "init", np.random.default_rng(seed))
-            params = unflatten(materialise(flat, resolve_dtype(dtype), self.device))
-        self.params = params
-
-    @property
-    def params(self) -> dict:
-        """The parameter tree (nested dicts of arrays under the checkpoint's names)."""
-        return self._params
-
-    @params.setter
-    def params(self, tree) -> None:
-        # On the CPU every tree set here is rearranged in memory for faster matrix
-        # products: same shapes and values, see layout.py.
-        self._params = arrange_for_cpu(tree) if self.device.kind == "cpu" else tree
+            params = loading.random_params(self.weights_from_state, config, dtype, self.device, seed)
+        self.params = params  # the tree as given: loading.place() arranged it for the device
 
     # -- weights ----------------------------------------------------------------------------
     @classmethod
-    def expected_shapes(cls, config) -> dict:
-        shapes = body_shapes(config)
-        if cls.has_lm_head:
-            shapes.update(head_shapes(config))
-        return shapes
+    def weights_from_state(cls, state, config, report, source, rng, strip="") -> dict:
+        """Map a checkpoint's tensors onto this class's tree names (loading.half_weights)."""
+        return loading.half_weights(state, config, report, source, rng, lm=cls.has_lm_head,
+                                    pooler=cls.has_pooler, strip=strip)
 
-    @classmethod
-    def weights_from_state(cls, state, config, report, source, rng) -> dict:
-        """Map a checkpoint's tensors onto this class's weight names (body names, plus lm_head)."""
-        shapes = cls.expected_shapes(config)
-        found = select(state, shapes, source, report)
-        tied = cls.has_lm_head and config.tie_word_embeddings
-        if tied:  # the head is the embedding matrix: nothing to initialise (0.6 s at vocab 50k x 1024)
-            shapes = {k: v for k, v in shapes.items() if k != "lm_head.decoder.weight"}
-        found = fill_missing(found, shapes, config, report, rng)
-        if tied:
-            tie_lm_head(found, config)
-        return {cls._prefix(name): array for name, array in found.items()}
-
-    @staticmethod
-    def _prefix(name: str) -> str:
-        return name
+    def _tied_checkpoint_pairs(self) -> list:
+        family = self.config.model_type
+        return [(checkpoint_name(a, family, self.has_lm_head), checkpoint_name(b, family, self.has_lm_head))
+                for a, b in loading.tie_pairs(self.config, self.has_lm_head)]
 
     @property
     def dtype(self):
         return self.embeddings_table.dtype
 
+    @property
+    def body_params(self) -> dict:
+        return self.params["bert"] if self.has_lm_head else self.params
+
+    @property
+    def embeddings_table(self):
+        return self.body_params["embeddings"]["word_embeddings"]["weight"]
+
     def state_dict(self) -> dict:
-        """Flat {checkpoint name: array}, as transformers' state_dict names them."""
-        return flatten(self.params)
+        """Flat {checkpoint name: array}, named as this transformers class names them."""
+        family = self.config.model_type
+        return {checkpoint_name(name, family, self.has_lm_head): array for name, array in flatten(self.params).items()}
 
     # -- loading and saving -----------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *, config=None, dtype=None, device=None,
-                        seed=None, quantization_config=None, **kwargs):
+    def from_pretrained(cls, pretrained_model_name_or_path=None, **kwargs):
         """Load config.json + weights from a directory (or hub id in the local cache).
 
         ``dtype``: None -> float32, "auto" -> as stored, or "float16"/"bfloat16"/a NumPy dtype.
         Other keyword arguments override config fields (``bos_token_id=101``).
+        ``output_loading_info=True`` returns (model, loading_info) as transformers does;
+        ``from_pretrained(None, config=..., state_dict=...)`` loads given tensors.
         """
-        config, tree, device, directory = load_checkpoint(
-            cls.__name__, pretrained_model_name_or_path, cls.config_class, config, dtype, device, seed,
-            quantization_config, kwargs, cls.weights_from_state)
+        config, tree, device, directory, report, options = loading.from_pretrained(
+            cls.__name__, pretrained_model_name_or_path, cls.config_class, cls.weights_from_state, kwargs)
         model = cls(config, tree, device=device)
-        model.name_or_path = str(directory)  # where generation_config.json etc. may be found
-        return model
+        model.name_or_path = str(directory) if directory is not None else None
+        return (model, loading.loading_info(report)) if options.get("output_loading_info") else model
 
     def to(self, device):
         """Move the weights to ``device`` ("cpu", "cuda", 0, ...); returns self."""
         self.device = parse_device(device)
-        flat = materialise(self.state_dict(), None, self.device)
-        self.params = unflatten(flat)
+        self.params = loading.place(flatten(self.params), None, self.device)
+        self.kernels = kernels_for(self.device, self.kernels is not None)
         return self
 
+    def use_fast_kernels(self, enabled: bool = True):
+        """Run on the speed wing's kernels (default) or, with False, on the plain reference ops."""
+        self.kernels = kernels_for(self.device, enabled)
+        return self
 
-class BertGenerationEncoder(PreTrainedModel):
-    """The BERT body: embeddings and layers, returning hidden states (no head).
+    # -- transformers' model surface --------------------------------------------------------
+    def get_input_embeddings(self):
+        return EmbeddingsSurface(self.body_params["embeddings"]["word_embeddings"])
+
+    def set_input_embeddings(self, value):
+        EmbeddingsSurface(self.body_params["embeddings"]["word_embeddings"]).replace(value, self.config.hidden_size)
+
+    def get_output_embeddings(self):
+        return EmbeddingsSurface(self.params["lm_head"]["decoder"]) if self.has_lm_head else None
+
+    def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
+        """Grow or shrink the vocabulary (rows added at the mean of the old ones, as
+        transformers' mean_resizing; else N(0, initializer_range)); ties are kept."""
+        from .modeling_surface import resize_vocabulary
+
+        return resize_vocabulary(self, new_num_tokens, pad_to_multiple_of, mean_resizing)
+
+    @property
+    def base_model(self):
+        """The body as its family's base model (sharing this model's arrays)."""
+        if not self.has_lm_head:
+            return self
+        return ENCODER_CLASSES[self.config.model_type](self.config, self.params["bert"], device=self.device)
+
+
+class _Encoder(PreTrainedModel):
+    """A body: embeddings and layers, returning hidden states (and BERT's pooler output).
 
     With ``config.is_decoder`` it is causal and can return a cache; with
     ``config.add_cross_attention`` it also attends to ``encoder_hidden_states``.
     """
 
-    @property
-    def embeddings_table(self):
-        return self.params["embeddings"]["word_embeddings"]["weight"]
-
-    def __call__(self, input_ids=None, attention_mask=None, position_ids=None, head_mask=None,
-                 inputs_embeds=None, encoder_hidden_states=None, encoder_attention_mask=None,
+    @runs_with_model_kernels
+    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                 head_mask=None, inputs_embeds=None, encoder_hidden_states=None, encoder_attention_mask=None,
                  past_key_values=None, use_cache=None, output_attentions=None, output_hidden_states=None,
                  return_dict=None, **kwargs):
         out, cache = run_body(self, self.params, input_ids=input_ids, attention_mask=attention_mask,
-                              position_ids=position_ids, head_mask=head_mask, inputs_embeds=inputs_embeds,
-                              encoder_hidden_states=encoder_hidden_states,
+                              token_type_ids=token_type_ids, position_ids=position_ids, head_mask=head_mask,
+                              inputs_embeds=inputs_embeds, encoder_hidden_states=encoder_hidden_states,
                               encoder_attention_mask=encoder_attention_mask, past_key_values=past_key_values,
                               use_cache=use_cache, output_attentions=output_attentions,
                               output_hidden_states=output_hidden_states, extra=kwargs)
-        return ModelOutput(last_hidden_state=out["last_hidden_state"], past_key_values=cache,
-                           hidden_states=out.get("hidden_states"), attentions=out.get("attentions"),
-                           cross_attentions=out.get("cross_attentions"))
+        pooled = pooler(self.params["pooler"], out["last_hidden_state"]) if "pooler" in self.params else None
+        result = ModelOutput(last_hidden_state=out["last_hidden_state"], pooler_output=pooled,
+                             past_key_values=cache, hidden_states=out.get("hidden_states"),
+                             attentions=out.get("attentions"), cross_attentions=out.get("cross_attentions"))
+        return result.to_tuple() if self._return_tuple(return_dict) else result
 
 
-class BertGenerationDecoder(PreTrainedModel, GenerationMixin):
-    """A BertGeneration body (under ``bert``) with a language-modelling head on top."""
+class _CausalLM(PreTrainedModel, GenerationMixin):
+    """A body (under ``bert`` in the tree) with a language-modelling head on top."""
 
     has_lm_head = True
 
-    @staticmethod
-    def _prefix(name: str) -> str:
-        return name if name.startswith("lm_head.") else "bert." + name
-
     @property
-    def embeddings_table(self):
-        return self.params["bert"]["embeddings"]["word_embeddings"]["weight"]
+    def generation_config(self):
+        return legacy_generation_config(self, GenerationMixin.generation_config.fget(self))
 
-    def __call__(self, input_ids=None, attention_mask=None, position_ids=None, head_mask=None,
-                 inputs_embeds=None, encoder_hidden_states=None, encoder_attention_mask=None, labels=None,
-                 past_key_values=None, use_cache=None, output_attentions=None, output_hidden_states=None,
-                 return_dict=None, **kwargs):
+    @generation_config.setter
+    def generation_config(self, value):
+        GenerationMixin.generation_config.fset(self, value)
+        self._generation_snapshot = None
+
+    @runs_with_model_kernels
+    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                 head_mask=None, inputs_embeds=None, encoder_hidden_states=None, encoder_attention_mask=None,
+                 labels=None, past_key_values=None, use_cache=None, output_attentions=None,
+                 output_hidden_states=None, return_dict=None, **kwargs):
         if labels is not None:
             use_cache = False
         out, cache = run_body(self, self.params["bert"], input_ids=input_ids, attention_mask=attention_mask,
-                              position_ids=position_ids, head_mask=head_mask, inputs_embeds=inputs_embeds,
-                              encoder_hidden_states=encoder_hidden_states,
+                              token_type_ids=token_type_ids, position_ids=position_ids, head_mask=head_mask,
+                              inputs_embeds=inputs_embeds, encoder_hidden_states=encoder_hidden_states,
                               encoder_attention_mask=encoder_attention_mask, past_key_values=past_key_values,
                               use_cache=use_cache, output_attentions=output_attentions,
                               output_hidden_states=output_hidden_states, extra=kwargs)
-        logits = lm_head(self.params["lm_head"], out["last_hidden_state"])  # [batch, seq, vocab]
+        logits = lm_head(self.params["lm_head"], out["last_hidden_state"], self.config)  # [batch, seq, vocab]
         loss = None
         if labels is not None:
             labels = as_ids(labels, "labels", self.device, self.config.vocab_size, allow_ignore=True)
             if labels.shape != logits.shape[:2]:
                 raise ValueError(f"labels has shape {tuple(labels.shape)}: expected {tuple(logits.shape[:2])}")
             loss = causal_lm_loss(logits, labels)
-        return ModelOutput(loss=loss, logits=logits, past_key_values=cache,
-                           hidden_states=out.get("hidden_states"), attentions=out.get("attentions"),
-                           cross_attentions=out.get("cross_attentions"))
+        result = ModelOutput(loss=loss, logits=logits, past_key_values=cache,
+                             hidden_states=out.get("hidden_states"), attentions=out.get("attentions"),
+                             cross_attentions=out.get("cross_attentions"))
+        return result.to_tuple() if self._return_tuple(return_dict) else result
+
+    def prepare_inputs_for_generation(self, input_ids, past_key_values=None, attention_mask=None, **kwargs):
+        """The inputs of one generation step, as transformers builds them: the ids the cache
+        has not seen, the cache and the mask (a decoder alone also gets position ids)."""
+        from .modeling_surface import step_inputs
+
+        return step_inputs(input_ids, past_key_values, attention_mask, kwargs)
 
 
-_TOLERATED_EXTRA = ("token_type_ids", "return_dict", "cache_position")
+class BertGenerationEncoder(_Encoder):
+    """transformers' BertGenerationEncoder: no token types, no pooler."""
 
 
-def run_body(model, body_params, *, input_ids, attention_mask, position_ids, head_mask, inputs_embeds,
-             encoder_hidden_states, encoder_attention_mask, past_key_values, use_cache, output_attentions,
-             output_hidden_states, extra):
-    """Validate the inputs of a BertGeneration body, then run model.bert_stack on them."""
+class BertGenerationDecoder(_CausalLM):
+    """transformers' BertGenerationDecoder: the head is the vocabulary projection alone."""
+
+
+class BertModel(_Encoder):
+    """transformers' BertModel: token-type embeddings and the pooler (tanh(dense(h[:, 0])))."""
+
+    config_class = BertConfig
+    has_pooler = True
+
+
+class BertLMHeadModel(_CausalLM):
+    """transformers' BertLMHeadModel: the head transforms (dense, activation, LayerNorm) first."""
+
+    config_class = BertConfig
+
+
+class RobertaModel(_Encoder):
+    """transformers' RobertaModel: BertModel with positions counted from pad_token_id + 1."""
+
+    config_class = RobertaConfig
+    base_model_prefix = "roberta"
+    has_pooler = True
+
+
+class RobertaForCausalLM(_CausalLM):
+    """transformers' RobertaForCausalLM: its head's transform always uses the erf GELU."""
+
+    config_class = RobertaConfig
+    base_model_prefix = "roberta"
+
+
+# The classes transformers' AutoModel / AutoModelForCausalLM pick for each model_type.
+ENCODER_CLASSES = {"bert-generation": BertGenerationEncoder, "bert": BertModel, "roberta": RobertaModel}
+DECODER_CLASSES = {"bert-generation": BertGenerationDecoder, "bert": BertLMHeadModel, "roberta": RobertaForCausalLM}
+
+_TOLERATED_EXTRA = ("return_dict", "cache_position")
+
+
+def run_body(model, body_params, *, input_ids, attention_mask, token_type_ids, position_ids, head_mask,
+             inputs_embeds, encoder_hidden_states, encoder_attention_mask, past_key_values, use_cache,
+             output_attentions, output_hidden_states, extra):
+    """Validate the inputs of a body, then run model.bert_stack on them."""
     config, device, dtype = model.config, model.device, model.dtype
     unknown = [k for k in extra if k not in _TOLERATED_EXTRA]
     if unknown:
@@ -372,11 +348,10 @@ def run_body(model, body_params, *, input_ids, attention_mask, position_ids, hea
         EncoderDecoderCache(config.num_hidden_layers) if use_cache else None)
     past = cache.get_seq_length() if cache is not None else 0
 
-    if position_ids is None and past + seq > config.max_position_embeddings:
-        raise ValueError(f"sequence length {past + seq} (past {past} + new {seq}) exceeds "
-                         f"max_position_embeddings={config.max_position_embeddings}")
+    _check_positions(config, past, seq, position_ids)
     if position_ids is not None:
         position_ids = as_ids(position_ids, "position_ids", device, config.max_position_embeddings)
+    token_type_ids = _token_types(config, token_type_ids, device, (batch, seq))
     attention_mask = as_mask(attention_mask, "attention_mask", device, dtype, (batch, past + seq))
     head_mask = as_head_mask(head_mask, "head_mask", device, dtype, config.num_hidden_layers,
                              config.num_attention_heads)
@@ -394,10 +369,34 @@ def run_body(model, body_params, *, input_ids, attention_mask, position_ids, hea
     out = bert_stack(body_params, config, input_ids=input_ids, inputs_embeds=inputs_embeds,
                      attention_mask=attention_mask, position_ids=position_ids, head_mask=head_mask,
                      encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
-                     cache=cache, output_attentions=_flag(output_attentions, config.output_attentions),
+                     cache=cache, past_length=past, token_type_ids=token_type_ids,
+                     output_attentions=_flag(output_attentions, config.output_attentions),
                      output_hidden_states=_flag(output_hidden_states, config.output_hidden_states))
     return out, cache
 
 
+def _check_positions(config, past, seq, position_ids) -> None:
+    """Positions beyond the position table are an error (RoBERTa's start at pad_token_id + 1)."""
+    if position_ids is not None:
+        return
+    offset = config.pad_token_id + 1 if config.model_type == "roberta" else 0
+    if offset + past + seq > config.max_position_embeddings:
+        start = f" (RoBERTa counts positions from pad_token_id + 1 = {offset})" if offset else ""
+        raise ValueError(f"sequence length {past + seq} (past {past} + new {seq}) exceeds "
+                         f"max_position_embeddings={config.max_position_embeddings}{start}")
+
+
+def _token_types(config, token_type_ids, device, shape):
+    """BERT / RoBERTa: token types [batch, seq] in [0, type_vocab_size).  BertGeneration has none
+    and ignores them, as transformers' BertGeneration classes do."""
+    if token_type_ids is None or config.model_type == "bert-generation":
+        return None
+    token_type_ids = as_ids(token_type_ids, "token_type_ids", device, config.type_vocab_size)
+    if tuple(token_type_ids.shape) != tuple(shape):
+        raise ValueError(f"token_type_ids has shape {tuple(token_type_ids.shape)}: expected {tuple(shape)}")
+    return token_type_ids
+
+
 def _flag(value, default):
     return bool(default if value is None else value)
+

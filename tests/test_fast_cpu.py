@@ -1,27 +1,103 @@
-"""ops.linear's CPU speed paths compute the same product as x @ W.T, whatever the layout."""
+"""The CPU speed wing (minibertgen/fast/cpu.py) computes what the reference ops compute."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+import minibertgen as mb
+
 from minibertgen import ops
+from minibertgen.fast import cpu
 
 
 @pytest.mark.parametrize("rows", [1, 2, 4, 32, 33, 96, 200])
 @pytest.mark.parametrize("shape", [(4100, 64), (300, 40)])
 @pytest.mark.parametrize("order", ["C", "F"])
 def test_linear_matches_the_plain_product(rows, shape, order, monkeypatch):
-    monkeypatch.setattr(ops, "_CHUNK_BYTES", 64 * 4 * 1000)  # tall weights: blocks of 1000 rows and a rest
+    monkeypatch.setattr(cpu, "CHUNK_BYTES", 64 * 4 * 1000)  # tall weights: blocks of 1000 rows and a rest
     rng = np.random.default_rng(rows)
     weight = np.asarray(rng.standard_normal(shape, dtype=np.float32), order=order)
     bias = rng.standard_normal(shape[0], dtype=np.float32)
     x = rng.standard_normal((rows, shape[1]), dtype=np.float32)
-    got = ops.linear(x[None], weight, bias)[0]  # [1, rows, in] -> [1, rows, out]
+    got = cpu.linear(x[None], weight, bias)[0]  # [1, rows, in] -> [1, rows, out]
     want = x.astype(np.float64) @ weight.T.astype(np.float64) + bias
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
     assert got.shape == (rows, shape[0]) and got.flags.c_contiguous
 
 
 def test_tall_weight_in_chunks_covers_every_row_once(monkeypatch):
-    monkeypatch.setattr(ops, "_CHUNK_BYTES", 8 * 4 * 300)  # blocks of 300 rows: 16 and a rest of 200
+    monkeypatch.setattr(cpu, "CHUNK_BYTES", 8 * 4 * 300)  # blocks of 300 rows: 16 and a rest of 200
     weight = (np.arange(5000 * 8, dtype=np.float32).reshape(5000, 8) % 7) + np.arange(5000)[:, None]
     x = np.eye(8, dtype=np.float32)[:3]  # picks columns 0, 1, 2 of each weight row
-    np.testing.assert_array_equal(ops._tall_weight_in_chunks(weight, x), weight[:, :3].T)
+    np.testing.assert_array_equal(cpu.tall_weight_in_chunks(weight, x), weight[:, :3].T)
+
+
+def _case(shape, seed, dtype=np.float32, scale=3.0):
+    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("size", [7, cpu.BLOCK + 5, 3 * cpu.BLOCK])
+def test_blocked_gelu_equals_the_reference(size, dtype):
+    x = _case((size,), size, dtype)
+    got = cpu.apply_activation(ops.gelu, x)
+    want = ops.apply_activation.reference(ops.gelu, x)
+    assert got.dtype == x.dtype and got.shape == x.shape
+    # The same formula with the float32 steps in another order: each result may differ by a
+    # few roundings of 0.5 x (1 + erf), i.e. |x| * 2**-23 ~ 1.8e-6 at |x| ~ 15 (inputs are 3 N(0, 1)).
+    atol = 2e-6 if dtype == np.float32 else 1e-2  # float16: one rounding of results up to ~15 (spacing 2**-7)
+    np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=2e-6, atol=atol)
+
+
+@pytest.mark.parametrize("name", ["gelu_new", "relu", "silu", "mish"])
+def test_other_activations_are_the_reference(name):
+    x = _case((3, 5, 8), 1)
+    fn = ops.ACTIVATIONS[name]
+    np.testing.assert_array_equal(cpu.apply_activation(fn, x), ops.apply_activation.reference(fn, x))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_in_place_layer_norm_and_softmax_equal_the_reference(dtype):
+    x, residual = _case((2, 5, 16), 2, dtype), _case((2, 5, 16), 3, dtype)
+    weight, bias = _case((16,), 4, dtype, 1.0), _case((16,), 5, dtype, 1.0)
+    np.testing.assert_allclose(cpu.layer_norm(x, weight, bias, 1e-12, residual=residual),
+                               ops.layer_norm.reference(x, weight, bias, 1e-12, residual=residual), rtol=1e-6, atol=1e-6)
+    scores = _case((2, 3, 4, 6), 6, dtype)
+    mask = np.zeros((2, 1, 1, 6), dtype=dtype)
+    mask[0, ..., 4:] = np.finfo(dtype).min
+    mask[1] = np.finfo(dtype).min  # a fully masked row
+    want = ops.masked_softmax.reference(scores.copy(), mask, 2.0, dtype=dtype)
+    got = cpu.masked_softmax(scores.copy(), mask, 2.0, dtype=dtype)
+    np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=1e-6, atol=1e-7)
+
+
+FIXTURES = Path(__file__).parent / "fixtures" / "generation"
+
+
+@pytest.mark.parametrize("name", ["random_seq2seq", "random_seq2seq_relative", "toy_bert2bert"])
+def test_whole_model_with_and_without_the_speed_wing(name):
+    """Logits equal to float32 rounding and identical greedy and beam ids, fast wing on and off."""
+    model = mb.EncoderDecoderModel.from_pretrained(FIXTURES / name)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, model.config.encoder.vocab_size, (3, 9))
+    mask = np.ones_like(ids)
+    mask[1, 6:] = 0
+    outputs, generated = [], []
+    for fast in (True, False):
+        model.use_fast_kernels(fast)
+        assert (model.kernels is not None) == fast
+        outputs.append(model(input_ids=ids, attention_mask=mask, decoder_input_ids=ids[:, :5]).logits)
+        generated.append([model.generate(ids, attention_mask=mask, max_new_tokens=6, num_beams=beams)
+                          for beams in (1, 3)])
+    # The fast products sum in another order (W @ x.T for few rows, one GEMM over all rows): float32
+    # rounding (2**-24 relative) at every product of every layer, so the bar scales with the largest
+    # logit (35 for random_seq2seq: differences up to 2.1e-5 were measured; transformers' bar is 1e-4).
+    np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-6 * np.abs(outputs[1]).max())
+    for fast_ids, plain_ids in zip(*generated):
+        np.testing.assert_array_equal(fast_ids, plain_ids)
+
+
+def test_use_fast_kernels_refuses_non_bools():
+    model = mb.EncoderDecoderModel.from_pretrained(FIXTURES / "random_seq2seq")
+    with pytest.raises(TypeError, match="enabled='no'"):
+        model.use_fast_kernels("no")

@@ -202,12 +202,8 @@ def test_fused_kernels_match_the_readable_path():
     reference = mb.EncoderDecoderModel.from_pretrained(REF / "bert2bert")(**inputs)  # CPU, float32
     for dtype in ("float32", "float16"):
         model = mb.EncoderDecoderModel.from_pretrained(REF / "bert2bert", device=0, dtype=dtype)
-        try:
-            mb.set_fused_kernels(False)
-            plain = on_host(model(**inputs, output_attentions=True))
-        finally:
-            mb.set_fused_kernels(True)
-        fused = on_host(model(**inputs, output_attentions=True))
+        plain = on_host(model.use_fast_kernels(False)(**inputs, output_attentions=True))
+        fused = on_host(model.use_fast_kernels(True)(**inputs, output_attentions=True))
         if dtype == "float32":
             # The same arithmetic, summed in a different order (the fused kernels' own
             # loops against cuBLAS's): 1e-5 is ~100 float32 steps at 1.0, ten times

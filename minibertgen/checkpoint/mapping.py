@@ -1,19 +1,24 @@
-"""From a checkpoint's tensors to a model's parameter tree.
+"""From a checkpoint's tensor names to a model's parameter tree, and back.
 
-Checkpoints name the same weights in several ways:
+The three BERT-family halves name the same weights in their own ways:
 
-* a BertGenerationEncoder: ``embeddings.word_embeddings.weight``, ``encoder.layer.0...``;
-* a BertGenerationDecoder: the same under ``bert.``, plus ``lm_head.decoder.weight`` and
-  ``lm_head.bias``;
-* a BERT / RoBERTa checkpoint used to warm-start: under ``bert.`` / ``roberta.`` (or
-  bare), with ``token_type_embeddings``, ``pooler`` and ``cls.`` heads we do not use,
-  and sometimes TensorFlow-era ``gamma`` / ``beta`` for LayerNorm weight / bias;
-* an EncoderDecoderModel: ``encoder.`` + encoder keys and ``decoder.`` + decoder keys.
+* ``bert-generation``: BertGenerationEncoder ``embeddings.word_embeddings.weight``,
+  ``encoder.layer.0...``; BertGenerationDecoder the same under ``bert.``, plus
+  ``lm_head.decoder.weight`` and ``lm_head.bias``;
+* ``bert``: BertModel adds ``embeddings.token_type_embeddings`` and ``pooler.dense``;
+  BertLMHeadModel has its body under ``bert.`` and the head as
+  ``cls.predictions.transform.{dense,LayerNorm}``, ``cls.predictions.decoder.weight``,
+  ``cls.predictions.bias``;
+* ``roberta``: RobertaModel as BertModel; RobertaForCausalLM under ``roberta.`` with
+  ``lm_head.{dense,layer_norm,decoder}`` and ``lm_head.bias``;
+* an EncoderDecoderModel: ``encoder.`` + encoder names and ``decoder.`` + decoder names;
+* TensorFlow-era files may say ``gamma`` / ``beta`` for LayerNorm weight / bias.
 
-Here every name is reduced to a *body key* (the encoder-style name) and matched against
-the shapes the config asks for.  Weights the file lacks are either tied to another
-weight (the LM head to the word embeddings) or initialised as transformers initialises
-them, and listed in one warning, as are the file's weights we did not use.
+Inside minibertgen every half uses ONE tree layout, whatever its family, so the forward
+pass (model.py) never asks which family it runs: the body bare for an encoder and under
+``bert`` for a decoder, the head as ``lm_head.decoder.weight``, ``lm_head.bias`` and, for
+BERT and RoBERTa, ``lm_head.transform.{dense,LayerNorm}``.  :func:`tree_name` maps a
+checkpoint name onto that layout and :func:`checkpoint_name` back, per family.
 """
 from __future__ import annotations
 
@@ -22,21 +27,36 @@ import warnings
 
 import numpy as np
 
-__all__ = ["body_shapes", "head_shapes", "body_key", "select", "initialise", "unflatten", "flatten",
-           "LoadReport"]
+__all__ = ["body_shapes", "head_shapes", "tree_name", "checkpoint_name", "select", "initialise", "unflatten",
+           "flatten", "LoadReport", "BASE_MODEL_PREFIX"]
 
-_BODY_PREFIXES = ("bert.", "roberta.")
+# transformers' base_model_prefix of each family: a causal LM keeps its body under it.
+BASE_MODEL_PREFIX = {"bert-generation": "bert", "bert": "bert", "roberta": "roberta"}
+
+# Head names per family: (checkpoint prefix or name, tree prefix or name), first match wins.
+_HEAD_NAMES = {
+    "bert-generation": (("lm_head.decoder.bias", "lm_head.bias"), ("lm_head.", "lm_head.")),
+    "bert": (("cls.predictions.transform.", "lm_head.transform."),
+             ("cls.predictions.decoder.weight", "lm_head.decoder.weight"),
+             ("cls.predictions.decoder.bias", "lm_head.bias"), ("cls.predictions.bias", "lm_head.bias")),
+    "roberta": (("lm_head.dense.", "lm_head.transform.dense."),
+                ("lm_head.layer_norm.", "lm_head.transform.LayerNorm."),
+                ("lm_head.decoder.bias", "lm_head.bias"), ("lm_head.", "lm_head.")),
+}
 
 
-def body_shapes(config) -> dict:
-    """Shapes of an encoder/decoder body (BertGenerationEncoder's state dict)."""
+def body_shapes(config, pooler: bool = False) -> dict:
+    """Shapes of an encoder/decoder body in the tree layout (BertGenerationEncoder's names);
+    BERT and RoBERTa add token-type embeddings, and their base models a pooler."""
     h, inter, d = config.hidden_size, config.intermediate_size, config.hidden_size // config.num_attention_heads
     shapes = {
         "embeddings.word_embeddings.weight": (config.vocab_size, h),
         "embeddings.position_embeddings.weight": (config.max_position_embeddings, h),
-        "embeddings.LayerNorm.weight": (h,),
-        "embeddings.LayerNorm.bias": (h,),
     }
+    if config.model_type != "bert-generation":
+        shapes["embeddings.token_type_embeddings.weight"] = (config.type_vocab_size, h)
+    shapes["embeddings.LayerNorm.weight"] = (h,)
+    shapes["embeddings.LayerNorm.bias"] = (h,)
     cross_in = getattr(config, "cross_attention_hidden_size", None) or h
     for i in range(config.num_hidden_layers):
         blocks = ["attention"] + (["crossattention"] if config.add_cross_attention else [])
@@ -59,27 +79,53 @@ def body_shapes(config) -> dict:
         shapes[base + "output.dense.bias"] = (h,)
         shapes[base + "output.LayerNorm.weight"] = (h,)
         shapes[base + "output.LayerNorm.bias"] = (h,)
+    if pooler:
+        shapes["pooler.dense.weight"] = (h, h)
+        shapes["pooler.dense.bias"] = (h,)
     return shapes
 
 
 def head_shapes(config) -> dict:
-    """Shapes of the decoder's LM head."""
-    return {"lm_head.decoder.weight": (config.vocab_size, config.hidden_size),
-            "lm_head.bias": (config.vocab_size,)}
+    """Shapes of a causal LM's head in the tree layout (BERT and RoBERTa: with the transform)."""
+    h = config.hidden_size
+    shapes = {}
+    if config.model_type != "bert-generation":
+        shapes = {"lm_head.transform.dense.weight": (h, h), "lm_head.transform.dense.bias": (h,),
+                  "lm_head.transform.LayerNorm.weight": (h,), "lm_head.transform.LayerNorm.bias": (h,)}
+    shapes["lm_head.decoder.weight"] = (config.vocab_size, h)
+    shapes["lm_head.bias"] = (config.vocab_size,)
+    return shapes
 
 
-def body_key(name: str) -> str:
-    """Reduce a checkpoint name to its body/head name: drop bert./roberta., rename gamma/beta."""
-    for prefix in _BODY_PREFIXES:
-        if name.startswith(prefix):
-            name = name[len(prefix):]
-            break
+def tree_name(name: str, family: str, lm: bool):
+    """A checkpoint name -> its tree name (body names bare, head names lm_head.*), or None
+    for a name this half has no place for.  A body under the family's base-model prefix
+    is found there, as transformers finds it (a BERT checkpoint's ``bert.`` body loads
+    into BertModel and BertGenerationEncoder alike); the head only for a causal LM."""
     if name.endswith(".gamma"):
         name = name[: -len("gamma")] + "weight"
     elif name.endswith(".beta"):
         name = name[: -len("beta")] + "bias"
-    if name == "lm_head.decoder.bias":  # the same tensor as lm_head.bias in transformers
-        name = "lm_head.bias"
+    prefix = BASE_MODEL_PREFIX[family] + "."
+    if name.startswith(prefix):
+        return name[len(prefix):]
+    for stored, ours in _HEAD_NAMES[family]:
+        if name == stored or (stored.endswith(".") and name.startswith(stored)):
+            return (ours + name[len(stored):]) if lm else None
+    return name
+
+
+def checkpoint_name(name: str, family: str, lm: bool) -> str:
+    """The inverse of :func:`tree_name`, for a name in a half's tree (decoder body under ``bert.``)."""
+    if not lm:
+        return name
+    if name.startswith("bert."):
+        return BASE_MODEL_PREFIX[family] + name[len("bert"):]
+    if family == "bert-generation":
+        return name
+    for stored, ours in _HEAD_NAMES[family]:
+        if name.startswith(ours) and (ours.endswith(".") or name == ours) and "decoder.bias" not in stored:
+            return stored + name[len(ours):]
     return name
 
 
@@ -126,19 +172,20 @@ def _summarise(names):
 _LAYER = re.compile(r"\.layer\.(\d+)\.")
 
 
-def select(state: dict, shapes: dict, source: str, report: LoadReport, *, strip: str = "") -> dict:
-    """Pick the tensors named in ``shapes`` out of ``state`` (names under ``strip``).
+def select(state: dict, shapes: dict, source: str, report: LoadReport, *, family: str, lm: bool,
+           strip: str = "") -> dict:
+    """Pick the tensors named in ``shapes`` (tree names) out of ``state`` (names under ``strip``).
 
-    Returns {name: array} for those found; shape mismatches are errors naming the key
+    Returns {tree name: array} for those found; shape mismatches are errors naming the key
     and both shapes; found-but-unwanted names go to ``report.unexpected``.
     """
     found = {}
     for raw_name, array in state.items():
         if not raw_name.startswith(strip):
             continue
-        name = body_key(raw_name[len(strip):])
+        name = tree_name(raw_name[len(strip):], family, lm)
         if name not in shapes:
-            if not name.endswith("position_ids"):  # a non-persistent buffer some files carry
+            if name is None or not name.endswith("position_ids"):  # a non-persistent buffer some files carry
                 report.unexpected.append(raw_name)
             continue
         if tuple(array.shape) != tuple(shapes[name]):

@@ -19,8 +19,9 @@ step is written to have fixed shapes and fixed addresses:
   each replay; the intermediate arrays live in a memory pool private to the graph, so
   nothing else can reuse their memory between replays.
 
-The model code itself is unchanged: the captured step is model.bert_stack + lm_head,
-called with those buffers and a cache whose ``update_self`` writes in place.  The first
+The model code itself is unchanged: the captured step is model.decoder_step, the same
+function the eager loop calls, given those buffers and a cache view whose
+``update_self`` writes at the device-side position.  The first
 step (the prompt, several tokens) and the second (warm-up: compiles kernels and fills
 the private pool, then is captured) run eagerly; replays start at the third.  Anything
 the graph cannot do (relative position embeddings, which need host positions) falls
@@ -33,9 +34,8 @@ import warnings
 
 import numpy as np
 
-from .. import ops
-from ..cache import EncoderDecoderCache
-from ..model import bert_stack, lm_head
+from ..model import decoder_step
+from .lookup import using
 
 __all__ = ["GraphedDecoderStep", "graph_supported"]
 
@@ -44,7 +44,7 @@ def graph_supported(decoder, cache) -> bool:
     """Can this decoder's step be captured?  CuPy with the fused kernels on (the readable
     path calls cuBLAS, which CuPy will not capture), a cache, absolute positions, and
     float weights (quantized ones dequantize through cuBLAS)."""
-    if cache is None or decoder.device.kind != "cuda" or not ops.fused_kernels_enabled():
+    if cache is None or decoder.device.kind != "cuda" or decoder.kernels is None:
         return False
     if getattr(decoder.config, "quantization_config", None):
         return False
@@ -69,21 +69,25 @@ def _write_at(buffer, new, position):
     _write_kernel()(new, position, buffer.shape[2], buffer.shape[3], buffer)  # one thread per element of new
 
 
-class _StaticCache(EncoderDecoderCache):
-    """A view of an EncoderDecoderCache with full-capacity buffers and a device-side write position."""
+class _StaticCache:
+    """The cache as a captured step sees it: full-capacity buffers (the eager cache's own
+    arrays), each new key/value written at a position held in device memory."""
 
-    def __init__(self, cache: EncoderDecoderCache, position):
-        super().__init__(cache.num_layers, cache.capacity)
-        self.keys, self.values, self.cross = cache.keys, cache.values, cache.cross  # the same arrays
+    def __init__(self, cache, position):
+        self.cache = cache
         self.position = position  # int64 [1] on the device: where the new token goes
 
-    def update_self(self, layer, key, value):
-        _write_at(self.keys[layer], key, self.position)
-        _write_at(self.values[layer], value, self.position)
-        return self.keys[layer], self.values[layer]  # all of capacity: the mask hides the rest
+    def update_self(self, layer, key, value, start):
+        keys, values = self.cache.keys[layer], self.cache.values[layer]
+        _write_at(keys, key, self.position)  # `start` is the host position at capture: not used
+        _write_at(values, value, self.position)
+        return keys, values  # all of capacity: the mask hides the rest
 
-    def advance(self) -> None:
-        pass  # the host-side length is kept by the eager cache (GraphedDecoderStep)
+    def get_cross(self, layer):
+        return self.cache.get_cross(layer)
+
+    def set_cross(self, layer, key, value):
+        self.cache.set_cross(layer, key, value)
 
 
 class GraphedDecoderStep:
@@ -135,14 +139,14 @@ class GraphedDecoderStep:
         self.attention[:, :seen + 1] = base[:, :seen + 1]
         self.static_cache = _StaticCache(self.cache, self.write_position)
 
-    def _forward(self):
+    def _forward(self, seen):
         """One decode step on the fixed buffers: [rows, 1] token -> [rows, vocab] logits."""
         decoder = self.decoder
-        out = bert_stack(decoder.params["bert"], decoder.config, input_ids=self.token,
-                         attention_mask=self.attention, position_ids=self.positions,
-                         encoder_hidden_states=self.eager.encoder_states,
-                         encoder_attention_mask=self.eager.encoder_mask, cache=self.static_cache)
-        return lm_head(decoder.params["lm_head"], out["last_hidden_state"])[:, -1]
+        with using(decoder.kernels):
+            out = decoder_step(decoder.params, decoder.config, self.token, self.static_cache, seen,
+                               attention_mask=self.attention, position_ids=self.positions,
+                               encoder_states=self.eager.encoder_states, encoder_mask=self.eager.encoder_mask)
+        return out["logits"][:, -1]
 
     def _capture(self, ids, seen):
         cp = self.cupy
@@ -151,10 +155,10 @@ class GraphedDecoderStep:
         self.stream.wait_event(cp.cuda.get_current_stream().record())  # buffers, cache, ids are ready
         try:
             with cp.cuda.using_allocator(self.pool.malloc), self.stream:
-                warm = self._forward().copy()  # warm-up: this step's real result (compiles, fills the pool)
+                warm = self._forward(seen).copy()  # warm-up: this step's real result (compiles, fills the pool)
                 self.stream.begin_capture()
                 try:
-                    self.output = self._forward()  # recorded, not run; its memory stays ours
+                    self.output = self._forward(seen)  # recorded, not run; its memory stays ours
                 finally:
                     self.graph = self.stream.end_capture()
         except Exception as exc:  # any capture problem: decode eagerly from here on
@@ -164,7 +168,7 @@ class GraphedDecoderStep:
                           RuntimeWarning, stacklevel=3)
             return self.eager(ids)  # rewrites this step's keys/values at the same position
         cp.cuda.get_current_stream().wait_event(self.stream.record())
-        self.cache.length += 1  # the warm-up wrote this token's keys/values
+        self.cache.set_seq_length(seen + 1)  # the warm-up wrote this token's keys/values
         return warm
 
     def _replay(self, ids, seen):
@@ -179,5 +183,5 @@ class GraphedDecoderStep:
             self.graph.launch(self.stream)
             logits = self.output.copy()  # the next replay overwrites self.output
         cp.cuda.get_current_stream().wait_event(self.stream.record())
-        self.cache.length += 1
+        self.cache.set_seq_length(seen + 1)
         return logits

@@ -92,12 +92,19 @@ _SOFTMAX = r"""
 HALF_HEADER
 typedef TYPE T;      // scores and mask
 typedef OUTTYPE U;   // probabilities
-// probs[row] = softmax(scores[row] / divisor + mask[row]) over the last axis; one warp per row.
-// scores [batch, heads, queries, keys] contiguous; mask [batch, 1, mask_queries, keys]
-// (mask_queries is 1 or queries) or absent.  Float32 throughout, as ops.softmax.
+// probs[row] = softmax(max(scores[row] / divisor + mask[row], lowest)) over the last axis; one
+// warp per row.  scores [batch, heads, queries, keys] contiguous; mask [batch, 1, mask_queries,
+// keys] (mask_queries is 1 or queries) or absent.  Float32 throughout, as ops.masked_softmax;
+// `lowest` is the mask dtype's most negative value (a masked score saturates there, as
+// ops.masked_softmax explains).
+__device__ __forceinline__ float masked_score(const T* scores, const T* mrow, size_t base, int j,
+                                              float divisor, float lowest) {
+    float v = (float)scores[base + j] / divisor;
+    return mrow ? fmaxf(v + (float)mrow[j], lowest) : v;
+}
 extern "C" __global__ void masked_softmax(const T* scores, const T* mask, U* probs, const int rows,
                                           const int keys, const int heads, const int queries,
-                                          const int mask_queries, const float divisor) {
+                                          const int mask_queries, const float divisor, const float lowest) {
     const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     const int lane = threadIdx.x % 32;
     if (row >= rows) return;
@@ -109,16 +116,15 @@ extern "C" __global__ void masked_softmax(const T* scores, const T* mask, U* pro
     }
     float largest = __int_as_float(0xff800000);  // -infinity
     for (int j = lane; j < keys; j += 32)
-        largest = fmaxf(largest, (float)scores[base + j] / divisor + (mrow ? (float)mrow[j] : 0.0f));
+        largest = fmaxf(largest, masked_score(scores, mrow, base, j, divisor, lowest));
     for (int offset = 16; offset > 0; offset >>= 1)
         largest = fmaxf(largest, __shfl_xor_sync(0xffffffffu, largest, offset));
     float total = 0.0f;
     for (int j = lane; j < keys; j += 32)
-        total += expf((float)scores[base + j] / divisor + (mrow ? (float)mrow[j] : 0.0f) - largest);
+        total += expf(masked_score(scores, mrow, base, j, divisor, lowest) - largest);
     for (int offset = 16; offset > 0; offset >>= 1) total += __shfl_xor_sync(0xffffffffu, total, offset);
     for (int j = lane; j < keys; j += 32)
-        probs[base + j] = (U)(expf((float)scores[base + j] / divisor + (mrow ? (float)mrow[j] : 0.0f)
-                                   - largest) / total);
+        probs[base + j] = (U)(expf(masked_score(scores, mrow, base, j, divisor, lowest) - largest) / total);
 }
 """
 
@@ -279,7 +285,7 @@ def masked_softmax(scores, mask=None, divisor=1.0, out_dtype=None):
         warps = 4
         kernel(((rows + warps - 1) // warps,), (32 * warps,),
                (scores, _NULL if mask is None else mask, out, np.int32(rows), np.int32(keys), np.int32(heads), np.int32(queries),
-                np.int32(mask_queries), np.float32(divisor)))
+                np.int32(mask_queries), np.float32(divisor), np.float32(np.finfo(scores.dtype).min)))
     return out
 
 

@@ -16,7 +16,7 @@ import contextlib
 import contextvars
 import functools
 
-__all__ = ["replaceable", "using", "active_kernels"]
+__all__ = ["replaceable", "using", "active_kernels", "runs_with_model_kernels"]
 
 _ACTIVE = contextvars.ContextVar("minibertgen_kernels", default=None)
 
@@ -48,3 +48,15 @@ def using(kernels):
 def active_kernels():
     """The kernel table in force here (None: the plain reference)."""
     return _ACTIVE.get()
+
+
+def runs_with_model_kernels(call):
+    """Decorate a model's ``__call__``: its forward pass runs with the model's kernel table
+    (``self.kernels``, chosen for the device its weights were placed on)."""
+
+    @functools.wraps(call)
+    def forward(self, *args, **kwargs):
+        with using(self.kernels):
+            return call(self, *args, **kwargs)
+
+    return forward

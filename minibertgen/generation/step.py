@@ -1,8 +1,9 @@
 """The model step the search loops call: ``step(ids) -> logits`` around the decoder and its cache.
 
-Two implementations: :class:`DecoderStep` runs the decoder eagerly (any backend) and can
-record per-layer outputs as it goes; cuda_graph.GraphedDecoderStep replays a captured
-CUDA graph on the GPU and returns logits only.  :func:`make_step` picks one.
+Both run model.decoder_step, the one definition of a decoding step: :class:`DecoderStep`
+calls it eagerly (any backend) and can record per-layer outputs as it goes;
+fast/cuda_graph.GraphedDecoderStep captures that same call in a CUDA graph on the GPU and
+replays it, returning logits only.  :func:`make_step` picks one.
 """
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import numpy as np
 
 from ..backend import array_module
 from ..fast.cuda_graph import GraphedDecoderStep, graph_supported
+from ..fast.lookup import using
+from ..model import decoder_step
 
 __all__ = ["DecoderStep", "recorded_outputs", "wants_cuda_graph", "make_step"]
 
@@ -73,22 +76,26 @@ class DecoderStep:
             self.mask = xp.ones((prompt_mask.shape[0], max_length), dtype=np.int64)
             self.mask[:, :prompt_mask.shape[1]] = prompt_mask
 
-    def __call__(self, ids):
-        cur_len = ids.shape[1]
-        seen = self.cache.get_seq_length() if self.cache is not None else 0
-        inputs = dict(input_ids=ids[:, seen:], past_key_values=self.cache, use_cache=self.cache is not None)
-        if self.encoder_states is not None:
-            inputs.update(encoder_hidden_states=self.encoder_states, encoder_attention_mask=self.encoder_mask)
+    def inputs(self, ids, seen):
+        """decoder_step's keyword arguments for the tokens after the first ``seen`` of ids [rows, cur_len]."""
+        inputs = dict(encoder_states=self.encoder_states, encoder_mask=self.encoder_mask,
+                      output_attentions="attentions" in self.records,
+                      output_hidden_states="hidden_states" in self.records)
         if self.mask is not None:
-            mask = self.mask[:, :cur_len]  # [rows, cur_len]
+            mask = self.mask[:, :ids.shape[1]]  # [rows, cur_len]
             positions = mask.cumsum(axis=-1) - 1
             positions[mask == 0] = 1
             inputs.update(attention_mask=mask, position_ids=positions[:, seen:])
-        if "attentions" in self.records:
-            inputs.update(output_attentions=True)
-        if "hidden_states" in self.records:
-            inputs.update(output_hidden_states=True)
-        out = self.decoder(**inputs)
+        else:
+            inputs.update(attention_mask=None)  # bert_stack: every token seen, causally
+        return inputs
+
+    def __call__(self, ids):
+        seen = self.cache.get_seq_length() if self.cache is not None else 0
+        decoder = self.decoder
+        with using(decoder.kernels):
+            out = decoder_step(decoder.params, decoder.config, ids[:, seen:], self.cache, seen,
+                               **self.inputs(ids, seen))
         for name, steps in self.records.items():
             steps.append(out[name])  # tuple over layers (hidden states: layers + 1)
         return out["logits"][:, -1]  # [rows, vocab]

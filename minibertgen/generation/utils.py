@@ -325,8 +325,7 @@ def prepare_seq2seq(model, input_ids, attention_mask, extra, tokens, config):
     batch = states.shape[0]
     if attention_mask is not None:
         attention_mask = as_mask(attention_mask, "attention_mask", device, states.dtype, states.shape[:2])
-    if model.enc_to_dec_proj is not None:
-        states = linear(states, model.enc_to_dec_proj["weight"], model.enc_to_dec_proj["bias"])
+    states = model.project_encoder_states(states)  # [batch, src, dec_hidden]
     prompt = _decoder_prompt(model, extra.get("decoder_input_ids"), batch, tokens)
     return source, prompt, states, attention_mask, encoder_outputs
 

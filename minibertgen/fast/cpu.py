@@ -1,0 +1,136 @@
+"""CPU versions of the reference ops: the same numbers, computed the way OpenBLAS and
+the CPU cache like them.  Each function here replaces the ops.py function of the same
+name (fast/lookup.py) and falls back to it where it has no trick to play.
+
+Why each exists (measured figures: benchmarks/results and README):
+
+* ``linear``: one GEMM over all rows (NumPy's matmul on a 3-D x loops over the batch);
+  for a few rows (beam steps, short inputs) W @ x.T, which OpenBLAS runs faster than
+  x @ W.T; for a few rows times a tall weight (the LM head), 2 MiB of W at a time.
+  A weight stored transposed (layout.py) is already fastest as x @ W.T.
+* ``apply_activation``: GELU's dozen temporaries the size of x cost nearly as much as
+  the matmul before them, so the erf form runs in place on cache-sized blocks.
+* ``masked_softmax`` and ``layer_norm``: the reference's steps, in place in one buffer.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import ops
+
+__all__ = ["KERNELS"]
+
+FEW_ROWS = 96
+CHUNKED_ROWS, CHUNKED_OUT, CHUNK_BYTES = 32, 2048, 2 << 20
+
+
+def linear(x, weight, bias=None):
+    """ops.linear for NumPy arrays."""
+    if getattr(weight, "is_quantized", False):
+        return _add_bias(weight.rmatmul_t(x), bias)  # x @ W.T from packed 8/4-bit codes (quantization/)
+    rows = x.reshape(-1, x.shape[-1])  # [..., in] -> [rows, in]
+    if 1 < rows.shape[0] <= FEW_ROWS and weight.flags.c_contiguous:
+        if rows.shape[0] <= CHUNKED_ROWS and weight.shape[0] >= CHUNKED_OUT:
+            y = tall_weight_in_chunks(weight, rows)
+        else:
+            y = np.ascontiguousarray((weight @ rows.T).T)  # [out, rows] -> [rows, out]
+    else:
+        y = rows @ weight.T  # [rows, in] @ [in, out] -> [rows, out]
+    return _add_bias(y.reshape(*x.shape[:-1], weight.shape[0]), bias)  # -> [..., out]
+
+
+def tall_weight_in_chunks(weight, rows):
+    """W @ x.T for a tall W [out, in] and a few rows x [rows, in], 2 MiB of W at a time.
+
+    Given all of a tall weight in one call, OpenBLAS streams it slower than in blocks of
+    rows; each block is the same product over its rows of W, so the numbers are the same.
+    -> [rows, out]
+    """
+    out = np.empty((weight.shape[0], rows.shape[0]), dtype=np.result_type(weight.dtype, rows.dtype))  # [out, rows]
+    step = max(1, CHUNK_BYTES // (weight.shape[1] * weight.itemsize))  # rows of W per block
+    for start in range(0, weight.shape[0], step):
+        np.matmul(weight[start:start + step], rows.T, out=out[start:start + step])
+    return np.ascontiguousarray(out.T)
+
+
+def _add_bias(y, bias):
+    if bias is not None:
+        y += bias
+    return y
+
+
+def layer_norm(x, weight, bias, eps, residual=None):
+    """ops.layer_norm with its steps done in place in one float32 buffer."""
+    if residual is not None:
+        x = x + residual
+    work = x.astype(np.promote_types(x.dtype, np.float32), copy=False)
+    mean = work.mean(axis=-1, keepdims=True)  # [..., 1]
+    centered = work - mean  # a new array: the in-place steps below only touch it
+    variance = (centered * centered).mean(axis=-1, keepdims=True)  # [..., 1]
+    centered /= np.sqrt(variance + eps)
+    centered *= weight
+    centered += bias
+    return centered.astype(x.dtype, copy=False)
+
+
+def masked_softmax(scores, mask=None, divisor=1.0, dtype=None):
+    """ops.masked_softmax in place: ``scores`` is the caller's fresh array (attention's q . k)."""
+    scores = scores.astype(np.promote_types(scores.dtype, np.float32), copy=False)  # float32 from here on
+    scores /= divisor
+    if mask is not None:
+        scores += mask
+        np.maximum(scores, np.finfo(mask.dtype).min, out=scores)  # see ops.masked_softmax
+    scores -= scores.max(axis=-1, keepdims=True)
+    np.exp(scores, out=scores)
+    scores /= scores.sum(axis=-1, keepdims=True)
+    return scores if dtype is None else scores.astype(dtype, copy=False)
+
+
+def apply_activation(fn, x):
+    """ops.apply_activation, with the erf GELU computed in place on cache-sized blocks."""
+    if fn is not ops.gelu:
+        return ops.apply_activation.reference(fn, x)
+    flat = np.ascontiguousarray(x, dtype=np.promote_types(x.dtype, np.float32)).reshape(-1)  # float32 at least
+    out = np.empty_like(flat)
+    for start in range(0, flat.size, BLOCK):
+        gelu_block(flat[start:start + BLOCK], out[start:start + BLOCK])
+    return out.reshape(x.shape).astype(x.dtype, copy=False)
+
+
+BLOCK = 65536  # elements: 256 KiB of float32, a few buffers fit in a 2 MiB L2 cache
+
+
+def gelu_block(x, out):
+    """ops.gelu of one block into ``out``, in place in one scratch buffer:
+        t = 1 / (1 + p|z|),  poly = t (a1 + t (a2 + ...)),  erf|z| = 1 - poly exp(-z^2)
+    """
+    z = x * (1.0 / math.sqrt(2.0))  # the one scratch buffer
+    np.abs(z, out=z)
+    square = z * z  # z^2, needed for exp(-z^2)
+    z *= ops.ERF_P
+    z += 1.0
+    np.reciprocal(z, out=z)  # t
+    a1, a2, a3, a4, a5 = ops.ERF_A
+    poly = np.multiply(z, a5, out=out)  # Horner's rule, in place
+    for coefficient in (a4, a3, a2, a1):
+        poly += coefficient
+        poly *= z
+    np.negative(square, out=square)
+    np.exp(square, out=square)
+    poly *= square  # 1 - erf(|z|)
+    np.subtract(1.0, poly, out=poly)  # erf(|z|)
+    np.copysign(poly, x, out=poly)  # erf(z): odd function, sign of x
+    poly += 1.0
+    poly *= x
+    poly *= 0.5
+    return poly
+
+
+KERNELS = {
+    "linear": linear,
+    "layer_norm": layer_norm,
+    "masked_softmax": masked_softmax,
+    "apply_activation": apply_activation,
+}

@@ -1,0 +1,172 @@
+"""transformers' model surface that is not the forward pass: embedding accessors, vocabulary
+resizing, step inputs, and the legacy rule that rebuilds a generation config from the
+model config.  Kept apart so that modeling.py stays the classes and their forward calls.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from .backend import array_module
+
+__all__ = ["EmbeddingsSurface", "resize_vocabulary", "step_inputs", "legacy_generation_config",
+           "non_default_generation_parameters"]
+
+
+class EmbeddingsSurface:
+    """What ``get_input_embeddings()`` / ``get_output_embeddings()`` return: the model's own
+    ``{"weight": [rows, hidden]}`` node, seen as transformers' nn.Embedding / nn.Linear is
+    (``.weight``, ``num_embeddings``, ``embedding_dim``).  Reading ``.weight`` gives the array
+    the model computes with; assigning it replaces that array in the model."""
+
+    def __init__(self, node: dict):
+        self._node = node
+
+    @property
+    def weight(self):
+        return self._node["weight"]
+
+    @weight.setter
+    def weight(self, value):
+        self.replace(value, self._node["weight"].shape[1])
+
+    @property
+    def num_embeddings(self) -> int:
+        return int(self._node["weight"].shape[0])
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self._node["weight"].shape[1])
+
+    def replace(self, value, hidden: int) -> None:
+        weight = value.weight if isinstance(value, EmbeddingsSurface) else value
+        if getattr(weight, "ndim", None) != 2 or weight.shape[1] != hidden:
+            raise ValueError(f"embeddings: expected a [vocab, {hidden}] matrix, got shape "
+                             f"{tuple(getattr(weight, 'shape', ()))}")
+        self._node["weight"] = weight
+
+
+def resize_vocabulary(model, new_num_tokens, pad_to_multiple_of=None, mean_resizing=True):
+    """model.resize_token_embeddings: word embeddings (and a head's projection and bias) to
+    ``new_num_tokens`` rows; config.vocab_size follows; a tied head stays the embeddings.
+
+    New rows: with mean_resizing (transformers' default) the mean of the old rows, which is
+    what transformers draws them around (its covariance is scaled by 1e-9); else
+    N(0, initializer_range).  New bias entries: the old bias' mean (mean_resizing) or 0.
+    """
+    config = model.config
+    old = model.get_input_embeddings()
+    if new_num_tokens is None and pad_to_multiple_of is None:
+        return old
+    rows = old.num_embeddings if new_num_tokens is None else new_num_tokens
+    if isinstance(rows, bool) or not isinstance(rows, (int, np.integer)) or rows <= 0:
+        raise ValueError(f"new_num_tokens={new_num_tokens!r}: expected a positive integer")
+    if pad_to_multiple_of is not None:
+        if isinstance(pad_to_multiple_of, bool) or not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of <= 0:
+            raise ValueError(f"pad_to_multiple_of={pad_to_multiple_of!r}: expected a positive integer")
+        rows = -(-rows // pad_to_multiple_of) * pad_to_multiple_of
+    rng = np.random.default_rng()
+    head = model.get_output_embeddings()
+    tied = head is not None and head.weight is old.weight
+    new_table = _resized(old.weight, rows, mean_resizing, config.initializer_range, rng)
+    old._node["weight"] = new_table
+    if head is not None:
+        head._node["weight"] = new_table if tied else _resized(head.weight, rows, mean_resizing,
+                                                               config.initializer_range, rng)
+        bias = model.params["lm_head"]["bias"]
+        model.params["lm_head"]["bias"] = _resized_bias(bias, rows, mean_resizing)
+    config.vocab_size = int(rows)
+    return model.get_input_embeddings()
+
+
+def _resized(weight, rows, mean_resizing, std, rng):
+    xp = array_module(weight)
+    old_rows = weight.shape[0]
+    if rows <= old_rows:
+        return xp.ascontiguousarray(weight[:rows])
+    if mean_resizing:
+        extra = xp.broadcast_to(weight.astype(np.float32).mean(axis=0), (rows - old_rows, weight.shape[1]))
+    else:
+        extra = xp.asarray(rng.normal(0.0, std, size=(rows - old_rows, weight.shape[1])))
+    return xp.concatenate([weight, extra.astype(weight.dtype)], axis=0)  # [rows, hidden]
+
+
+def _resized_bias(bias, rows, mean_resizing):
+    xp = array_module(bias)
+    if rows <= bias.shape[0]:
+        return xp.ascontiguousarray(bias[:rows])
+    fill = float(bias.astype(np.float32).mean()) if mean_resizing else 0.0
+    return xp.concatenate([bias, xp.full(rows - bias.shape[0], fill, dtype=bias.dtype)])  # [rows]
+
+
+def step_inputs(input_ids, past_key_values, attention_mask, extra) -> dict:
+    """prepare_inputs_for_generation: the ids the cache has not seen, the cache and the mask;
+    with a mask (a decoder used alone) position ids from it, as transformers derives them."""
+    seen = past_key_values.get_seq_length() if past_key_values is not None else 0
+    inputs = {"input_ids": input_ids[:, seen:], "past_key_values": past_key_values,
+              "attention_mask": attention_mask, "use_cache": extra.pop("use_cache", True)}
+    if attention_mask is not None and extra.get("position_ids") is None:
+        xp = array_module(attention_mask)
+        mask = xp.asarray(attention_mask).astype(np.int64)
+        positions = mask.cumsum(axis=-1) - 1  # [batch, seq]
+        positions[mask == 0] = 1
+        inputs["position_ids"] = positions[:, seen:]
+    inputs.update({k: v for k, v in extra.items() if v is not None})
+    return inputs
+
+
+# transformers' PretrainedConfig._get_global_generation_defaults (4.57)
+_GLOBAL_GENERATION_DEFAULTS = {
+    "max_length": 20, "min_length": 0, "do_sample": False, "early_stopping": False, "num_beams": 1,
+    "temperature": 1.0, "top_k": 50, "top_p": 1.0, "typical_p": 1.0, "repetition_penalty": 1.0,
+    "length_penalty": 1.0, "no_repeat_ngram_size": 0, "encoder_no_repeat_ngram_size": 0, "bad_words_ids": None,
+    "num_return_sequences": 1, "output_scores": False, "return_dict_in_generate": False,
+    "forced_bos_token_id": None, "forced_eos_token_id": None, "remove_invalid_values": False,
+    "exponential_decay_length_penalty": None, "suppress_tokens": None, "begin_suppress_tokens": None,
+    "num_beam_groups": 1, "diversity_penalty": 0.0,
+}
+
+
+def non_default_generation_parameters(model_config) -> dict:
+    """Generation parameters the model config (its top level) holds with non-default values."""
+    found = {}
+    for name, default in _GLOBAL_GENERATION_DEFAULTS.items():
+        value = getattr(model_config, name, None)
+        if value is not None and value != default:
+            found[name] = value
+    return found
+
+
+def _snapshot(generation_config) -> dict:
+    data = generation_config.to_dict()
+    data.pop("transformers_version", None)
+    return data
+
+
+def legacy_generation_config(model, current):
+    """transformers' legacy rule, applied where generate() reads ``model.generation_config``.
+
+    When the generation config was derived from the model config (``_from_model_config``,
+    e.g. generation_config.json written that way), has not been changed since it was made,
+    and the model config now holds non-default generation parameters (the warm-starting
+    guide sets ``config.num_beams``, ``max_length``, ``decoder_start_token_id``, ... on the
+    model after making it), the generation config is rebuilt from the model config, with
+    transformers' warning, and kept.
+    """
+    if not getattr(current, "_from_model_config", False):
+        return current
+    snapshot = getattr(model, "_generation_snapshot", None)
+    if snapshot is None:
+        model._generation_snapshot = snapshot = _snapshot(current)
+    if _snapshot(current) != snapshot or not non_default_generation_parameters(model.config):
+        return current
+    rebuilt = type(current).from_model_config(model.config)
+    if _snapshot(rebuilt) == snapshot:
+        return current
+    warnings.warn(f"model.config holds generation settings ({', '.join(non_default_generation_parameters(model.config))}) "
+                  "that the generation config made from it lacks: it is rebuilt from model.config, as transformers "
+                  "4.57 does (a legacy rule; set model.generation_config instead)", UserWarning, stacklevel=3)
+    model._generation_config = rebuilt
+    model._generation_snapshot = _snapshot(rebuilt)
+    return rebuilt
