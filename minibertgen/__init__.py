@@ -9,6 +9,8 @@ from .cache import EncoderDecoderCache
 from .config import BertConfig, BertGenerationConfig, EncoderDecoderConfig, PretrainedConfig, RobertaConfig
 from .encoder_decoder import EncoderDecoderModel
 from .generation import GenerationConfig, GenerationMixin
+from .generation.processors import *  # noqa: F401,F403 (LogitsProcessorList, TopKLogitsWarper, ...)
+from .generation.processors import __all__ as _processor_names
 from .ops import set_fused_kernels
 from .modeling import (BertGenerationDecoder, BertGenerationEncoder, BertLMHeadModel, BertModel, PreTrainedModel,
                        RobertaForCausalLM, RobertaModel)
@@ -53,4 +55,5 @@ __all__ = [
     "pipeline",
     "set_fused_kernels",
     "set_progress_bars",
+    *_processor_names,
 ]

@@ -1,5 +1,7 @@
 """Text generation: GenerationConfig, logits processors, greedy/sampling/beam search, generate()."""
 from .config import GenerationConfig
+from .processors import *  # noqa: F401,F403 (transformers' processor classes)
+from .processors import __all__ as _processor_names
 from .utils import GenerationMixin
 
-__all__ = ["GenerationConfig", "GenerationMixin"]
+__all__ = ["GenerationConfig", "GenerationMixin", *_processor_names]

@@ -83,7 +83,7 @@ def typical(ids, scores, mass, keep=1):
     xp = array_module(scores)
     logp = log_softmax(scores, axis=-1)  # [rows, vocab]
     probs = xp.exp(logp)
-    entropy = -xp.nansum(logp * probs, axis=-1, keepdims=True)  # [rows, 1]; 0 * -inf counts as 0
+    entropy = -(xp.where(probs > 0, logp, 0.0) * probs).sum(axis=-1, keepdims=True)  # [rows, 1]; 0 log 0 = 0
     distance = xp.abs(-logp - entropy)  # [rows, vocab]
     order = xp.argsort(distance, axis=-1, kind="stable")  # [rows, vocab] most typical first
     sorted_distance = xp.take_along_axis(distance, order, axis=-1)
@@ -110,7 +110,7 @@ def eta_cutoff(ids, scores, epsilon, keep=1):
     xp = array_module(scores)
     logp = log_softmax(scores, axis=-1)  # [rows, vocab]
     probs = softmax(scores, axis=-1)
-    entropy = -xp.where(probs > 0, probs * logp, 0.0).sum(axis=-1, keepdims=True)  # [rows, 1]
+    entropy = -(xp.where(probs > 0, logp, 0.0) * probs).sum(axis=-1, keepdims=True)  # [rows, 1]; 0 log 0 = 0
     eta = xp.minimum(xp.float32(epsilon), xp.float32(np.sqrt(epsilon)) * xp.exp(-entropy))  # [rows, 1]
     drop = (probs < eta) & (scores < _kth_largest(scores, keep))
     return xp.where(drop, NEG_INF, scores)
