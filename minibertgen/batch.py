@@ -23,7 +23,8 @@ from typing import Iterable, Iterator
 
 from .progress import progress
 
-__all__ = ["Row", "RowResult", "Summary", "RowFailed", "generate_rows", "rows_from_texts", "DEFAULT_WINDOW_BATCHES"]
+__all__ = ["Row", "RowResult", "Summary", "RowFailed", "generate_rows", "rows_from_texts", "chunked",
+           "DEFAULT_WINDOW_BATCHES"]
 
 DEFAULT_WINDOW_BATCHES = 32  # a window holds this many batches: enough to sort, small enough to stream
 
@@ -98,11 +99,12 @@ def generate_rows(generator, rows: Iterable[Row], batch_size: int = 1, *, window
     options = dict(return_tensors=return_tensors, clean_up=clean_up_tokenization_spaces,
                    generate_kwargs=generate_kwargs)
     job = _Job(generator, batch_size, sort_by_length, errors, truncation, options)
-    results = (result for chunk in _chunks(rows, window) for result in job.run_window(chunk))
+    results = (result for chunk in chunked(rows, window) for result in job.run_window(chunk))
     yield from progress(results, desc=desc or generator.task, unit="row", min_items=8, total=total)
 
 
-def _chunks(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
+def chunked(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
+    """Lists of up to ``size`` rows, read from ``rows`` one list at a time."""
     iterator = iter(rows)
     while chunk := list(islice(iterator, size)):
         yield chunk
