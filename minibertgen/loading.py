@@ -104,9 +104,8 @@ def seq2seq_tie_pairs(config, encoder_names, decoder_names) -> list:
             raise ValueError(f"tie_encoder_decoder=True with encoder.num_hidden_layers="
                              f"{config.encoder.num_hidden_layers} and decoder.num_hidden_layers="
                              f"{config.decoder.num_hidden_layers}: minibertgen ties equal stacks only")
-        shared = set(decoder_names)
-        pairs += [("encoder." + name, "decoder.bert." + name) for name in encoder_names
-                  if "decoder.bert." + name in shared]
+        shared = set(decoder_names)  # tree names of the decoder, without "decoder."
+        pairs += [("encoder." + name, "decoder.bert." + name) for name in encoder_names if "bert." + name in shared]
     return pairs
 
 
