@@ -79,7 +79,7 @@ def _pipe_rows(stream):
 
 
 def _jsonl_rows(stream, column):
-    number = 0
+    number, pick = 0, _ColumnPick(column)
     for line_number, line in enumerate(stream, start=1):
         if not line.strip():
             continue
@@ -89,7 +89,7 @@ def _jsonl_rows(stream, column):
         except json.JSONDecodeError as exc:
             yield Row(number, None, line_number, f"the line is not valid JSON ({exc.msg} at column {exc.colno})")
             continue
-        yield _item_row(item, column, number, line_number)
+        yield _item_row(item, pick, number, line_number)
 
 
 def _json_rows(stream, column):
@@ -100,13 +100,26 @@ def _json_rows(stream, column):
             from None
     if not isinstance(items, list):
         raise ValueError(f"--format json: expected a JSON list of objects or strings, got {type(items).__name__}")
+    pick = _ColumnPick(column)
     for number, item in enumerate(items, start=1):
-        yield _item_row(item, column, number, None)
+        yield _item_row(item, pick, number, None)
 
 
-def _item_row(item, column, number, line):
+class _ColumnPick:
+    """The input field: --column, else chosen on the first object (its 'text', or its only field)."""
+
+    def __init__(self, column):
+        self.column = column
+
+    def __call__(self, fields: list, where: str) -> str:
+        if self.column is None:
+            self.column = _pick_column(fields, None, where)
+        return self.column
+
+
+def _item_row(item, pick, number, line):
     if isinstance(item, dict):
-        field = _pick_column(list(item), column, where=f"row {number}")
+        field = pick(list(item), where=f"row {number}")
         if field not in item:
             return Row(number, None, line, f"the object has no field {field!r} (fields: {sorted(item)})")
         return Row(number, item[field], line, text_error(item[field], field))

@@ -194,7 +194,7 @@ def main(argv=None, stdin=None, stdout=None, stderr=None) -> int:
     try:
         return run_command(args, stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr)
     except KeyboardInterrupt:
-        print("minibertgen: interrupted", file=sys.stderr)
+        print("minibertgen: interrupted", file=stderr or sys.stderr)
         return 130
     except Exception as exc:  # the CLI's contract: one line, no traceback (unless --debug)
         if args.debug:
