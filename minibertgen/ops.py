@@ -186,15 +186,17 @@ def masked_softmax(scores, mask=None, divisor=1.0, dtype=None):
     scores [batch, heads, queries, keys], additive ``mask`` broadcastable to it; computed in
     float32, returned in ``dtype`` (default: float32 at least).
 
-    A masked score is the mask dtype's most negative value, not below it: adding the mask
-    in float32 to a float16 model's scores would otherwise leave them distinguishable, and
-    a fully masked row would not be uniform as it is in float32 (and in transformers,
-    which adds in float16, where the sum saturates).
+    A masked score (the mask holds the dtype's most negative value there) becomes exactly
+    that value, whatever the score was: so a fully masked row is uniform in every dtype, as
+    in transformers (float32: adding -3.4e38 absorbs any score; float16, which it adds in
+    float16: -65504 + s rounds back to -65504).  Adding a float16 mask in float32 instead
+    would keep the scores distinguishable and the row not uniform.
     """
     xp = array_module(scores)
     work = scores.astype(np.promote_types(scores.dtype, np.float32)) / divisor
     if mask is not None:
-        work = xp.maximum(work + mask, xp.finfo(mask.dtype).min)
+        lowest = xp.finfo(mask.dtype).min
+        work = xp.where(mask == lowest, lowest, work + mask)
     probs = softmax(work, axis=-1)  # [batch, heads, queries, keys]
     return probs if dtype is None else probs.astype(dtype)
 

@@ -80,8 +80,9 @@ def masked_softmax(scores, mask=None, divisor=1.0, dtype=None):
     scores = scores.astype(np.promote_types(scores.dtype, np.float32), copy=False)  # float32 from here on
     scores /= divisor
     if mask is not None:
+        lowest = np.finfo(mask.dtype).min
         scores += mask
-        np.maximum(scores, np.finfo(mask.dtype).min, out=scores)  # see ops.masked_softmax
+        np.copyto(scores, lowest, where=mask == lowest)  # a masked score is exactly the minimum: ops.masked_softmax
     scores -= scores.max(axis=-1, keepdims=True)
     np.exp(scores, out=scores)
     scores /= scores.sum(axis=-1, keepdims=True)

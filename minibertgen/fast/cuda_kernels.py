@@ -92,15 +92,16 @@ _SOFTMAX = r"""
 HALF_HEADER
 typedef TYPE T;      // scores and mask
 typedef OUTTYPE U;   // probabilities
-// probs[row] = softmax(max(scores[row] / divisor + mask[row], lowest)) over the last axis; one
-// warp per row.  scores [batch, heads, queries, keys] contiguous; mask [batch, 1, mask_queries,
+// probs[row] = softmax(scores[row] / divisor + mask[row]) over the last axis; one warp per row.  scores [batch, heads, queries, keys] contiguous; mask [batch, 1, mask_queries,
 // keys] (mask_queries is 1 or queries) or absent.  Float32 throughout, as ops.masked_softmax;
-// `lowest` is the mask dtype's most negative value (a masked score saturates there, as
-// ops.masked_softmax explains).
+// `lowest` is the mask dtype's most negative value: a masked score is exactly that (as
+// ops.masked_softmax explains), so a fully masked row is uniform in every dtype.
 __device__ __forceinline__ float masked_score(const T* scores, const T* mrow, size_t base, int j,
                                               float divisor, float lowest) {
     float v = (float)scores[base + j] / divisor;
-    return mrow ? fmaxf(v + (float)mrow[j], lowest) : v;
+    if (!mrow) return v;
+    const float m = (float)mrow[j];
+    return m == lowest ? lowest : v + m;
 }
 extern "C" __global__ void masked_softmax(const T* scores, const T* mask, U* probs, const int rows,
                                           const int keys, const int heads, const int queries,
