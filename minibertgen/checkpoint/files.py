@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .errors import CheckpointError
 from .safetensors_io import read_safetensors
+from .saving import check_save_complete
 from .torch_pickle import read_torch_bin
 
 SAFETENSORS_FILE = "model.safetensors"
@@ -21,6 +22,7 @@ TORCH_FILE = "pytorch_model.bin"
 TORCH_INDEX = "pytorch_model.bin.index.json"
 _SEARCH_ORDER = (SAFETENSORS_FILE, SAFETENSORS_INDEX, TORCH_FILE, TORCH_INDEX)
 _TORCH_SUFFIXES = (".bin", ".pt", ".pth")
+_MAX_NAME = 1024  # longest shard name (a relative path) we accept; each part at most 255 (NAME_MAX)
 
 
 def find_weight_files(directory):
@@ -67,6 +69,7 @@ def _locate(directory):
     """Return (weight files, index file or None) for a checkpoint directory."""
     if not directory.is_dir():
         raise FileNotFoundError(f"checkpoint directory {directory} does not exist (or is not a directory)")
+    check_save_complete(directory)  # never a config of one save over the weights of another
     for name in _SEARCH_ORDER:
         candidate = directory / name
         if candidate.is_file():
@@ -84,6 +87,8 @@ def _read_weight_map(index):
         content = json.loads(index.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{index}: not valid UTF-8 JSON ({exc})") from exc
+    except RecursionError:
+        raise CheckpointError(f"{index}: nested too deeply to be a checkpoint index") from None
     weight_map = content.get("weight_map") if isinstance(content, dict) else None
     if not isinstance(weight_map, dict) or not all(
         isinstance(key, str) and isinstance(value, str) for key, value in weight_map.items()
@@ -99,12 +104,25 @@ def _shards_of(index):
         # Shards live beside the index; a name that climbs out ("../x", "/etc/x")
         # would make a downloaded checkpoint read arbitrary files.
         if Path(shard_name).is_absolute() or ".." in Path(shard_name).parts:
-            raise CheckpointError(f"{index}: shard name {shard_name!r} points outside the checkpoint directory")
+            raise CheckpointError(f"{index}: shard name {_short(shard_name)} points outside the checkpoint directory")
+        if len(shard_name) > _MAX_NAME or any(len(part) > 255 for part in Path(shard_name).parts):
+            raise CheckpointError(f"{index}: shard name {_short(shard_name)} has {len(shard_name)} characters; "
+                                  "expected a file name of at most 255 characters (path at most 1024)")
         shard = index.parent / shard_name
-        if not shard.is_file():
+        try:
+            exists = shard.is_file()
+        except (OSError, ValueError) as exc:  # e.g. a NUL byte in the name
+            raise CheckpointError(f"{index}: shard name {_short(shard_name)} is not a usable file name ({exc})") from None
+        if not exists:
             raise FileNotFoundError(f"{index} lists shard {shard_name!r}, but {shard} does not exist")
         shards.append(shard)
     return shards
+
+
+def _short(name, limit=80):
+    """A name for an error message: repr, cut in the middle when long."""
+    text = repr(name)
+    return text if len(text) <= limit else f"{text[:limit // 2]}...{text[-limit // 2:]}"
 
 
 def _merge(files):

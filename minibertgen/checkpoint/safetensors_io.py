@@ -15,13 +15,12 @@ Reading maps the file once with ``np.memmap`` and hands out read-only views of i
 so opening a multi-gigabyte checkpoint costs no copy and pages load on first touch.
 """
 import json
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 
 from .errors import CheckpointError
+from .saving import write_atomically
 
 # safetensors dtype code -> NumPy dtype (explicitly little-endian, as the format is).
 # BF16 is absent on purpose: NumPy has no bfloat16, see _bf16_to_float32.
@@ -228,6 +227,18 @@ def write_safetensors(tensors, path, metadata=None):
     half-written checkpoint behind (and never damages an existing one).
     """
     path = Path(path)
+    write = safetensors_writer(tensors, metadata)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(
+            f"write_safetensors: directory {path.parent} for path={str(path)!r} does not exist"
+        )
+    write_atomically(path, write)
+
+
+def safetensors_writer(tensors, metadata=None):
+    """Check ``tensors`` and ``metadata`` and return ``write(handle)``, which writes the
+    whole safetensors file to an open binary handle (save_pretrained writes every file
+    of a model this way before renaming any of them, see saving.py)."""
     metadata = {"format": "pt"} if metadata is None else metadata
     _check_metadata_argument(metadata)
     if not hasattr(tensors, "items"):
@@ -237,11 +248,7 @@ def write_safetensors(tensors, path, metadata=None):
         )
     arrays = {name: _to_host_array(name, value) for name, value in tensors.items()}
     header, ordered = _build_header(arrays, metadata)
-    if not path.parent.is_dir():
-        raise FileNotFoundError(
-            f"write_safetensors: directory {path.parent} for path={str(path)!r} does not exist"
-        )
-    _write_atomically(path, header, ordered)
+    return lambda handle: _write_payload(handle, header, ordered)
 
 
 def _check_metadata_argument(metadata):
@@ -304,22 +311,9 @@ def _build_header(arrays, metadata):
     return encoded, ordered
 
 
-def _write_atomically(path, header, ordered):
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    # os.open with mode 0o666 lets the umask decide permissions, like a normal file.
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    finished = False
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(len(header).to_bytes(8, "little"))
-            handle.write(header)
-            for _, array in ordered:
-                # A flat uint8 view writes the bytes without another full copy.
-                handle.write(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-        finished = True
-    finally:
-        if not finished:
-            temporary.unlink(missing_ok=True)
+def _write_payload(handle, header, ordered):
+    handle.write(len(header).to_bytes(8, "little"))
+    handle.write(header)
+    for _, array in ordered:
+        # A flat uint8 view writes the bytes without another full copy.
+        handle.write(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data)

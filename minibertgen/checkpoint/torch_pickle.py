@@ -27,6 +27,14 @@ import numpy as np
 from .errors import CheckpointError, UnsafePickleError
 from .safetensors_io import _bf16_to_float32
 
+# data.pkl is the pickled dict of tensor descriptions (a few MB for the largest models);
+# a larger declared size is refused before anything is inflated.
+_MAX_PICKLE_BYTES = 256 * 1024 * 1024
+# Elements that copies of views may take out of one storage: _COPY_FACTOR x its size, plus
+# a small allowance for tiny expanded tensors (a stride-0 view copies one element many times).
+_COPY_FACTOR = 4
+_COPY_ALLOWANCE = 1 << 20
+
 # torch storage class -> dtype of its elements in the file. BFloat16 is read as raw
 # uint16 bits and widened to float32 after rebuilding (NumPy has no bfloat16).
 _STORAGE_DTYPES = {
@@ -66,6 +74,7 @@ class _TensorUnpickler(pickle.Unpickler):
         self._archive, self._prefix, self._path = archive, prefix, path
         self._byteorder = byteorder
         self._storages = {}  # key -> _Storage; tensors that share storage share this
+        self._copied = {}  # key -> elements copied out of that storage so far
         self._allowed = {
             ("collections", "OrderedDict"): OrderedDict,
             ("torch._utils", "_rebuild_tensor_v2"): self._rebuild_tensor_v2,
@@ -104,21 +113,38 @@ class _TensorUnpickler(pickle.Unpickler):
     def _read_storage(self, storage_type, key, numel):
         member = f"{self._prefix}data/{key}"
         dtype = _STORAGE_DTYPES[storage_type.name].newbyteorder(self._byteorder)
+        expected = numel * dtype.itemsize
         try:
-            raw = self._archive.read(member)
+            declared = self._archive.getinfo(member).file_size
         except KeyError:
             message = f"{self._path}: storage {member!r} is missing from the archive"
             raise CheckpointError(message) from None
-        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-            message = f"{self._path}: storage {member!r} is corrupt ({exc})"
-            raise CheckpointError(message) from exc
-        if len(raw) < numel * dtype.itemsize:
+        # Checked before reading: a compressed member is inflated whole, so a tiny file
+        # could otherwise claim gigabytes (torch writes each storage at exactly numel x itemsize).
+        if declared != expected:
             raise CheckpointError(
                 f"{self._path}: storage {member!r} should hold {numel} x {storage_type.name} "
-                f"({numel * dtype.itemsize} bytes) but has {len(raw)} bytes (truncated?)"
+                f"({expected} bytes) but the archive says it has {declared} bytes"
+                + (" (truncated?)" if declared < expected else "")
             )
+        raw = _read_member(self._path, self._archive, member, expected)
         array = np.frombuffer(raw, dtype=dtype, count=numel)
         return _Storage(key, array, storage_type.is_bf16)
+
+    def _count_copy(self, storage, size):
+        """Copies out of one storage may add up to a few times its size (views that
+        overlap, such as ``expand``, copy some elements more than once), never more: a
+        few hundred bytes of pickle could otherwise ask for gigabytes of copies of one
+        small storage (a stride-0 view of 4 floats as 10000 x 10000)."""
+        copied = self._copied.get(storage.key, 0) + int(np.prod(size, dtype=object))
+        allowed = _COPY_FACTOR * storage.array.size + _COPY_ALLOWANCE
+        if copied > allowed:
+            raise CheckpointError(
+                f"{self._path}: tensor of size {tuple(size)} built from storage {storage.key!r} would bring the "
+                f"elements copied out of it to {copied}, but the storage holds {storage.array.size}: views that "
+                f"repeat a storage more than {_COPY_FACTOR} times (stride-0 or overlapping) are refused"
+            )
+        self._copied[storage.key] = copied
 
     def _rebuild_tensor_v2(self, storage, storage_offset, size, stride, *_grad_hooks_metadata):
         # requires_grad, backward hooks and tensor metadata mean nothing to NumPy.
@@ -144,7 +170,11 @@ class _TensorUnpickler(pickle.Unpickler):
             # Own the memory unless the tensor is exactly its whole storage: a view of a
             # shared or larger storage would otherwise keep all of it alive.
             spans_storage = storage_offset == 0 and view.size == source.size
-            tensor = view if spans_storage and view.flags.c_contiguous else view.copy()
+            if spans_storage and view.flags.c_contiguous:
+                tensor = view
+            else:
+                self._count_copy(storage, size)
+                tensor = view.copy()
         if not tensor.dtype.isnative:
             tensor = tensor.astype(tensor.dtype.newbyteorder("="))
         if storage.is_bf16:
@@ -200,17 +230,36 @@ def read_torch_bin(path):
     with _open_archive(path) as archive:
         prefix = _archive_prefix(path, archive)
         byteorder = _byteorder(path, archive, prefix)
-        try:
-            pickled = archive.read(f"{prefix}data.pkl")
-        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-            raise CheckpointError(f"{path}: {prefix}data.pkl is corrupt ({exc})") from exc
+        pickled = _read_member(path, archive, f"{prefix}data.pkl", _MAX_PICKLE_BYTES)
         unpickler = _TensorUnpickler(pickled, archive, prefix, path, byteorder)
         try:
             loaded = unpickler.load()
-        except (pickle.UnpicklingError, EOFError, TypeError, IndexError, KeyError,
-                AttributeError, UnicodeDecodeError) as exc:
+            return _flatten_tensors(path, loaded)
+        except CheckpointError:
+            raise
+        except RecursionError:
+            raise CheckpointError(f"{path}: data.pkl is nested too deeply to be a state dict") from None
+        except (pickle.UnpicklingError, EOFError, TypeError, IndexError, KeyError, ValueError,
+                AttributeError, UnicodeDecodeError) as exc:  # ValueError: e.g. EXT1, an unregistered extension
             raise CheckpointError(f"{path}: data.pkl is not a valid tensor pickle ({exc!r})") from exc
-    return _flatten_tensors(path, loaded)
+
+
+def _read_member(path, archive, member, limit):
+    """The bytes of one zip member, refused unread when the archive says it is over ``limit``."""
+    try:
+        declared = archive.getinfo(member).file_size
+    except KeyError:
+        raise CheckpointError(f"{path}: {member!r} is missing from the archive") from None
+    if declared > limit:
+        raise CheckpointError(f"{path}: {member!r} says it holds {declared} bytes, over the {limit} expected")
+    try:
+        with archive.open(member) as handle:
+            data = handle.read(limit + 1)  # never more than the limit, whatever the stream inflates to
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        raise CheckpointError(f"{path}: {member!r} is corrupt ({exc})") from exc
+    if len(data) != declared:
+        raise CheckpointError(f"{path}: {member!r} has {len(data)} bytes, but the archive says {declared}")
+    return data
 
 
 def _open_archive(path):
@@ -249,7 +298,7 @@ def _archive_prefix(path, archive):
 def _byteorder(path, archive, prefix):
     if f"{prefix}byteorder" not in archive.namelist():
         return "<"  # older torch wrote no byteorder record and only little-endian data
-    order = archive.read(f"{prefix}byteorder").decode("ascii", "replace").strip()
+    order = _read_member(path, archive, f"{prefix}byteorder", 16).decode("ascii", "replace").strip()
     if order not in ("little", "big"):
         raise CheckpointError(f"{path}: byteorder record says {order!r}, expected 'little' or 'big'")
     return "<" if order == "little" else ">"

@@ -168,7 +168,7 @@ CORRUPT_ARCHIVES = {
     "missing_storage": (dict_pickle({"w": tensor("FloatStorage", "0", 4, 0, (4,), (1,))}), {},
                         "storage 'archive/data/0' is missing"),
     "short_storage": (dict_pickle({"w": tensor("FloatStorage", "0", 4, 0, (4,), (1,))}),
-                      {"0": bytes(8)}, "should hold 4 x FloatStorage (16 bytes) but has 8 bytes"),
+                      {"0": bytes(8)}, "should hold 4 x FloatStorage (16 bytes) but the archive says it has 8 bytes"),
     "view_past_storage": (dict_pickle({"w": tensor("FloatStorage", "0", 4, 2, (4,), (1,))}),
                           {"0": bytes(16)}, "needs element 5 of storage '0', which has 4"),
     "malformed_view": (dict_pickle({"w": tensor("FloatStorage", "0", 4, -1, (4,), (1,))}),
