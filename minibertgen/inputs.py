@@ -10,7 +10,7 @@ import numpy as np
 
 from .backend import is_cupy_array, to_device, to_numpy
 
-__all__ = ["as_ids", "as_mask", "as_embeds", "as_head_mask"]
+__all__ = ["as_ids", "as_position_ids", "as_mask", "as_embeds", "as_head_mask"]
 
 
 def _host_view(value, name):
@@ -43,17 +43,34 @@ def as_ids(value, name, device, vocab_size=None, allow_ignore=False):
     return to_device(arr, device, dtype=np.int64)
 
 
-def as_mask(value, name, device, dtype, expected_shape):
-    """An attention mask of 0/1 with shape ``expected_shape`` (or [batch, q, k] when 3-D)."""
+def as_position_ids(value, name, device, max_positions, batch, seq):
+    """Position ids [batch, seq] (or [1, seq], shared by the batch, as transformers broadcasts them)."""
+    if value is None:
+        return None
+    ids = as_ids(value, name, device, max_positions)
+    if tuple(ids.shape) not in ((batch, seq), (1, seq)):
+        raise ValueError(f"{name} has shape {tuple(ids.shape)}: expected ({batch}, {seq}) [batch, seq] "
+                         f"or (1, {seq}), one position per input token")
+    return ids
+
+
+def as_mask(value, name, device, dtype, expected_shape, queries=None):
+    """An attention mask of 0/1 with shape ``expected_shape`` [batch, keys], or 3-D
+    [batch, queries, keys] (``queries``: the number of query positions, or 1 for all)."""
     if value is None:
         return None
     arr = _host_view(value, name)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} has dtype {arr.dtype} (None or text inside?): expected 0/1 as booleans, "
+                        "integers or floats")
+    batch, keys = expected_shape
     if arr.ndim == 2 and tuple(arr.shape) != tuple(expected_shape):
         raise ValueError(f"{name} has shape {tuple(arr.shape)}: expected {tuple(expected_shape)} "
                          "[batch, keys] to match the inputs")
-    if arr.ndim == 3 and (arr.shape[0], arr.shape[2]) != tuple(expected_shape):
-        raise ValueError(f"{name} has shape {tuple(arr.shape)}: expected [batch={expected_shape[0]}, "
-                         f"queries, keys={expected_shape[1]}]")
+    if arr.ndim == 3 and ((arr.shape[0], arr.shape[2]) != (batch, keys)
+                          or (queries is not None and arr.shape[1] not in (queries, 1))):
+        rows = "queries" if queries is None else f"queries={queries} (or 1)"
+        raise ValueError(f"{name} has shape {tuple(arr.shape)}: expected [batch={batch}, {rows}, keys={keys}]")
     if arr.ndim not in (2, 3):
         raise ValueError(f"{name} has shape {tuple(arr.shape)}: expected [batch, keys]")
     return to_device(arr, device, dtype=dtype)
@@ -75,7 +92,13 @@ def as_head_mask(value, name, device, dtype, layers, heads):
     """A head mask [heads] (every layer) or [layers, heads] -> [layers, heads]; 1 keeps a head."""
     if value is None:
         return None
-    arr = np.asarray(to_numpy(value), dtype=np.float64)
+    arr = _host_view(value, name)
+    if is_cupy_array(arr):
+        arr = arr.get()
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name}={value!r:.60}: expected numbers (1 keeps a head, 0 masks it) of shape "
+                        f"[{heads}] or [{layers}, {heads}]")
+    arr = np.asarray(arr, dtype=np.float64)
     if arr.shape == (heads,):
         arr = np.broadcast_to(arr, (layers, heads))
     if arr.shape != (layers, heads):
