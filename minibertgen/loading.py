@@ -23,8 +23,8 @@ import numpy as np
 from .backend import Device, parse_device, resolve_dtype, to_device
 from .checkpoint.files import load_state_dict
 from .checkpoint.hub import resolve_model_dir
-from .checkpoint.mapping import (LoadReport, body_shapes, checkpoint_name, flatten, head_shapes, initialise, select,
-                                 unflatten)
+from .checkpoint.mapping import (LoadReport, body_shapes, check_layer_count, checkpoint_name, flatten, head_shapes,
+                                 initialise, select, unflatten)
 from .fast.layout import arrange_for_cpu
 from .progress import progress
 
@@ -126,6 +126,7 @@ def half_weights(state, config, report: LoadReport, source: str, rng, *, lm: boo
     Weights the file lacks are initialised as transformers initialises them and reported
     (by their checkpoint names), except tied ones and those in ``skip`` (tied later).
     """
+    check_layer_count(state, config, source, strip)  # before any shape is listed (issue 17)
     shapes = expected_shapes(config, lm, pooler)
     wanted = {name[len("bert."):] if name.startswith("bert.") else name: shape for name, shape in shapes.items()}
     found = select(state, wanted, source, report, family=config.model_type, lm=lm, strip=strip)

@@ -27,8 +27,8 @@ import warnings
 
 import numpy as np
 
-__all__ = ["body_shapes", "head_shapes", "tree_name", "checkpoint_name", "select", "initialise", "unflatten",
-           "flatten", "LoadReport", "BASE_MODEL_PREFIX"]
+__all__ = ["body_shapes", "head_shapes", "tree_name", "checkpoint_name", "select", "check_layer_count", "initialise",
+           "unflatten", "flatten", "LoadReport", "BASE_MODEL_PREFIX"]
 
 # transformers' base_model_prefix of each family: a causal LM keeps its body under it.
 BASE_MODEL_PREFIX = {"bert-generation": "bert", "bert": "bert", "roberta": "roberta"}
@@ -193,8 +193,27 @@ def select(state: dict, shapes: dict, source: str, report: LoadReport, *, family
                 f"{source}: weight {raw_name!r} has shape {tuple(array.shape)} but the config "
                 f"expects {tuple(shapes[name])} for {name!r}"
             )
+        if not getattr(array, "is_quantized", False) and np.dtype(array.dtype).kind != "f":
+            raise ValueError(f"{source}: weight {raw_name!r} has dtype {np.dtype(array.dtype)}: expected a "
+                             "floating-point tensor (float32, float16 or bfloat16)")
         found[name] = array
     return found
+
+
+_STORED_LAYER = re.compile(r"(?:^|\.)encoder\.layer\.(\d+)\.")
+
+
+def check_layer_count(state: dict, config, source: str, strip: str = "") -> None:
+    """Refuse, before anything is built, a checkpoint holding fewer layers than the config asks
+    for: the rest would be random (num_hidden_layers=10**6 over a 2-layer file would start
+    initialising a million layers).  A state without layers (a fresh model) passes."""
+    stored = {int(match.group(1)) for name in state if name.startswith(strip)
+              for match in [_STORED_LAYER.search(name[len(strip):])] if match}
+    if stored and max(stored) + 1 < config.num_hidden_layers:
+        have = max(stored) + 1
+        raise ValueError(f"{source}: the checkpoint holds {have} layer(s) (encoder.layer.0-{have - 1}) but "
+                         f"num_hidden_layers={config.num_hidden_layers}: the other layers would be random. "
+                         f"Load it with num_hidden_layers={have} (or fewer)")
 
 
 def initialise(name: str, shape, config, rng) -> np.ndarray:
