@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import warnings
 from pathlib import Path
 
 __all__ = ["PretrainedConfig", "BertGenerationConfig", "BertConfig", "RobertaConfig", "EncoderDecoderConfig",
@@ -76,7 +77,8 @@ def _read_json(path: Path, what: str) -> dict:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: {what} is not UTF-8 text (byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r}); "
+        bad = exc.object[exc.start:exc.start + 1]
+        raise ValueError(f"{path}: {what} is not UTF-8 text (byte {exc.start} is {bad!r}); "
                          "expected a UTF-8 JSON file") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: {what} is not valid JSON ({exc})") from None
@@ -279,6 +281,10 @@ class PretrainedConfig:
 
         if kwargs.get("push_to_hub"):
             raise ValueError("push_to_hub=True: minibertgen never uploads; push the directory with huggingface-cli")
+        moved = {k: getattr(self, k) for k, v in GENERATION_DEFAULTS.items() if getattr(self, k, v) != v}
+        if moved:  # as transformers warns
+            warnings.warn(f"non-default generation parameters are set in the model config: {moved}; they belong "
+                          "in model.generation_config (generation_config.json)", UserWarning, stacklevel=2)
         return self.to_json_file(prepare_directory(save_directory) / CONFIG_NAME, use_diff=True)
 
     def __eq__(self, other):

@@ -153,3 +153,157 @@ def test_local_directory_wins_over_the_cache(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
     assert mb.BertGenerationConfig.from_pretrained("org/tiny").hidden_size == 4
+
+
+# -- issue 20: configs are data; issue 17: every bad config.json is a clear error -------------------
+def transformers_or_skip():
+    from conftest import require_module
+
+    require_module("torch")
+    return require_module("transformers")
+
+
+def test_hidden_size_37_is_accepted_at_creation_and_refused_by_the_model_as_in_transformers():
+    transformers = transformers_or_skip()
+    ours = mb.BertGenerationConfig(hidden_size=37, **TINY)
+    theirs = transformers.BertGenerationConfig(hidden_size=37, **TINY)
+    assert ours.hidden_size == theirs.hidden_size == 37
+    with pytest.raises(ValueError):
+        transformers.BertGenerationEncoder(theirs)
+    with pytest.raises(ValueError, match="hidden_size=37 is not divisible by num_attention_heads=16"):
+        mb.BertGenerationEncoder(ours)
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("layer_norm_eps", "1e-12", "layer_norm_eps='1e-12': expected a positive number"),
+    ("layer_norm_eps", None, "layer_norm_eps=None"),
+    ("layer_norm_eps", 0.0, "layer_norm_eps=0.0: expected a finite number > 0"),
+    ("layer_norm_eps", -1e-5, "layer_norm_eps=-1e-05"),
+    ("layer_norm_eps", float("inf"), "layer_norm_eps=inf"),
+    ("layer_norm_eps", float("nan"), "layer_norm_eps=nan"),
+    ("initializer_range", "0.02", "initializer_range='0.02': expected a non-negative number"),
+    ("initializer_range", -0.02, "initializer_range=-0.02: expected a finite number >= 0"),
+])
+def test_bad_numbers_are_named_when_a_model_is_built_or_loaded(tmp_path, name, value, message):
+    config = mb.BertGenerationConfig(hidden_size=8, num_attention_heads=2, **TINY, **{name: value})
+    with pytest.raises(ValueError, match=message):
+        mb.BertGenerationEncoder(config)
+    good = mb.BertGenerationEncoder(mb.BertGenerationConfig(hidden_size=8, num_attention_heads=2, **TINY))
+    good.save_pretrained(tmp_path)
+    data = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**data, name: value}))
+    with pytest.raises(ValueError, match=message):  # before any weight is read or initialised
+        mb.BertGenerationDecoder.from_pretrained(tmp_path, is_decoder=True)
+
+
+def test_config_json_that_is_not_utf8_names_the_file(tmp_path):
+    (tmp_path / "config.json").write_bytes(b'{"hidden_size": 8, "name": "\xff\xfe"}')
+    with pytest.raises(ValueError, match=r"config\.json: config\.json is not UTF-8 text \(byte 28"):
+        mb.BertGenerationConfig.from_pretrained(tmp_path)
+
+
+def test_config_json_nested_3000_deep_is_a_clear_error(tmp_path):
+    (tmp_path / "config.json").write_text('{"x": ' + "[" * 3000 + "]" * 3000 + "}")
+    with pytest.raises(ValueError, match="nested .*deep"):
+        mb.BertGenerationConfig.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text('{"x": ' + '{"a": ' * 300 + "1" + "}" * 300 + "}")
+    with pytest.raises(ValueError, match="nested more than 200 levels"):
+        mb.BertGenerationConfig.from_pretrained(tmp_path)
+
+
+def test_a_gpt2_config_warns_as_transformers_warns(tmp_path, caplog):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "hidden_size": 8,
+                                                      "num_attention_heads": 2}))
+    with caplog.at_level("WARNING", logger="minibertgen.config"):
+        config = mb.BertGenerationConfig.from_pretrained(tmp_path)
+    assert config.hidden_size == 8
+    assert "model of type gpt2 to instantiate a model of type bert-generation" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="minibertgen.config"):
+        mb.BertGenerationConfig.from_pretrained(tmp_path.parent / tmp_path.name / "config.json", model_type="x")
+    assert "gpt2" in caplog.text
+
+
+def test_to_json_file_from_json_file_and_the_saved_file_equal_transformers(tmp_path):
+    transformers = transformers_or_skip()
+    kwargs = dict(hidden_size=8, num_attention_heads=2, bos_token_id=5, is_decoder=True, num_labels=3,
+                  max_length=7, my_field=[1, 2])
+    ours, theirs = mb.BertGenerationConfig(**kwargs), transformers.BertGenerationConfig(**kwargs)
+    ours.to_json_file(tmp_path / "ours.json")
+    theirs.to_json_file(tmp_path / "theirs.json")
+    assert json.loads((tmp_path / "ours.json").read_text()) == json.loads((tmp_path / "theirs.json").read_text())
+    ours.to_json_file(tmp_path / "full.json", use_diff=False)
+    assert set(json.loads((tmp_path / "full.json").read_text())) >= set(theirs.to_dict()) - {"_name_or_path"}
+    again = mb.BertGenerationConfig.from_json_file(tmp_path / "theirs.json")
+    assert again == ours and again.id2label == {0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"}
+    with pytest.warns(UserWarning, match="non-default generation parameters.*max_length"):  # as transformers
+        ours.save_pretrained(tmp_path / "a")
+    with pytest.warns(UserWarning, match="max_length"):
+        theirs.save_pretrained(tmp_path / "b")
+    assert json.loads((tmp_path / "a" / "config.json").read_text()) == \
+        json.loads((tmp_path / "b" / "config.json").read_text())
+
+
+def test_encoder_decoder_config_saves_as_transformers_saves(tmp_path):
+    transformers = transformers_or_skip()
+
+    def build(lib):
+        half = dict(hidden_size=8, num_attention_heads=2, vocab_size=40)
+        return lib.EncoderDecoderConfig.from_encoder_decoder_configs(
+            lib.BertGenerationConfig(**half), lib.BertGenerationConfig(**half, bos_token_id=7),
+            decoder_start_token_id=2, pad_token_id=0)
+
+    build(mb).save_pretrained(tmp_path / "a")
+    build(transformers).save_pretrained(tmp_path / "b")
+    assert json.loads((tmp_path / "a" / "config.json").read_text()) == \
+        json.loads((tmp_path / "b" / "config.json").read_text())
+
+
+def test_labels_as_pretrained_config():
+    transformers = transformers_or_skip()
+    for kwargs in ({}, {"num_labels": 4}, {"id2label": {"0": "NEG", "1": "POS"}},
+                   {"id2label": {0: "A"}, "label2id": {"A": 0}}):
+        ours, theirs = mb.BertGenerationConfig(**kwargs), transformers.BertGenerationConfig(**kwargs)
+        assert (ours.num_labels, ours.id2label, ours.label2id) == (theirs.num_labels, theirs.id2label,
+                                                                  theirs.label2id), kwargs
+    config = mb.BertGenerationConfig()
+    config.num_labels = 3
+    assert config.id2label == {0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"} and "num_labels" not in config.to_dict()
+    with pytest.raises(ValueError, match="num_labels=3 and id2label"):
+        mb.BertGenerationConfig.from_dict({}, num_labels=3, id2label={0: "A"})
+    with pytest.raises(ValueError, match="id2label=.*expected a dict"):
+        mb.BertGenerationConfig(id2label=["A"])
+
+
+def test_generation_defaults_and_other_fields_of_pretrained_config():
+    transformers = transformers_or_skip()
+    theirs = transformers.BertGenerationConfig()
+    ours = mb.BertGenerationConfig()
+    defaults = transformers.PretrainedConfig._get_global_generation_defaults()
+    assert {k: getattr(ours, k) for k in defaults} == {k: getattr(theirs, k) for k in defaults}
+    for key in ("torchscript", "pruned_heads", "chunk_size_feed_forward", "finetuning_task", "problem_type",
+                "tokenizer_class", "prefix", "task_specific_params", "tf_legacy_loss", "use_bfloat16"):
+        assert getattr(ours, key) == getattr(theirs, key), key
+    assert mb.BertGenerationConfig(max_length=64).max_length == 64
+    with pytest.raises(ValueError, match="problem_type='ranking'"):
+        mb.BertGenerationConfig(problem_type="ranking")
+
+
+def test_get_text_config():
+    transformers = transformers_or_skip()
+    half = dict(hidden_size=8, num_attention_heads=2)
+    ours = mb.EncoderDecoderConfig.from_encoder_decoder_configs(mb.BertGenerationConfig(**half),
+                                                                 mb.BertGenerationConfig(**half))
+    theirs = transformers.EncoderDecoderConfig.from_encoder_decoder_configs(
+        transformers.BertGenerationConfig(**half), transformers.BertGenerationConfig(**half))
+    assert ours.get_text_config() is ours.decoder and theirs.get_text_config() is theirs.decoder
+    assert ours.get_text_config(decoder=True) is ours.decoder
+    single = mb.BertGenerationConfig(**half)
+    assert single.get_text_config() is single and single.get_text_config(encoder=True) is single
+
+
+def test_from_pretrained_subfolder(tmp_path):
+    mb.BertGenerationConfig(hidden_size=8, num_attention_heads=2).save_pretrained(tmp_path / "sub")
+    assert mb.BertGenerationConfig.from_pretrained(tmp_path, subfolder="sub").hidden_size == 8
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        mb.BertGenerationConfig.from_pretrained(tmp_path, subfolder="absent")
