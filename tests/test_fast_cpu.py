@@ -7,7 +7,7 @@ import pytest
 import minibertgen as mb
 
 from minibertgen import ops
-from minibertgen.fast import cpu
+from minibertgen.fast import cpu, threads
 
 
 @pytest.mark.parametrize("rows", [1, 2, 4, 32, 33, 96, 200])
@@ -101,3 +101,64 @@ def test_use_fast_kernels_refuses_non_bools():
     model = mb.EncoderDecoderModel.from_pretrained(FIXTURES / "random_seq2seq")
     with pytest.raises(TypeError, match="enabled='no'"):
         model.use_fast_kernels("no")
+
+
+# -- the two-core pool (fast/threads.py) ---------------------------------------------------
+
+needs_pool = pytest.mark.skipif(threads.POOL is None, reason="one core or no threadpoolctl: the pool is off")
+
+
+@needs_pool
+@pytest.mark.parametrize("rows", [1, 4, 200])
+def test_pool_splits_products_into_the_same_numbers(rows, monkeypatch):
+    rng = np.random.default_rng(rows)
+    weight = rng.standard_normal((3000, 64), dtype=np.float32)  # big enough to split
+    x = rng.standard_normal((rows, 64), dtype=np.float32)
+    with threads.forward_context():
+        split = cpu.linear(x, weight, None)
+        monkeypatch.setattr(threads, "POOL", None)
+        whole = cpu.linear(x, weight, None)
+    exact = x.astype(np.float64) @ weight.T.astype(np.float64)
+    # Each half is a GEMM of its own shape, whose kernel may sum in another order: both stay within
+    # float32 rounding of the exact dot products (64 terms of size <~ 10: 64 * 2**-24 * 10 ~ 4e-5 at worst).
+    np.testing.assert_allclose(split, exact, rtol=0, atol=2e-5)
+    np.testing.assert_allclose(whole, exact, rtol=0, atol=2e-5)
+
+
+@needs_pool
+def test_pool_splits_elementwise_ops_into_the_same_numbers(monkeypatch):
+    x = _case((8, 128, 384), 20)
+    scores = _case((8, 12, 128, 128), 21)
+    mask = np.zeros((8, 1, 1, 128), dtype=np.float32)
+    mask[3, ..., 100:] = np.finfo(np.float32).min
+    weight, bias = _case((384,), 22, scale=1.0), _case((384,), 23, scale=1.0)
+
+    def run():
+        return (cpu.apply_activation(ops.gelu, x), cpu.layer_norm(x, weight, bias, 1e-12, residual=x),
+                cpu.masked_softmax(scores.copy(), mask, 8.0))
+
+    split = run()
+    monkeypatch.setattr(threads, "POOL", None)
+    for got, want in zip(split, run()):
+        np.testing.assert_array_equal(got, want)  # elementwise work: the same operations on each half
+
+
+@needs_pool
+def test_pool_blas_limit_is_restored_after_a_forward_pass():
+    from threadpoolctl import threadpool_info
+
+    before = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+    model = mb.EncoderDecoderModel.from_pretrained(FIXTURES / "random_seq2seq")
+    model(input_ids=np.array([[5, 6, 7]]), decoder_input_ids=np.array([[2]]))
+    after = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+    assert after == before
+
+
+@needs_pool
+def test_worker_errors_reach_the_caller():
+    def fails():
+        raise ValueError("from the worker")
+
+    with pytest.raises(ValueError, match="from the worker"):
+        threads.POOL.pair(lambda: 1, fails)
+    assert threads.POOL.pair(lambda: 1, lambda: 2) == (1, 2)  # and the pool still works

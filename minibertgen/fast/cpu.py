@@ -19,11 +19,13 @@ import math
 import numpy as np
 
 from .. import ops
+from . import threads
 
 __all__ = ["KERNELS"]
 
 FEW_ROWS = 96
 CHUNKED_ROWS, CHUNKED_OUT, CHUNK_BYTES = 32, 2048, 2 << 20
+SPLIT_SIZE = 1 << 16  # elements: smaller work is not worth handing to the second core (threads.py)
 
 
 def linear(x, weight, bias=None):
@@ -31,14 +33,28 @@ def linear(x, weight, bias=None):
     if getattr(weight, "is_quantized", False):
         return _add_bias(weight.rmatmul_t(x), bias)  # x @ W.T from packed 8/4-bit codes (quantization/)
     rows = x.reshape(-1, x.shape[-1])  # [..., in] -> [rows, in]
+    pool = threads.POOL
+    if pool is None or weight.size < SPLIT_SIZE:
+        y = product(rows, weight)
+    elif rows.shape[0] > FEW_ROWS:  # many rows: each core takes half of them
+        y = np.empty((rows.shape[0], weight.shape[0]), dtype=np.result_type(rows.dtype, weight.dtype))
+        half = rows.shape[0] // 2
+        pool.pair(lambda: np.matmul(rows[:half], weight.T, out=y[:half]),
+                  lambda: np.matmul(rows[half:], weight.T, out=y[half:]))
+    else:  # a few rows: each core streams half of the weight (its first or last output features)
+        half = weight.shape[0] // 2
+        y = np.concatenate(pool.pair(lambda: product(rows, weight[:half]), lambda: product(rows, weight[half:])),
+                           axis=1)  # 2 x [rows, out / 2] -> [rows, out]
+    return _add_bias(y.reshape(*x.shape[:-1], weight.shape[0]), bias)  # -> [..., out]
+
+
+def product(rows, weight):
+    """rows [rows, in] @ weight.T [in, out] -> [rows, out] on one core's terms (see the module doc)."""
     if 1 < rows.shape[0] <= FEW_ROWS and weight.flags.c_contiguous:
         if rows.shape[0] <= CHUNKED_ROWS and weight.shape[0] >= CHUNKED_OUT:
-            y = tall_weight_in_chunks(weight, rows)
-        else:
-            y = np.ascontiguousarray((weight @ rows.T).T)  # [out, rows] -> [rows, out]
-    else:
-        y = rows @ weight.T  # [rows, in] @ [in, out] -> [rows, out]
-    return _add_bias(y.reshape(*x.shape[:-1], weight.shape[0]), bias)  # -> [..., out]
+            return tall_weight_in_chunks(weight, rows)
+        return np.ascontiguousarray((weight @ rows.T).T)  # [out, rows] -> [rows, out]
+    return rows @ weight.T  # [rows, in] @ [in, out] -> [rows, out]
 
 
 def tall_weight_in_chunks(weight, rows):
@@ -62,22 +78,45 @@ def _add_bias(y, bias):
 
 
 def layer_norm(x, weight, bias, eps, residual=None):
-    """ops.layer_norm with its steps done in place in one float32 buffer."""
+    """ops.layer_norm with its steps done in place in one float32 buffer (rows in halves on two cores)."""
     if residual is not None:
         x = x + residual
-    work = x.astype(np.promote_types(x.dtype, np.float32), copy=False)
-    mean = work.mean(axis=-1, keepdims=True)  # [..., 1]
-    centered = work - mean  # a new array: the in-place steps below only touch it
-    variance = (centered * centered).mean(axis=-1, keepdims=True)  # [..., 1]
-    centered /= np.sqrt(variance + eps)
-    centered *= weight
-    centered += bias
-    return centered.astype(x.dtype, copy=False)
+    fresh = residual is not None  # x + residual is ours to overwrite
+    work = x.astype(np.promote_types(x.dtype, np.float32), copy=not fresh).reshape(-1, x.shape[-1])  # [rows, hidden]
+    _in_halves(work, lambda part: _normalise_rows(part, weight, bias, eps))
+    return work.reshape(x.shape).astype(x.dtype, copy=False)
+
+
+def _normalise_rows(work, weight, bias, eps):
+    mean = work.mean(axis=-1, keepdims=True)  # [rows, 1]
+    work -= mean
+    variance = (work * work).mean(axis=-1, keepdims=True)  # [rows, 1]
+    work /= np.sqrt(variance + eps)
+    work *= weight
+    work += bias
+
+
+def _in_halves(array, fn, axis=0):
+    """fn(part) on the two halves of ``array`` along ``axis`` (one per core) when it is big."""
+    pool = threads.POOL
+    if pool is None or array.size < SPLIT_SIZE or array.shape[axis] < 2:
+        fn(array)
+        return
+    half = array.shape[axis] // 2
+    first = (slice(None),) * axis + (slice(None, half),)
+    second = (slice(None),) * axis + (slice(half, None),)
+    pool.pair(lambda: fn(array[first]), lambda: fn(array[second]))
 
 
 def masked_softmax(scores, mask=None, divisor=1.0, dtype=None):
-    """ops.masked_softmax in place: ``scores`` is the caller's fresh array (attention's q . k)."""
+    """ops.masked_softmax in place: ``scores`` is the caller's fresh array (attention's q . k).
+    scores [batch, heads, q, k]; the mask has one head, so the heads split in halves."""
     scores = scores.astype(np.promote_types(scores.dtype, np.float32), copy=False)  # float32 from here on
+    _in_halves(scores, lambda part: _softmax_in_place(part, mask, divisor), axis=1 if scores.ndim == 4 else 0)
+    return scores if dtype is None else scores.astype(dtype, copy=False)
+
+
+def _softmax_in_place(scores, mask, divisor):
     scores /= divisor
     if mask is not None:
         lowest = np.finfo(mask.dtype).min
@@ -86,7 +125,6 @@ def masked_softmax(scores, mask=None, divisor=1.0, dtype=None):
     scores -= scores.max(axis=-1, keepdims=True)
     np.exp(scores, out=scores)
     scores /= scores.sum(axis=-1, keepdims=True)
-    return scores if dtype is None else scores.astype(dtype, copy=False)
 
 
 def apply_activation(fn, x):
@@ -95,8 +133,17 @@ def apply_activation(fn, x):
         return ops.apply_activation.reference(fn, x)
     flat = np.ascontiguousarray(x, dtype=np.promote_types(x.dtype, np.float32)).reshape(-1)  # float32 at least
     out = np.empty_like(flat)
-    for start in range(0, flat.size, BLOCK):
-        gelu_block(flat[start:start + BLOCK], out[start:start + BLOCK])
+
+    def blocks(part):  # part: a range of flat positions
+        for start in range(part.start, part.stop, BLOCK):
+            stop = min(start + BLOCK, part.stop)
+            gelu_block(flat[start:stop], out[start:stop])
+
+    middle = (flat.size // 2 + BLOCK - 1) // BLOCK * BLOCK  # halves on block boundaries
+    if threads.POOL is None or flat.size < 2 * BLOCK:
+        blocks(range(0, flat.size))
+    else:
+        threads.POOL.pair(lambda: blocks(range(0, middle)), lambda: blocks(range(middle, flat.size)))
     return out.reshape(x.shape).astype(x.dtype, copy=False)
 
 
@@ -130,6 +177,7 @@ def gelu_block(x, out):
 
 
 KERNELS = {
+    "forward_context": threads.forward_context,  # entered around each forward pass (fast/lookup.py)
     "linear": linear,
     "layer_norm": layer_norm,
     "masked_softmax": masked_softmax,

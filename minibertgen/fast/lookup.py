@@ -37,10 +37,16 @@ def replaceable(reference):
 
 @contextlib.contextmanager
 def using(kernels):
-    """Run the block with ``kernels`` ({op name: function}, or None for the reference)."""
+    """Run the block with ``kernels`` ({op name: function}, or None for the reference).
+
+    A table may name a ``forward_context`` to enter around the block (the CPU table's
+    limits BLAS to one thread while its own two-core pool splits the work: fast/threads.py).
+    """
     token = _ACTIVE.set(kernels)
+    context = kernels.get("forward_context") if kernels else None
     try:
-        yield
+        with context() if context is not None else contextlib.nullcontext():
+            yield
     finally:
         _ACTIVE.reset(token)
 

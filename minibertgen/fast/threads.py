@@ -1,0 +1,78 @@
+"""Both CPU cores on our own terms: BLAS at one thread per call, and our work split in two.
+
+Left to itself, OpenBLAS runs each product on both cores and then keeps its second
+thread spinning for a while, so the elementwise work between products (GELU, softmax,
+LayerNorm), which NumPy runs on one core, cannot use the other.  Here, inside a model's
+forward pass, BLAS is limited to one thread (threadpoolctl) and the big ops are split in
+halves instead: the calling thread computes one half while one worker of ours computes
+the other.  NumPy releases the GIL inside BLAS calls and ufunc loops, so the halves run
+at the same time.
+
+Each half is the same computation on its own rows or output features, so the numbers
+are those of the whole op.  The pool is off (``POOL`` is None) on one core or without
+threadpoolctl; small ops are not split (handing work to the worker costs ~10-20 us).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import threading
+
+__all__ = ["POOL", "TwoCores"]
+
+
+class TwoCores:
+    """The calling thread plus one worker thread: ``pair(a, b)`` runs a() here and b() there."""
+
+    def __init__(self, controller):
+        self.controller = controller  # threadpoolctl.ThreadpoolController
+        self.tasks, self.done = queue.SimpleQueue(), queue.SimpleQueue()
+        self.lock = threading.Lock()  # one pair at a time (two threads sharing a model)
+        threading.Thread(target=self._work, name="minibertgen-second-core", daemon=True).start()
+
+    def _work(self):
+        while True:
+            task = self.tasks.get()
+            try:
+                self.done.put((task(), None))
+            except BaseException as exc:  # handed back to the caller, raised there
+                self.done.put((None, exc))
+
+    def pair(self, here, there):
+        """Run ``here()`` on this thread and ``there()`` on the worker; return both results."""
+        if not self.lock.acquire(blocking=False):  # the worker is busy for another thread: do both here
+            return here(), there()
+        try:
+            self.tasks.put(there)
+            try:
+                mine = here()
+            finally:
+                theirs, error = self.done.get()  # always collect the worker's half
+            if error is not None:
+                raise error
+            return mine, theirs
+        finally:
+            self.lock.release()
+
+    def one_blas_thread(self):
+        """A context in which BLAS runs each call on one thread (restored afterwards)."""
+        return self.controller.limit(limits=1, user_api="blas")
+
+
+def _make_pool():
+    if (os.cpu_count() or 1) < 2 or os.environ.get("MINIBERTGEN_CPU_POOL", "1") == "0":
+        return None
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    return TwoCores(ThreadpoolController())
+
+
+POOL = _make_pool()
+
+
+def forward_context():
+    """What a CPU forward pass runs inside: BLAS at one thread while our pool splits the work."""
+    return POOL.one_blas_thread() if POOL is not None else contextlib.nullcontext()
