@@ -27,7 +27,7 @@ from .fast.lookup import runs_with_model_kernels
 from .generation import GenerationMixin
 from .inputs import as_embeds, as_head_mask, as_ids, as_mask
 from .model import bert_stack, causal_lm_loss, lm_head, pooler
-from .modeling_surface import EmbeddingsSurface, legacy_generation_config
+from .modeling_surface import EmbeddingsSurface, legacy_generation_config, move_generation_parameters
 from .outputs import ModelOutput
 
 __all__ = ["PreTrainedModel", "BertGenerationEncoder", "BertGenerationDecoder", "BertModel", "BertLMHeadModel",
@@ -55,6 +55,14 @@ class ModelShell:
     @classmethod
     def can_generate(cls) -> bool:
         return hasattr(cls, "generate")
+
+    def _make_generation_config(self) -> None:
+        """A model that generates gets its generation config when it is made, as in transformers
+        (read from generation_config.json, else derived from the model config): settings put on
+        model.config later reach generate() only through legacy_generation_config's rule."""
+        if self.can_generate():
+            self._generation_config = None
+            self.generation_config  # noqa: B018 (made and remembered by the property)
 
     def _return_tuple(self, return_dict) -> bool:
         """return_dict=False (or config.return_dict=False) asks for transformers' plain tuple."""
@@ -102,6 +110,8 @@ class ModelShell:
             self.config.quantization_config = self._quantization_config()
             flat = serialize_quantized(flat)
         self._mark_architectures()
+        if self.can_generate():
+            move_generation_parameters(self.config, self.generation_config)
         self.config.dtype = str(np.dtype(self.dtype))
         # All files are written first, then swapped in together (checkpoint/saving.py).
         generation_config = self.generation_config if self.can_generate() else None
@@ -127,6 +137,7 @@ class PreTrainedModel(ModelShell):
         if params is None:  # a fresh model with random weights, as transformers' constructor
             params = loading.random_params(self.weights_from_state, config, dtype, self.device, seed)
         self.params = params  # the tree as given: loading.place() arranged it for the device
+        self._make_generation_config()
 
     # -- weights ----------------------------------------------------------------------------
     @classmethod
@@ -171,6 +182,7 @@ class PreTrainedModel(ModelShell):
             cls.__name__, pretrained_model_name_or_path, cls.config_class, cls.weights_from_state, kwargs)
         model = cls(config, tree, device=device)
         model.name_or_path = str(directory) if directory is not None else None
+        model._make_generation_config()  # generation_config.json next to the weights, if there is one
         return (model, loading.loading_info(report)) if options.get("output_loading_info") else model
 
     def to(self, device):
@@ -349,6 +361,7 @@ def run_body(model, body_params, *, input_ids, attention_mask, token_type_ids, p
     past = cache.get_seq_length() if cache is not None else 0
 
     _check_positions(config, past, seq, position_ids)
+    _check_chunking(config, seq)
     if position_ids is not None:
         position_ids = as_ids(position_ids, "position_ids", device, config.max_position_embeddings)
     token_type_ids = _token_types(config, token_type_ids, device, (batch, seq))
@@ -384,6 +397,16 @@ def _check_positions(config, past, seq, position_ids) -> None:
         start = f" (RoBERTa counts positions from pad_token_id + 1 = {offset})" if offset else ""
         raise ValueError(f"sequence length {past + seq} (past {past} + new {seq}) exceeds "
                          f"max_position_embeddings={config.max_position_embeddings}{start}")
+
+
+def _check_chunking(config, seq) -> None:
+    """chunk_size_feed_forward: transformers runs the feed-forward over chunks of positions
+    (the same numbers, since it works position by position) and refuses a length that is not
+    a multiple of the chunk size.  minibertgen computes it whole and refuses the same lengths."""
+    chunk = getattr(config, "chunk_size_feed_forward", 0) or 0
+    if chunk > 0 and seq % chunk != 0:
+        raise ValueError(f"sequence length {seq} is not a multiple of chunk_size_feed_forward={chunk}: "
+                         "transformers refuses it; pad to a multiple or set chunk_size_feed_forward=0")
 
 
 def _token_types(config, token_type_ids, device, shape):

@@ -11,7 +11,7 @@ import numpy as np
 from .backend import array_module
 
 __all__ = ["EmbeddingsSurface", "resize_vocabulary", "step_inputs", "legacy_generation_config",
-           "non_default_generation_parameters"]
+           "non_default_generation_parameters", "move_generation_parameters"]
 
 
 class EmbeddingsSurface:
@@ -170,3 +170,16 @@ def legacy_generation_config(model, current):
     model._generation_config = rebuilt
     model._generation_snapshot = _snapshot(rebuilt)
     return rebuilt
+
+
+def move_generation_parameters(model_config, generation_config) -> None:
+    """save_pretrained, as transformers 4.57: generation parameters set on the model config move
+    to the generation config (with its warning) and read None in config.json."""
+    moved = non_default_generation_parameters(model_config)
+    if not moved:
+        return
+    warnings.warn(f"save_pretrained: moving generation parameters from the model config to the generation "
+                  f"config: {moved} (set them on model.generation_config instead)", UserWarning, stacklevel=3)
+    for name, value in moved.items():
+        setattr(generation_config, name, value)
+        setattr(model_config, name, None)
