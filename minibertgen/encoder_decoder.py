@@ -89,6 +89,7 @@ class EncoderDecoderModel(GenerationMixin, ModelShell):
             flat = loading._projection(config, {}, LoadReport(), np.random.default_rng(seed))
             projection = loading.place(flat, encoder.dtype, self.device)["enc_to_dec_proj"]
         self.enc_to_dec_proj = projection if loading.needs_projection(config) else None
+        self._make_generation_config()
 
     def _tie_halves(self) -> None:
         """tie_encoder_decoder: the encoder takes the DECODER's arrays (loading.seq2seq_tie_pairs)."""
@@ -166,6 +167,7 @@ class EncoderDecoderModel(GenerationMixin, ModelShell):
         model._assemble(config, encoder_class(config.encoder, tree["encoder"], device=device),
                         decoder_class(config.decoder, tree["decoder"], device=device), tree.get("enc_to_dec_proj"))
         model.name_or_path = str(directory) if directory is not None else None
+        model._make_generation_config()  # generation_config.json next to the weights, if there is one
         return (model, loading.loading_info(report)) if options.get("output_loading_info") else model
 
     @classmethod
