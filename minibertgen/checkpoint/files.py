@@ -104,15 +104,19 @@ def _shards_of(index):
         # Shards live beside the index; a name that climbs out ("../x", "/etc/x")
         # would make a downloaded checkpoint read arbitrary files.
         if Path(shard_name).is_absolute() or ".." in Path(shard_name).parts:
-            raise CheckpointError(f"{index}: shard name {_short(shard_name)} points outside the checkpoint directory")
+            raise CheckpointError(f"{index}: shard name {_short(shard_name)} points outside the checkpoint "
+                                  "directory")
         if len(shard_name) > _MAX_NAME or any(len(part) > 255 for part in Path(shard_name).parts):
             raise CheckpointError(f"{index}: shard name {_short(shard_name)} has {len(shard_name)} characters; "
                                   "expected a file name of at most 255 characters (path at most 1024)")
         shard = index.parent / shard_name
         try:
+            if "\x00" in shard_name:
+                raise ValueError("it holds a NUL character")
             exists = shard.is_file()
-        except (OSError, ValueError) as exc:  # e.g. a NUL byte in the name
-            raise CheckpointError(f"{index}: shard name {_short(shard_name)} is not a usable file name ({exc})") from None
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{index}: shard name {_short(shard_name)} is not a usable file name "
+                                  f"({exc})") from None
         if not exists:
             raise FileNotFoundError(f"{index} lists shard {shard_name!r}, but {shard} does not exist")
         shards.append(shard)
