@@ -24,9 +24,9 @@ currently unsupported"), so a capturable step (cuda_graph.py) must not make any.
 ``matmul_nt`` still calls cuBLAS (for the encoder's large products) but skips
 ``cupy.matmul``'s general-purpose dispatch, which is most of a layer's host time.
 
-ops.py calls these only for CuPy arrays and only while fused kernels are on
-(``minibertgen.set_fused_kernels(False)`` selects the readable path, for teaching and
-for checking one against the other).  Kernels are compiled on first use (NVRTC) and
+fast/cuda.py routes the reference ops to these for a model on a GPU, unless the model
+runs the readable path (``model.use_fast_kernels(False)``, for teaching and for checking
+one against the other).  Kernels are compiled on first use (NVRTC) and
 cached by CuPy on disk.
 """
 from __future__ import annotations

@@ -8,18 +8,13 @@ laid out in memory, because OpenBLAS's speed depends on it.
 [out, in] W makes OpenBLAS take a dot product per output; with short rows
 (in_features < 1024) the horizontal sums cost as much as the loads.  Stored as a
 row-major [in, out] buffer (W is then its transposed, Fortran-ordered view, still
-[out, in]) the product streams whole columns instead.  Measured for one row (a greedy
-step), GB/s of weights: 1536x384 22 -> 27, the 30522x384 LM head 25 -> 33; for 4 rows
-(beam search) the LM head 12 -> 15; for 1024 rows equal.  Generation with the small
-(hidden 384) model, alternating in one process: greedy +14%, beam-4 +5%, nearly all of
-it from the LM head (tied to the word embeddings).  Square weights gain nothing for one
-row and lose for four (384x384 at 4 rows: 11 -> 8 GB/s), and rows of 1024 or more gain
-nothing, so those keep the checkpoint's layout (the large models' weights stay
-memory-mapped).  Cost: looking up rows of a transposed embedding table (tied to the LM
-head) is a strided gather, ~2 ms for 1024 tokens at hidden 384.
-
-(Fusing query, key and value into one [3 * hidden, in] product was measured too, as
-views of one buffer: no faster for 1 or 4 rows at hidden 384 or 1024, so not done.)
+[out, in]) the product streams whole columns instead, for one row (a greedy step) and
+for a few (beam search); for many rows it makes no difference.  Square weights gain
+nothing for one row and lose for four, and rows of 1024 or more gain nothing, so those
+keep the checkpoint's layout (the large models' weights stay memory-mapped).  Cost:
+looking up rows of a transposed embedding table (tied to the LM head) is a strided
+gather.  Fusing query, key and value into one product was measured too and is not done.
+(The figures: README, "Speed on the CPU", and tutorial 07.)
 
 Only NumPy floating arrays are rearranged (the GPU and quantized weights keep their
 own layouts).
