@@ -116,7 +116,7 @@ def _read_header(path):
     data_start = 8 + header_len
     for name, entry in header.items():
         _validate_entry(path, name, entry, data_start, file_size)
-    _check_no_overlap(path, header)
+    _check_no_overlap(path, header, file_size - data_start)
     return header, data_start, metadata
 
 
@@ -199,19 +199,24 @@ def _is_count(value):
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _check_no_overlap(path, header):
-    # Empty tensors occupy no bytes, so they cannot overlap anything.
-    spans = sorted(
-        (*entry["data_offsets"], name)
-        for name, entry in header.items()
-        if entry["data_offsets"][1] > entry["data_offsets"][0]
-    )
-    for (_, prev_end, prev_name), (begin, _, name) in zip(spans, spans[1:]):
-        if begin < prev_end:
+def _check_no_overlap(path, header, data_size):
+    """Tensors must tile the data section exactly, as the safetensors library demands: no
+    overlap (two names for one memory), no gap, nothing after the last tensor."""
+    spans = sorted((*entry["data_offsets"], name) for name, entry in header.items())
+    reached, previous = 0, None
+    for begin, end, name in spans:
+        if begin < reached:
             raise CheckpointError(
-                f"{path}: tensors {prev_name!r} and {name!r} overlap in the data section "
-                f"({prev_name!r} ends at {prev_end}, {name!r} begins at {begin})"
+                f"{path}: tensors {previous!r} and {name!r} overlap in the data section "
+                f"({previous!r} ends at {reached}, {name!r} begins at {begin})"
             )
+        if begin > reached:
+            raise CheckpointError(f"{path}: {begin - reached} unused bytes before tensor {name!r} in the data "
+                                  f"section (at byte {reached}); expected tensors back to back")
+        reached, previous = end, name
+    if reached != data_size:
+        raise CheckpointError(f"{path}: the data section has {data_size} bytes but its tensors cover "
+                              f"{reached}; expected them to cover it exactly (a truncated or padded file?)")
 
 
 def write_safetensors(tensors, path, metadata=None):
