@@ -5,7 +5,9 @@
 
 For each shape it builds a random-weight EncoderDecoderModel checkpoint once (with
 transformers, saved under benchmarks/_checkpoints/), loads it in both libraries, and
-alternates them on the same inputs: encoder forward (1x64, 8x128), greedy and beam-4
+alternates them on the same inputs: encoder forward (1x64, 8x128; also ONNX Runtime on the transformers
+encoder exported from the same checkpoint, when ``onnxruntime`` and ``onnx`` are
+installed: ``pip install onnxruntime onnx``), greedy and beam-4
 generation of exactly 32 new tokens.  Load time and peak resident memory are measured in
 fresh subprocesses.  Prints a table with medians and ratios (transformers time /
 minibertgen time, so > 1 means minibertgen is faster) and writes a JSON file.
@@ -75,6 +77,7 @@ def speed_rows(shape, directory, reps):
     ours = mb.EncoderDecoderModel.from_pretrained(directory)
     rng = np.random.default_rng(0)
     rows = []
+    onnx = onnx_session(theirs.encoder, directory)
     for batch, seq in [(1, 64), (8, 128)]:
         ids = rng.integers(5, 1000, size=(batch, seq))
         tids = torch.from_numpy(ids)
@@ -86,7 +89,8 @@ def speed_rows(shape, directory, reps):
         def run_mb():
             ours.encoder(input_ids=ids)
 
-        rows.append(alternate(f"encoder {batch}x{seq}", run_hf, run_mb, reps, None))
+        run_ort = None if onnx is None else (lambda ids=ids: onnx.run(None, {"input_ids": ids}))
+        rows.append(alternate(f"encoder {batch}x{seq}", run_hf, run_mb, reps, None, run_ort))
     if hasattr(ours, "generate"):
         src = rng.integers(5, 1000, size=(1, 24))
         for beams in (1, 4):
@@ -112,13 +116,42 @@ def speed_rows(shape, directory, reps):
     return rows, None
 
 
-def alternate(task, run_hf, run_mb, reps, tokens):
+def alternate(task, run_hf, run_mb, reps, tokens, run_ort=None):
+    """Interleave the libraries (and ONNX Runtime, when given) rep by rep; medians in a row."""
     run_hf(), run_mb()  # warm up both
-    hf_times, mb_times = [], []
+    if run_ort is not None:
+        run_ort()
+    hf_times, mb_times, ort_times = [], [], []
     for _ in range(reps):
         hf_times.append(median_time(run_hf, 1))
         mb_times.append(median_time(run_mb, 1))
-    return speed_row(task, statistics.median(hf_times), statistics.median(mb_times), tokens)
+        if run_ort is not None:
+            ort_times.append(median_time(run_ort, 1))
+    row = speed_row(task, statistics.median(hf_times), statistics.median(mb_times), tokens)
+    if ort_times:
+        row["onnxruntime_s"] = statistics.median(ort_times)
+        row["onnxruntime_ratio"] = row["transformers_s"] / row["onnxruntime_s"]  # > 1: ORT faster than torch
+        row["minibertgen_vs_onnxruntime"] = row["onnxruntime_s"] / row["minibertgen_s"]  # > 1: we are faster
+    return row
+
+
+def onnx_session(encoder, directory):
+    """ONNX Runtime (2 threads) on the transformers encoder exported from the same checkpoint, or
+    None when onnxruntime / onnx are not installed (an optional benchmark dependency)."""
+    try:
+        import onnxruntime as ort
+        import torch
+    except ImportError:
+        return None
+    path = Path(directory) / "encoder.onnx"
+    if not path.is_file():
+        example = torch.randint(5, 1000, (2, 16))
+        torch.onnx.export(encoder, (example,), str(path), input_names=["input_ids"],
+                          output_names=["last_hidden_state"], opset_version=17, dynamo=False,
+                          dynamic_axes={"input_ids": {0: "batch", 1: "seq"}})
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def bytes_per_decode_step(model) -> int:
@@ -230,6 +263,10 @@ def print_table(shape, rows, bound, memory):
     print("|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['task']} | {speed_cells(row)} | {row['ratio']:.2f}x | {row.get('same_ids', '')} |")
+    for row in rows:
+        if "onnxruntime_s" in row:
+            print(f"| {row['task']}: ONNX Runtime {row['onnxruntime_s'] * 1e3:.1f} ms | {row['onnxruntime_ratio']:.2f}x "
+                  f"torch's speed | minibertgen {row['minibertgen_vs_onnxruntime']:.2f}x ORT's speed | | |")
     if bound is not None:
         print(f"| greedy vs bandwidth bound ({bound['bytes_per_step'] / 1e9:.3f} GB/step at "
               f"{bound['matvec_gb_s']:.1f} GB/s = {bound['bound_tok_s']:.1f} tok/s) | "
