@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+from .activation_record import apply_dropout
 from .backend import array_module
 from .fast.lookup import replaceable
 from .ops import linear, masked_softmax
@@ -87,12 +88,13 @@ def relative_position_scores(query, key, distance_table, query_positions, mode):
 
 
 @replaceable
-def attend(query, key, value, mask, *, head_mask=None, relative=None):
+def attend(query, key, value, mask, *, head_mask=None, relative=None, record=None):
     """Scaled dot-product attention over split heads: softmax(q k^T / sqrt(d) + mask) v.
 
     query [batch, heads, q, d], key/value [batch, heads, k, d], additive mask broadcastable
     to [batch, heads, q, k].  Returns (context [batch, heads, q, d], probs [batch, heads, q, k]).
     ``relative`` is (distance_table, query_positions, mode) for relative position embeddings.
+    ``record``: training's activation record (activation_record.py); None when inferring.
     """
     scores = query @ key.transpose(0, 1, 3, 2)  # [batch, heads, q, d] @ [batch, heads, d, k] -> [batch, heads, q, k]
     if relative is not None:
@@ -100,13 +102,16 @@ def attend(query, key, value, mask, *, head_mask=None, relative=None):
         scores = scores + relative_position_scores(query, key, table, query_positions, mode)
     # softmax(scores / sqrt(d) + mask) in float32, back to the model dtype
     probs = masked_softmax(scores, mask, math.sqrt(query.shape[-1]), dtype=value.dtype)
+    if record is not None:
+        record.update(query=query, key=key, value=value, probs=probs, head_mask=head_mask, relative=relative)
+    probs = apply_dropout(record, probs, "attention")  # train mode only
     if head_mask is not None:
         probs = probs * head_mask  # [heads, 1, 1] zeroes whole heads
     return probs @ value, probs  # [batch, heads, q, k] @ [batch, heads, k, d] -> [batch, heads, q, d]
 
 
 def self_attention(p, hidden, mask, heads, *, cache=None, layer=0, past_length=0, head_mask=None,
-                   position_embedding_type="absolute"):
+                   position_embedding_type="absolute", record=None):
     """Multi-head self-attention (one layer's ``attention.self`` parameters ``p``).
 
     hidden [batch, seq, hidden] -> (context [batch, seq, hidden], probs [batch, heads, seq, keys]).
@@ -123,11 +128,13 @@ def self_attention(p, hidden, mask, heads, *, cache=None, layer=0, past_length=0
     if position_embedding_type != "absolute":
         query_positions = xp.arange(past_length, past_length + hidden.shape[1])  # [seq]
         relative = (p["distance_embedding"]["weight"], query_positions, position_embedding_type)
-    context, probs = attend(q, k, v, mask, head_mask=head_mask, relative=relative)
+    if record is not None:
+        record["input"] = hidden
+    context, probs = attend(q, k, v, mask, head_mask=head_mask, relative=relative, record=record)
     return merge_heads(context), probs  # [batch, heads, seq, d] -> [batch, seq, hidden]
 
 
-def cross_attention(p, hidden, encoder_states, mask, heads, *, cache=None, layer=0, head_mask=None):
+def cross_attention(p, hidden, encoder_states, mask, heads, *, cache=None, layer=0, head_mask=None, record=None):
     """Multi-head attention from decoder positions to encoder outputs.
 
     hidden [batch, seq, hidden], encoder_states [batch, src, enc_hidden]
@@ -144,5 +151,7 @@ def cross_attention(p, hidden, encoder_states, mask, heads, *, cache=None, layer
             cache.set_cross(layer, k, v)
     else:
         k, v = stored
-    context, probs = attend(q, k, v, mask, head_mask=head_mask)
+    if record is not None:
+        record.update(input=hidden, encoder_states=encoder_states)
+    context, probs = attend(q, k, v, mask, head_mask=head_mask, record=record)
     return merge_heads(context), probs  # [batch, heads, seq, d] -> [batch, seq, hidden]

@@ -23,6 +23,7 @@ from .modeling import DECODER_CLASSES, ENCODER_CLASSES, ModelShell
 from .modeling_surface import legacy_generation_config
 from .ops import linear
 from .outputs import ModelOutput
+from .training import records_activations, sub_record
 
 __all__ = ["EncoderDecoderModel"]
 
@@ -258,19 +259,23 @@ class EncoderDecoderModel(GenerationMixin, ModelShell):
         return linear(states, self.enc_to_dec_proj["weight"], self.enc_to_dec_proj["bias"])
 
     @runs_with_model_kernels
+    @records_activations
     def __call__(self, input_ids=None, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None,
                  encoder_outputs=None, past_key_values=None, inputs_embeds=None, decoder_inputs_embeds=None,
                  labels=None, use_cache=None, output_attentions=None, output_hidden_states=None,
-                 return_dict=None, **kwargs):
+                 return_dict=None, record=None, **kwargs):
         encoder_kwargs = {k: v for k, v in kwargs.items() if not k.startswith("decoder_")}
         decoder_kwargs = {k[len("decoder_"):]: v for k, v in kwargs.items() if k.startswith("decoder_")}
         if encoder_outputs is None:
             encoder_outputs = self.encode(input_ids, attention_mask, inputs_embeds,
                                           output_attentions=output_attentions,
-                                          output_hidden_states=output_hidden_states, **encoder_kwargs)
+                                          output_hidden_states=output_hidden_states,
+                                          record=sub_record(record, "encoder"), **encoder_kwargs)
         elif not isinstance(encoder_outputs, dict):  # a tuple (last_hidden_state, ...) or an array
             first = encoder_outputs[0] if isinstance(encoder_outputs, (tuple, list)) else encoder_outputs
             encoder_outputs = ModelOutput(last_hidden_state=first)
+        if record is not None:
+            record["projection_input"] = encoder_outputs["last_hidden_state"]
         encoder_states = self.project_encoder_states(encoder_outputs["last_hidden_state"])  # [batch, src, dec_hidden]
 
         if labels is not None:
@@ -283,7 +288,8 @@ class EncoderDecoderModel(GenerationMixin, ModelShell):
                                    encoder_hidden_states=encoder_states, encoder_attention_mask=attention_mask,
                                    inputs_embeds=decoder_inputs_embeds, past_key_values=past_key_values,
                                    use_cache=use_cache, output_attentions=output_attentions,
-                                   output_hidden_states=output_hidden_states, **decoder_kwargs)
+                                   output_hidden_states=output_hidden_states,
+                                   record=sub_record(record, "decoder"), **decoder_kwargs)
         logits = decoder_out["logits"]  # [batch, tgt, vocab]
         loss = None
         if labels is not None:

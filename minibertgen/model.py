@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from .attention import causal_mask, cross_attention, padding_mask, self_attention
 from .backend import array_module
+from .activation_record import apply_dropout, layer_records, sub_record
 from .ops import activation, cross_entropy, embedding, layer_norm, linear
 
 __all__ = ["embed", "default_positions", "transformer_layer", "bert_stack", "lm_head", "pooler", "causal_lm_loss",
            "seq2seq_loss", "shift_tokens_right"]
 
 
-def embed(p, config, input_ids=None, inputs_embeds=None, position_ids=None, past_length=0, token_type_ids=None):
+def embed(p, config, input_ids=None, inputs_embeds=None, position_ids=None, past_length=0, token_type_ids=None,
+          record=None):
     """Word embeddings + token-type embeddings (BERT, RoBERTa) + position embeddings, then LayerNorm.
 
     input_ids [batch, seq] (or inputs_embeds [batch, seq, hidden]) -> [batch, seq, hidden].
@@ -40,7 +42,12 @@ def embed(p, config, input_ids=None, inputs_embeds=None, position_ids=None, past
         if position_ids is None:
             position_ids = default_positions(config, input_ids, hidden.shape[1], past_length, hidden)
         hidden = hidden + embedding(p["position_embeddings"]["weight"], position_ids)
-    return layer_norm(hidden, p["LayerNorm"]["weight"], p["LayerNorm"]["bias"], config.layer_norm_eps)
+    if record is not None:  # training: what embed_backward needs (model_backward.py)
+        record.update(input_ids=input_ids, summed=hidden,
+                      token_type_ids=None if config.model_type == "bert-generation" else token_type_ids,
+                      position_ids=position_ids if "position_embeddings" in p else None)
+    hidden = layer_norm(hidden, p["LayerNorm"]["weight"], p["LayerNorm"]["bias"], config.layer_norm_eps)
+    return apply_dropout(record, hidden, "hidden")  # train mode only
 
 
 def default_positions(config, input_ids, seq, past_length, like):
@@ -61,46 +68,56 @@ def default_positions(config, input_ids, seq, past_length, like):
     return (xp.cumsum(real, axis=1) + past_length) * real + pad  # [batch, seq]
 
 
-def _add_and_norm(p, sublayer_out, residual, eps):
+def _add_and_norm(p, sublayer_out, residual, eps, record=None):
     """The BERT "output" block: dense projection, residual connection, LayerNorm."""
     projected = linear(sublayer_out, p["dense"]["weight"], p["dense"]["bias"])
+    projected = apply_dropout(record, projected, "hidden")  # train mode only
+    if record is not None:
+        record.update(input=sublayer_out, projected=projected, residual=residual)
     return layer_norm(projected, p["LayerNorm"]["weight"], p["LayerNorm"]["bias"], eps, residual=residual)
 
 
-def feed_forward(p, hidden, config):
+def feed_forward(p, hidden, config, record=None):
     """[batch, seq, hidden] -> [batch, seq, intermediate] -> act -> [batch, seq, hidden] (+ add & norm)."""
     inner = linear(hidden, p["intermediate"]["dense"]["weight"], p["intermediate"]["dense"]["bias"])
+    if record is not None:
+        record["intermediate"] = {"input": hidden, "inner": inner}
     inner = activation(config.hidden_act)(inner)
-    return _add_and_norm(p["output"], inner, hidden, config.layer_norm_eps)
+    return _add_and_norm(p["output"], inner, hidden, config.layer_norm_eps, record=sub_record(record, "output"))
 
 
 def transformer_layer(p, hidden, config, self_mask, *, encoder_states=None, encoder_mask=None,
-                      cache=None, layer=0, head_mask=None):
+                      cache=None, layer=0, head_mask=None, record=None):
     """One layer: self-attention, cross-attention (decoder with encoder states), feed-forward.
 
     hidden [batch, seq, hidden] -> (hidden [batch, seq, hidden], self_probs, cross_probs).
     """
     heads = config.num_attention_heads
+    attention = sub_record(record, "attention")
     context, self_probs = self_attention(
         p["attention"]["self"], hidden, self_mask, heads, cache=cache, layer=layer,
         head_mask=head_mask, position_embedding_type=config.position_embedding_type,
+        record=sub_record(attention, "self"),
     )
-    hidden = _add_and_norm(p["attention"]["output"], context, hidden, config.layer_norm_eps)
+    hidden = _add_and_norm(p["attention"]["output"], context, hidden, config.layer_norm_eps,
+                           record=sub_record(attention, "output"))
     cross_probs = None
     if encoder_states is not None:
         # Cross-attention always uses absolute positions (transformers hard-codes this).
+        cross = sub_record(record, "crossattention")
         context, cross_probs = cross_attention(
             p["crossattention"]["self"], hidden, encoder_states, encoder_mask, heads,
-            cache=cache, layer=layer, head_mask=head_mask,
+            cache=cache, layer=layer, head_mask=head_mask, record=sub_record(cross, "self"),
         )
-        hidden = _add_and_norm(p["crossattention"]["output"], context, hidden, config.layer_norm_eps)
-    return feed_forward(p, hidden, config), self_probs, cross_probs
+        hidden = _add_and_norm(p["crossattention"]["output"], context, hidden, config.layer_norm_eps,
+                               record=sub_record(cross, "output"))
+    return feed_forward(p, hidden, config, record=record), self_probs, cross_probs
 
 
 def bert_stack(params, config, *, input_ids=None, inputs_embeds=None, attention_mask=None,
                position_ids=None, head_mask=None, encoder_hidden_states=None,
                encoder_attention_mask=None, cache=None, output_attentions=False,
-               output_hidden_states=False, token_type_ids=None):
+               output_hidden_states=False, token_type_ids=None, record=None):
     """Embeddings and all layers of a BertGenerationEncoder (also the body of the decoder).
 
     Returns a dict with last_hidden_state [batch, seq, hidden] and, when asked,
@@ -109,7 +126,8 @@ def bert_stack(params, config, *, input_ids=None, inputs_embeds=None, attention_
     is [layers, heads] (1 keeps a head).
     """
     past = cache.get_seq_length() if cache is not None else 0
-    hidden = embed(params["embeddings"], config, input_ids, inputs_embeds, position_ids, past, token_type_ids)
+    hidden = embed(params["embeddings"], config, input_ids, inputs_embeds, position_ids, past, token_type_ids,
+                   record=sub_record(record, "embeddings"))
     xp = array_module(hidden)
     batch, seq = hidden.shape[:2]
     dtype = hidden.dtype
@@ -128,6 +146,7 @@ def bert_stack(params, config, *, input_ids=None, inputs_embeds=None, attention_
         encoder_mask = padding_mask(encoder_attention_mask, dtype)  # [batch, 1, 1, src]
 
     all_hidden, all_self, all_cross = [], [], []
+    records = layer_records(record, len(params["encoder"]["layer"]))  # [None, ...] when not training
     for i, layer_params in enumerate(params["encoder"]["layer"]):
         if output_hidden_states:
             all_hidden.append(hidden)
@@ -135,6 +154,7 @@ def bert_stack(params, config, *, input_ids=None, inputs_embeds=None, attention_
         hidden, self_probs, cross_probs = transformer_layer(
             layer_params, hidden, config, self_mask, encoder_states=encoder_hidden_states,
             encoder_mask=encoder_mask, cache=cache, layer=i, head_mask=layer_head_mask,
+            record=records[i],
         )
         all_self.append(self_probs)
         all_cross.append(cross_probs)
@@ -150,18 +170,25 @@ def bert_stack(params, config, *, input_ids=None, inputs_embeds=None, attention_
     return out
 
 
-def lm_head(p, hidden, config):
+def lm_head(p, hidden, config, record=None):
     """Project hidden states onto the vocabulary: [batch, seq, hidden] -> [batch, seq, vocab].
 
     BERT and RoBERTa heads first transform: dense -> activation -> LayerNorm (BERT's
     activation is config.hidden_act, RoBERTa's always the erf GELU); BertGeneration's
     head is the projection alone.
     """
+    if record is not None:
+        record["input"] = hidden
     if "transform" in p:
         t = p["transform"]
         act = "gelu" if config.model_type == "roberta" else config.hidden_act
-        hidden = activation(act)(linear(hidden, t["dense"]["weight"], t["dense"]["bias"]))  # [batch, seq, hidden]
-        hidden = layer_norm(hidden, t["LayerNorm"]["weight"], t["LayerNorm"]["bias"], config.layer_norm_eps)
+        inner = linear(hidden, t["dense"]["weight"], t["dense"]["bias"])  # [batch, seq, hidden]
+        activated = activation(act)(inner)
+        if record is not None:
+            record["transform"] = {"inner": inner, "activated": activated}
+        hidden = layer_norm(activated, t["LayerNorm"]["weight"], t["LayerNorm"]["bias"], config.layer_norm_eps)
+    if record is not None:
+        record["decoder_input"] = hidden
     return linear(hidden, p["decoder"]["weight"], p["bias"])  # [batch, seq, vocab]
 
 

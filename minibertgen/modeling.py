@@ -29,6 +29,7 @@ from .inputs import as_embeds, as_head_mask, as_ids, as_mask
 from .model import bert_stack, causal_lm_loss, lm_head, pooler
 from .modeling_surface import EmbeddingsSurface, legacy_generation_config, move_generation_parameters
 from .outputs import ModelOutput
+from .training import TrainingMixin, records_activations, sub_record
 
 __all__ = ["PreTrainedModel", "BertGenerationEncoder", "BertGenerationDecoder", "BertModel", "BertLMHeadModel",
            "RobertaModel", "RobertaForCausalLM", "ENCODER_CLASSES", "DECODER_CLASSES"]
@@ -36,8 +37,9 @@ __all__ = ["PreTrainedModel", "BertGenerationEncoder", "BertGenerationDecoder", 
 WEIGHTS_NAME = "model.safetensors"
 
 
-class ModelShell:
-    """What every model class shares around its parameters: counting, eval(), saving."""
+class ModelShell(TrainingMixin):
+    """What every model class shares around its parameters: counting, saving; training's
+    train() / eval() / named_parameters() / zero_grad() come from training.TrainingMixin."""
 
     main_input_name = "input_ids"
 
@@ -47,10 +49,6 @@ class ModelShell:
 
     def get_memory_footprint(self) -> int:
         return loading.memory_footprint(self.state_dict())
-
-    def eval(self):
-        """No-op (inference only, no dropout): kept so transformers code runs unchanged."""
-        return self
 
     @classmethod
     def can_generate(cls) -> bool:
@@ -230,11 +228,12 @@ class _Encoder(PreTrainedModel):
     """
 
     @runs_with_model_kernels
+    @records_activations
     def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                  head_mask=None, inputs_embeds=None, encoder_hidden_states=None, encoder_attention_mask=None,
                  past_key_values=None, use_cache=None, output_attentions=None, output_hidden_states=None,
-                 return_dict=None, **kwargs):
-        out, cache = run_body(self, self.params, input_ids=input_ids, attention_mask=attention_mask,
+                 return_dict=None, record=None, **kwargs):
+        out, cache = run_body(self, self.params, record=record, input_ids=input_ids, attention_mask=attention_mask,
                               token_type_ids=token_type_ids, position_ids=position_ids, head_mask=head_mask,
                               inputs_embeds=inputs_embeds, encoder_hidden_states=encoder_hidden_states,
                               encoder_attention_mask=encoder_attention_mask, past_key_values=past_key_values,
@@ -262,19 +261,21 @@ class _CausalLM(PreTrainedModel, GenerationMixin):
         self._generation_snapshot = None
 
     @runs_with_model_kernels
+    @records_activations
     def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                  head_mask=None, inputs_embeds=None, encoder_hidden_states=None, encoder_attention_mask=None,
                  labels=None, past_key_values=None, use_cache=None, output_attentions=None,
-                 output_hidden_states=None, return_dict=None, **kwargs):
+                 output_hidden_states=None, return_dict=None, record=None, **kwargs):
         if labels is not None:
             use_cache = False
-        out, cache = run_body(self, self.params["bert"], input_ids=input_ids, attention_mask=attention_mask,
+        out, cache = run_body(self, self.params["bert"], record=sub_record(record, "bert"), input_ids=input_ids, attention_mask=attention_mask,
                               token_type_ids=token_type_ids, position_ids=position_ids, head_mask=head_mask,
                               inputs_embeds=inputs_embeds, encoder_hidden_states=encoder_hidden_states,
                               encoder_attention_mask=encoder_attention_mask, past_key_values=past_key_values,
                               use_cache=use_cache, output_attentions=output_attentions,
                               output_hidden_states=output_hidden_states, extra=kwargs)
-        logits = lm_head(self.params["lm_head"], out["last_hidden_state"], self.config)  # [batch, seq, vocab]
+        logits = lm_head(self.params["lm_head"], out["last_hidden_state"], self.config,
+                         record=sub_record(record, "lm_head"))  # [batch, seq, vocab]
         loss = None
         if labels is not None:
             labels = as_ids(labels, "labels", self.device, self.config.vocab_size, allow_ignore=True)
@@ -339,8 +340,8 @@ _TOLERATED_EXTRA = ("return_dict", "cache_position")
 
 def run_body(model, body_params, *, input_ids, attention_mask, token_type_ids, position_ids, head_mask,
              inputs_embeds, encoder_hidden_states, encoder_attention_mask, past_key_values, use_cache,
-             output_attentions, output_hidden_states, extra):
-    """Validate the inputs of a body, then run model.bert_stack on them."""
+             output_attentions, output_hidden_states, extra, record=None):
+    """Validate the inputs of a body, then run model.bert_stack on them (``record``: training's)."""
     config, device, dtype = model.config, model.device, model.dtype
     unknown = [k for k in extra if k not in _TOLERATED_EXTRA]
     if unknown:
@@ -382,7 +383,7 @@ def run_body(model, body_params, *, input_ids, attention_mask, token_type_ids, p
     out = bert_stack(body_params, config, input_ids=input_ids, inputs_embeds=inputs_embeds,
                      attention_mask=attention_mask, position_ids=position_ids, head_mask=head_mask,
                      encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
-                     cache=cache, past_length=past, token_type_ids=token_type_ids,
+                     cache=cache, past_length=past, token_type_ids=token_type_ids, record=record,
                      output_attentions=_flag(output_attentions, config.output_attentions),
                      output_hidden_states=_flag(output_hidden_states, config.output_hidden_states))
     return out, cache

@@ -57,10 +57,11 @@ def masked_softmax(scores, mask=None, divisor=1.0, dtype=None):
     return ops.masked_softmax.reference(scores, mask, divisor, dtype)
 
 
-def attend(query, key, value, mask, *, head_mask=None, relative=None):
+def attend(query, key, value, mask, *, head_mask=None, relative=None, record=None):
     """attention.attend for one new query (a decode step): q . k and p . v without cuBLAS."""
-    if query.shape[2] != 1 or relative is not None or not kernels.supports(query.dtype):
-        return attention.attend.reference(query, key, value, mask, head_mask=head_mask, relative=relative)
+    if query.shape[2] != 1 or relative is not None or record is not None or not kernels.supports(query.dtype):
+        return attention.attend.reference(query, key, value, mask, head_mask=head_mask, relative=relative,
+                                          record=record)
     scores = kernels.one_query_scores(query, key)  # [batch, heads, 1, keys]
     probs = masked_softmax(scores, mask, math.sqrt(query.shape[-1]), dtype=value.dtype)
     if head_mask is not None:

@@ -1,0 +1,362 @@
+"""Training: the torch-like surface around model_backward.py.
+
+    model.train()                                  # dropout on (eval() is the default)
+    loss = model(input_ids=..., labels=...).loss   # the forward keeps an activation record
+    loss.backward()                                # fills param.grad for every weight
+    optimizer.step(); optimizer.zero_grad()        # minibertgen.optim.AdamW
+
+How it works, in four steps a reader can follow:
+
+1. A forward given ``labels`` (or run in train mode) is a *recorded* forward: the model
+   hands each reference function in model.py / attention.py a record dict to fill
+   (activation_record.py), and runs on the reference ops, not the speed wing's (which
+   may overwrite arrays in place).  Without labels in eval mode nothing is recorded.
+2. The loss it returns is a 0-d array (:class:`Loss`) whose ``backward()`` walks the
+   record in reverse (model_backward.py), once.
+3. Every weight's gradient lands on its :class:`Parameter` (``model.named_parameters()``,
+   named as the checkpoint names it).  Tied weights are one array, so one parameter:
+   their gradients add up there.
+4. Loaded float32 weights are read-only memory maps of the checkpoint file: the first
+   ``train()``, ``parameters()`` or ``backward()`` copies each of them once, in place
+   in the parameter tree, so the optimiser can update them.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+
+import numpy as np
+
+from .activation_record import sub_record
+from .backend import array_module, to_numpy
+from .checkpoint.mapping import flatten
+from .fast.lookup import using
+from .model_backward import (bert_stack_backward, causal_lm_loss_backward, lm_head_backward, projection_backward,
+                             seq2seq_loss_backward)
+from .ops_backward import dropout_mask
+
+__all__ = ["Parameter", "Loss", "TrainingMixin", "records_activations", "backward"]
+
+
+class Parameter:
+    """One trainable array: ``data`` (updated in place by the optimiser) and ``grad``."""
+
+    requires_grad = True
+
+    def __init__(self, name, data):
+        self.name, self.data, self.grad = name, data, None
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    def numel(self) -> int:
+        return int(self.data.size)
+
+    def __repr__(self):
+        return f"Parameter({self.name!r}, shape={tuple(self.shape)}, dtype={self.dtype})"
+
+
+class Loss(np.ndarray):
+    """The 0-d float32 loss of a recorded forward; ``backward()`` fills the gradients.
+
+    ``loss * k`` and ``loss / k`` (k a number, e.g. gradient accumulation) are losses too,
+    whose backward scales every gradient by k.  Any other arithmetic gives a plain array.
+    """
+
+    def __array_finalize__(self, obj):
+        self._backward = None  # only the loss a forward returned (or a scaled one) can backward
+
+    def backward(self):
+        """Add dL/dw to every parameter's ``.grad`` (summed with what is there, as torch)."""
+        if self._backward is None:
+            raise ValueError("backward(): this array is not the loss of a forward pass (only the loss "
+                             "returned with labels=..., or that loss times a number, can call backward())")
+        run, self._backward = self._backward, _spent
+        run(1.0)
+
+    def _scaled(self, value, factor):
+        out = np.asarray(value).view(Loss)
+        if self._backward is not None and self._backward is not _spent:
+            run = self._backward
+            out._backward = lambda dloss: run(dloss * factor)
+        return out
+
+    def __mul__(self, other):
+        if _is_number(other):
+            return self._scaled(np.ndarray.__mul__(self, other), float(other))
+        return np.asarray(np.ndarray.__mul__(self, other))
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other):
+        if _is_number(other):
+            return self._scaled(np.ndarray.__truediv__(self, other), 1.0 / float(other))
+        return np.asarray(np.ndarray.__truediv__(self, other))
+
+
+def _is_number(value):
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _spent(dloss):
+    raise ValueError("backward() was already called on this loss: its activation record is freed. "
+                     "Run the forward again (model(..., labels=...)) for a new loss")
+
+
+def backward(output, **gradients):
+    """Backpropagate from an output: ``backward(out)`` for its loss, or
+    ``backward(out, last_hidden_state=G)`` for a model without a loss (an encoder):
+    G is dL/d(last_hidden_state) [batch, seq, hidden]."""
+    if not gradients:
+        loss = output.get("loss") if isinstance(output, dict) else None
+        if loss is None:
+            raise ValueError("backward(output): this output has no loss; pass labels=... to the forward, "
+                             "or give the gradient of an output, e.g. backward(out, last_hidden_state=G)")
+        return loss.backward()
+    run = getattr(output, "_backward_from", None)
+    if run is None:
+        raise ValueError("backward(output, ...): this output was not recorded; call model.train() "
+                         "(or pass labels=...) before the forward")
+    unknown = set(gradients) - {"last_hidden_state"}
+    if unknown:
+        raise ValueError(f"backward(output, ...): gradients for {sorted(unknown)} are not supported "
+                         "(expected last_hidden_state=...)")
+    output._backward_from = None
+    run(gradients["last_hidden_state"])
+
+
+# -- the model surface --------------------------------------------------------------------
+
+class TrainingMixin:
+    """train() / eval(), parameters, gradients and seeded dropout for the model classes."""
+
+    training = False
+
+    def train(self, mode: bool = True):
+        """Train mode (dropout on, from this model's seeded generator) or, with False, eval mode."""
+        if not isinstance(mode, bool):
+            raise TypeError(f"mode={mode!r}: expected True or False")
+        self.training = mode
+        for half in self._halves():
+            half.training = mode
+        if mode:
+            self._make_trainable()
+        return self
+
+    def eval(self):
+        """Eval mode (the default): no dropout.  backward() still works, as in torch."""
+        return self.train(False)
+
+    def manual_seed(self, seed: int):
+        """Seed the generator dropout draws its masks from (numpy/cupy ``default_rng``)."""
+        self._dropout_generator = self._xp().random.default_rng(seed)
+        return self
+
+    def named_parameters(self, prefix: str = "", remove_duplicate: bool = True):
+        """(checkpoint name, Parameter) for every trainable array; a tied array appears once,
+        under its first name (as torch), unless remove_duplicate=False."""
+        self._make_trainable()
+        by_array = self._parameters_by_array()
+        seen = set()
+        for name, array in self.state_dict().items():
+            if getattr(array, "is_quantized", False):
+                continue
+            if remove_duplicate and id(array) in seen:
+                continue
+            seen.add(id(array))
+            yield prefix + name, by_array[id(array)]
+
+    def parameters(self):
+        for _, param in self.named_parameters():
+            yield param
+
+    def get_parameter(self, name: str) -> Parameter:
+        """The Parameter holding checkpoint weight ``name`` (any of a tied array's names)."""
+        state = self.state_dict()
+        if name not in state:
+            raise ValueError(f"name={name!r}: no such weight (see model.state_dict().keys())")
+        self._make_trainable()
+        return self._parameters_by_array()[id(self.state_dict()[name])]
+
+    def zero_grad(self, set_to_none: bool = True):
+        for param in self._parameters_by_array().values():
+            param.grad = None if set_to_none or param.grad is None else array_module(param.grad).zeros_like(param.grad)
+
+    # -- helpers ------------------------------------------------------------------------
+    def _halves(self):
+        return [h for h in (getattr(self, "encoder", None), getattr(self, "decoder", None)) if h is not None]
+
+    def _xp(self):
+        return self.device.xp
+
+    def _generator(self):
+        if getattr(self, "_dropout_generator", None) is None:
+            self._dropout_generator = self._xp().random.default_rng()
+        return self._dropout_generator
+
+    def _parameters_by_array(self) -> dict:
+        """{id(array): Parameter}, kept between calls so gradients stay on their parameter."""
+        cache = self.__dict__.setdefault("_parameter_cache", {})
+        state = self.state_dict()
+        live = {}
+        for name, array in state.items():
+            if getattr(array, "is_quantized", False):
+                continue
+            param = cache.get(id(array))
+            if param is None or param.data is not array:
+                param = Parameter(name, array)
+            live.setdefault(id(array), param)
+        self.__dict__["_parameter_cache"] = live
+        return live
+
+    def _make_trainable(self) -> None:
+        """Copy each read-only (memory-mapped) weight once, in place in the parameter tree."""
+        copies = {}
+
+        def visit(node):
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            for key, value in list(items):
+                if isinstance(value, (dict, list)):
+                    visit(value)
+                elif isinstance(value, np.ndarray) and not value.flags.writeable:
+                    if id(value) not in copies:
+                        copies[id(value)] = np.array(value, order="K")  # keeps the layout, owns its memory
+                    node[key] = copies[id(value)]
+
+        for tree in self._trees():
+            visit(tree)
+        cache = self.__dict__.get("_parameter_cache", {})
+        for old in list(copies):  # a parameter (and its gradient) follows its array to the copy
+            if old in cache:
+                param = cache.pop(old)
+                param.data = copies[old]
+                cache[id(param.data)] = param
+
+    def _trees(self):
+        """The parameter trees this model's arrays live in (each half's, and the projection)."""
+        if self._halves():
+            trees = [h.params for h in self._halves()]
+            if getattr(self, "enc_to_dec_proj", None) is not None:
+                trees.append(self.enc_to_dec_proj)
+            return trees
+        return [self.params]
+
+    def _check_trainable(self) -> None:
+        if any(getattr(a, "is_quantized", False) for a in self.state_dict().values()):
+            raise ValueError("backward(): this model holds quantized (int8/4-bit) weights, which have no "
+                             "gradient; load it without quantization_config to train it")
+
+    def _accumulate(self, params, grads) -> None:
+        """Add a gradient tree onto the parameters of the matching parameter tree."""
+        by_array = self._parameters_by_array()
+        flat_params, flat_grads = flatten(params), flatten(grads)
+        for name, grad in flat_grads.items():
+            if grad is None:
+                continue
+            param = by_array[id(flat_params[name])]
+            grad = grad.astype(param.dtype, copy=False)
+            param.grad = grad if param.grad is None else param.grad + grad
+
+    def _dropout_function(self, training, generator):
+        """The record's dropout: ``fn(x, kind) -> (y, mask)`` with this half's probabilities."""
+        if not training:
+            return None
+        probabilities = {"hidden": self.config.hidden_dropout_prob,
+                         "attention": self.config.attention_probs_dropout_prob}
+
+        def apply(x, kind):
+            p = probabilities[kind]
+            if p == 0.0:
+                return x, None
+            mask = dropout_mask(x.shape, p, generator, x.dtype)
+            return x * mask, mask
+
+        return apply
+
+
+def records_activations(call):
+    """Decorate a model's ``__call__``: a forward with labels, or in train mode, is recorded
+    (reference ops, an activation record) and its loss can ``backward()``.  Otherwise it is
+    the plain inference call, which pays nothing."""
+    signature = inspect.signature(call)
+
+    @functools.wraps(call)
+    def forward(self, *args, record=None, **kwargs):
+        if record is not None:  # a part of a larger recorded forward (a seq2seq model's halves)
+            record["dropout"] = self._dropout_function(record["training"], record["generator"])
+            return call(self, *args, record=record, **kwargs)
+        labels = signature.bind_partial(self, *args, **kwargs).arguments.get("labels")
+        if labels is None and not self.training:
+            return call(self, *args, **kwargs)
+        record = {"training": self.training, "generator": self._generator()}
+        record["dropout"] = self._dropout_function(self.training, record["generator"])
+        with using(None):  # the reference ops: the speed wing may reuse buffers in place
+            out = call(self, *args, record=record, **kwargs)
+        return _attach_backward(self, out, record, labels)
+
+    return forward
+
+
+def _attach_backward(model, out, record, labels):
+    if isinstance(out, tuple):
+        return out  # return_dict=False: the tuple keeps plain arrays
+    if labels is not None and out.get("loss") is not None:
+        xp = array_module(out["logits"])
+        labels = xp.asarray(to_numpy(labels))
+
+        def run(dloss):
+            model._check_trainable()
+            model._make_trainable()
+            _backpropagate(model, record, out["logits"], labels, dloss)
+            record.clear()
+
+        loss = np.asarray(to_numpy(out["loss"])).view(Loss)
+        loss._backward = run
+        out["loss"] = loss
+    elif not getattr(model, "has_lm_head", True):  # an encoder: backward(out, last_hidden_state=G)
+        def run_from(dlast):
+            model._check_trainable()
+            model._make_trainable()
+            grads, _, _ = bert_stack_backward(model.params, model.config, record, dlast)
+            model._accumulate(model.params, grads)
+            record.clear()
+
+        out._backward_from = run_from
+    return out
+
+
+def _backpropagate(model, record, logits, labels, dloss):
+    """The whole backward of a recorded loss, for a causal LM or an encoder-decoder."""
+    if model._halves():
+        _seq2seq_backward(model, record, logits, labels, dloss)
+        return
+    dlogits = causal_lm_loss_backward(logits, labels) * dloss
+    dh, head_grads = lm_head_backward(model.params["lm_head"], model.config, record["lm_head"], dlogits)
+    body_grads, _, _ = bert_stack_backward(model.params["bert"], model.config, record["bert"], dh)
+    model._accumulate(model.params, {"lm_head": head_grads, "bert": body_grads})
+
+
+def _seq2seq_backward(model, record, logits, labels, dloss):
+    """Loss -> decoder (head, layers, embeddings) -> encoder states -> [projection] -> encoder."""
+    encoder, decoder = model.encoder, model.decoder
+    dlogits = seq2seq_loss_backward(logits, labels) * dloss
+    rec = record["decoder"]
+    dh, head_grads = lm_head_backward(decoder.params["lm_head"], decoder.config, rec["lm_head"], dlogits)
+    body_grads, dstates, _ = bert_stack_backward(decoder.params["bert"], decoder.config, rec["bert"], dh)
+    model._accumulate(decoder.params, {"lm_head": head_grads, "bert": body_grads})
+    if model.enc_to_dec_proj is not None:
+        dstates, projection_grads = projection_backward(model.enc_to_dec_proj, record["projection_input"], dstates)
+        model._accumulate(model.enc_to_dec_proj, projection_grads)
+    if "encoder" in record:  # absent when encoder_outputs were passed in: the encoder did not run
+        encoder_grads, _, _ = bert_stack_backward(encoder.params, encoder.config, record["encoder"], dstates)
+        model._accumulate(encoder.params, encoder_grads)
+
+
+def encoder_decoder_records(record):
+    """The sub-records of a seq2seq forward: (encoder's, decoder's), or (None, None)."""
+    return sub_record(record, "encoder"), sub_record(record, "decoder")
