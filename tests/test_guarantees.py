@@ -161,3 +161,16 @@ def test_a_failed_write_of_one_file_removes_every_temporary(tmp_path, monkeypatc
         saving.save_model_files(tmp_path, {"model.safetensors": saving.text_writer("x"), "config.json": broken})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
     assert (tmp_path / "config.json").read_text() == "{}"
+
+
+def test_config_and_generation_config_saves_never_follow_a_planted_symlink(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    for name in ("config.json.tmp", "generation_config.tmp"):
+        (tmp_path / name).symlink_to(victim)
+    mb.BertGenerationConfig(**SMALL).save_pretrained(tmp_path)
+    mb.GenerationConfig(max_new_tokens=3).save_pretrained(tmp_path)
+    assert victim.read_text() == "keep me"
+    assert mb.GenerationConfig.from_pretrained(tmp_path).max_new_tokens == 3
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.is_symlink()) == [
+        "config.json", "generation_config.json", "victim.txt"]

@@ -173,11 +173,9 @@ class GenerationConfig:
         if directory.exists() and not directory.is_dir():
             raise ValueError(f"save_directory={str(save_directory)!r} is a file, expected a directory")
         directory.mkdir(parents=True, exist_ok=True)
-        target = directory / config_file_name
-        tmp = target.with_suffix(".tmp")
-        tmp.write_text(self.to_json_string(), encoding="utf-8")
-        os.replace(tmp, target)
-        return target
+        from ..checkpoint.saving import text_writer, write_atomically  # a unique, exclusive temporary name
+
+        return write_atomically(directory / config_file_name, text_writer(self.to_json_string()))
 
     @classmethod
     def from_model_config(cls, model_config) -> "GenerationConfig":
