@@ -174,3 +174,11 @@ def test_config_and_generation_config_saves_never_follow_a_planted_symlink(tmp_p
     assert mb.GenerationConfig.from_pretrained(tmp_path).max_new_tokens == 3
     assert sorted(p.name for p in tmp_path.iterdir() if not p.is_symlink()) == [
         "config.json", "generation_config.json", "victim.txt"]
+
+
+@pytest.mark.parametrize("content, message", [(b'{"max_length": "\xff"}', "not valid UTF-8 JSON"),
+                                              (b"[" * 3000 + b"]" * 3000, "nested too deeply")])
+def test_a_bad_generation_config_json_names_the_file(tmp_path, content, message):
+    (tmp_path / "generation_config.json").write_bytes(content)
+    with pytest.raises(ValueError, match=f"generation_config.json: {message}"):
+        mb.GenerationConfig.from_pretrained(tmp_path)

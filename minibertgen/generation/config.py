@@ -162,8 +162,10 @@ class GenerationConfig:
                                     "or the file itself)")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}: not valid UTF-8 JSON ({exc})") from None
+        except RecursionError:
+            raise ValueError(f"{path}: nested too deeply to be a generation config") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a JSON object, found {type(data).__name__}")
         return cls.from_dict(data, **kwargs)
