@@ -9,6 +9,12 @@ Two stages, as in the original BERT code:
 2. **WordPiece** splits each word greedily into the longest vocabulary entries, left
    to right; pieces after the first carry the ``##`` prefix ("unaffable" ->
    "un", "##aff", "##able"). A word that cannot be covered becomes ``[UNK]``.
+
+Ids follow transformers' slow BertTokenizer.  Its fast (Rust) twin differs on one class
+of characters: it keeps every unassigned code point (category Cn, e.g. U+FFFE, U+FFFF,
+U+0378) where the slow rules delete them as "other" -- so a word holding one is [UNK]
+there and the ids differ.  Offsets (return_offsets_mapping) are the fast tokenizer's
+wherever the ids agree, including an unknown word's span over such characters.
 """
 import json
 import os
@@ -229,6 +235,44 @@ def _piece_spans(pieces, pairs, unk_token):
     return spans
 
 
+# Characters transformers' fast (Rust) normaliser keeps although Python calls them "other"
+# (category C*), which the slow tokenizer deletes: every unassigned code point (Cn, e.g. the
+# noncharacters U+FFFE and U+FFFF) and these format characters newer than its tables.
+_FAST_KEEPS_CF = frozenset(map(chr, (0x890, 0x891, 0x8E2, 0x110CD, *range(0x13430, 0x13439))))
+
+
+def fast_keeps(char):
+    return unicodedata.category(char) == "Cn" or char in _FAST_KEEPS_CF
+
+
+def _deleted_by_both(char, strips_accents):
+    if strips_accents and unicodedata.category(char) == "Mn":
+        return True
+    return (char in "\x00\ufffd" or is_control(char)) and not fast_keeps(char)
+
+
+def _widen_over_fast_kept(text, start, end, strips_accents):
+    """The span the fast tokenizer gives an unknown word: its word also holds the
+    characters of :func:`fast_keeps` next to ours (the slow rules delete them, so our
+    word lacks them), reached across characters both delete (controls, and accents
+    when they are stripped).  Both words are [UNK] when
+    the ids agree; the span then runs from its first kept character to its last."""
+    def passable(char):
+        return fast_keeps(char) or _deleted_by_both(char, strips_accents)
+
+    position = start
+    while position > 0 and passable(text[position - 1]):
+        position -= 1
+        if fast_keeps(text[position]):
+            start = position
+    position = end
+    while position < len(text) and passable(text[position]):
+        position += 1
+        if fast_keeps(text[position - 1]):
+            end = position
+    return start, end
+
+
 class BertTokenizer(PreTrainedTokenizer):
     """WordPiece tokenizer of BERT (transformers' ``BertTokenizer``): ``[CLS] A [SEP] B [SEP]``."""
 
@@ -296,11 +340,15 @@ class BertTokenizer(PreTrainedTokenizer):
                 text, lowercase=self._do_lower_case, accents=self.strip_accents,
                 cjk=self.tokenize_chinese_chars, never_split=protected,
             )  # fmt: skip
-        found = []
+        found, unk = [], str(self.unk_token)
         for pairs in words:
             word = "".join(char for char, _ in pairs)
             pieces = [word] if word in self._never_split else self._wordpiece(word)
-            found.extend(_piece_spans(pieces, pairs, str(self.unk_token)))
+            spans = _piece_spans(pieces, pairs, unk)
+            if pieces == [unk] and word != unk and self.do_basic_tokenize:
+                strips = self.strip_accents if not self._do_lower_case else self.strip_accents is not False
+                spans = [(unk, *_widen_over_fast_kept(text, spans[0][1], spans[0][2], bool(strips)))]
+            found.extend(spans)
         return found
 
     def _wordpiece(self, word):
