@@ -264,7 +264,7 @@ class TrainingMixin:
 
     def _dropout_function(self, training, generator):
         """The record's dropout: ``fn(x, kind) -> (y, mask)`` with this half's probabilities."""
-        if not training:
+        if not training or self._halves():  # a seq2seq model: each half sets its own
             return None
         probabilities = {"hidden": self.config.hidden_dropout_prob,
                          "attention": self.config.attention_probs_dropout_prob}
