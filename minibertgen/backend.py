@@ -122,6 +122,22 @@ def array_module(*arrays):
     return np
 
 
+def tensor_module(tensor_type):
+    """The array module of a tokenizer's ``return_tensors``: "np" -> NumPy, "cp" -> CuPy."""
+    if tensor_type == "np":
+        return np
+    if tensor_type == "cp":
+        try:
+            import cupy
+        except ImportError as exc:
+            raise ImportError(
+                "return_tensors='cp' needs CuPy, which is not installed; "
+                "install the 'gpu' extra (pip install minibertgen[gpu]) or use return_tensors='np'"
+            ) from exc
+        return cupy
+    raise ValueError(f"return_tensors must be None, 'np' or 'cp', got {tensor_type!r}")
+
+
 def scatter_add(target, indices, values):
     """``target[indices] += values`` with repeated indices all added (not last-one-wins).
 

@@ -177,7 +177,8 @@ class PreTrainedModel(ModelShell):
         ``from_pretrained(None, config=..., state_dict=...)`` loads given tensors.
         """
         config, tree, device, directory, report, options = loading.from_pretrained(
-            cls.__name__, pretrained_model_name_or_path, cls.config_class, cls.weights_from_state, kwargs)
+            cls.__name__, pretrained_model_name_or_path, cls.config_class, cls.weights_from_state, kwargs,
+            keep_float=("pooler",) if cls.has_pooler else ())  # transformers' bitsandbytes keeps the last module
         model = cls(config, tree, device=device)
         model.name_or_path = str(directory) if directory is not None else None
         model._make_generation_config()  # generation_config.json next to the weights, if there is one

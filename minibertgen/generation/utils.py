@@ -18,6 +18,7 @@ import numpy as np
 
 from ..backend import array_module
 from ..cache import EncoderDecoderCache
+from ..fast.lookup import runs_with_model_kernels
 from ..inputs import as_embeds, as_ids, as_mask
 from ..ops import linear
 from ..outputs import ModelOutput
@@ -49,6 +50,7 @@ class GenerationMixin:
             raise TypeError(f"generation_config: expected a GenerationConfig, got {type(value).__name__}")
         self._generation_config = value
 
+    @runs_with_model_kernels  # the search's own ops (beam top-k) take the model's kernels too
     def generate(self, input_ids=None, attention_mask=None, generation_config=None, seed=None,
                  use_cuda_graph=None, logits_processor=None, prefix_allowed_tokens_fn=None, **kwargs):
         """Generate token ids: greedy search, sampling or beam search, as the config says.

@@ -6,6 +6,8 @@ reference only logs an error and returns an over-long sequence, we raise instead
 """
 import numpy as np
 
+from ..backend import tensor_module
+
 # model_max_length when a checkpoint does not say: "no limit" (transformers' value).
 VERY_LARGE_INTEGER = int(1e30)
 LARGE_INTEGER = int(1e20)
@@ -33,7 +35,7 @@ class BatchEncoding(dict):
         """Turn every field into an int64 NumPy ("np") or CuPy ("cp") array, in place."""
         if tensor_type is None:
             return self
-        xp = _array_module(tensor_type)
+        xp = tensor_module(tensor_type)
         for key, value in list(self.items()):
             rows = [value] if prepend_batch_axis else value
             if isinstance(rows, list) and rows and isinstance(rows[0], list):
@@ -45,21 +47,6 @@ class BatchEncoding(dict):
                     )
             self[key] = xp.asarray(np.asarray(rows, dtype=np.int64))
         return self
-
-
-def _array_module(tensor_type):
-    if tensor_type == "np":
-        return np
-    if tensor_type == "cp":
-        try:
-            import cupy
-        except ImportError as exc:
-            raise ImportError(
-                "return_tensors='cp' needs CuPy, which is not installed; "
-                "install the 'gpu' extra (pip install minibertgen[gpu]) or use return_tensors='np'"
-            ) from exc
-        return cupy
-    raise ValueError(f"return_tensors must be None, 'np' or 'cp', got {tensor_type!r}")
 
 
 def resolve_strategies(padding, truncation, max_length, model_max_length, pad_to_multiple_of):

@@ -1,7 +1,8 @@
-"""Beam search's top-k: the block shortcut for long rows against the definition."""
+"""Beam search's top-k: the reference and the CPU speed wing's block shortcut (fast/cpu.py) against the definition."""
 import numpy as np
 import pytest
 
+from minibertgen.fast import cpu
 from minibertgen.generation import search
 
 
@@ -18,24 +19,25 @@ def test_block_top_k_matches_the_definition(n, k):
     values[1, rng.integers(0, n, 50)] = 9.0  # a cluster of large scores in scattered blocks
     values[2, :] = -np.inf  # a row with few finite scores: the k-th best is in no block of its own
     values[2, rng.choice(n, k, replace=False)] = rng.standard_normal(k)
-    assert n >= 16 * search._BLOCK  # the block path is the one under test
-    got_values, got_indices = search._top_k(values, k)
+    assert n >= 16 * cpu.TOP_K_BLOCK  # the block path is the one under test
     want_values, want_indices = _definition(values, k)
-    np.testing.assert_array_equal(got_values, want_values)
-    np.testing.assert_array_equal(got_indices[:2], want_indices[:2])  # row 1: tied 9.0s, lower index first
-    assert set(got_indices[2]) == set(want_indices[2])
+    for top_k in (cpu.top_k, search._top_k.reference):
+        got_values, got_indices = top_k(values, k)
+        np.testing.assert_array_equal(got_values, want_values)
+        np.testing.assert_array_equal(got_indices[:2], want_indices[:2])  # row 1: tied 9.0s, lower index first
+        assert set(got_indices[2]) == set(want_indices[2])
 
 
 def test_block_top_k_with_fewer_finite_scores_than_k():
-    values = np.full((1, 64 * search._BLOCK), -np.inf, dtype=np.float32)
+    values = np.full((1, 64 * cpu.TOP_K_BLOCK), -np.inf, dtype=np.float32)
     values[0, [5, 9000]] = [1.0, 2.0]
-    got_values, got_indices = search._top_k(values, 4)
+    got_values, got_indices = cpu.top_k(values, 4)
     np.testing.assert_array_equal(got_values[0, :2], [2.0, 1.0])
     np.testing.assert_array_equal(got_indices[0, :2], [9000, 5])
     assert np.isneginf(got_values[0, 2:]).all() and len(set(got_indices[0])) == 4  # distinct picks
 
 
 def test_block_top_k_falls_back_on_nan():
-    values = np.random.default_rng(0).standard_normal((2, 64 * search._BLOCK)).astype(np.float32)
+    values = np.random.default_rng(0).standard_normal((2, 64 * cpu.TOP_K_BLOCK)).astype(np.float32)
     values[0, ::7] = np.nan
-    np.testing.assert_array_equal(search._top_k(values, 5)[1], search._top_k_full(values, 5)[1])
+    np.testing.assert_array_equal(cpu.top_k(values, 5)[1], search._top_k.reference(values, 5)[1])
