@@ -55,7 +55,7 @@ def linear_backward(dout, x, weight, has_bias=True):
     """
     rows_out = dout.reshape(-1, dout.shape[-1])  # [..., out] -> [rows, out]
     rows_in = x.reshape(-1, x.shape[-1])  # [..., in] -> [rows, in]
-    dx = dout @ weight  # [..., out] @ [out, in] -> [..., in]
+    dx = (rows_out @ weight).reshape(*dout.shape[:-1], weight.shape[1])  # [rows, out] @ [out, in] -> [..., in]
     dweight = rows_out.T @ rows_in  # [out, rows] @ [rows, in] -> [out, in]
     dbias = rows_out.sum(axis=0) if has_bias else None  # [out]
     return dx, dweight, dbias

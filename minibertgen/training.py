@@ -289,7 +289,8 @@ def records_activations(call):
     def forward(self, *args, record=None, **kwargs):
         if record is not None:  # a part of a larger recorded forward (a seq2seq model's halves)
             record["dropout"] = self._dropout_function(record["training"], record["generator"])
-            return call(self, *args, record=record, **kwargs)
+            with using(None):  # the half's own kernel table was just put in force: the reference again
+                return call(self, *args, record=record, **kwargs)
         labels = signature.bind_partial(self, *args, **kwargs).arguments.get("labels")
         if labels is None and not self.training:
             return call(self, *args, **kwargs)
