@@ -212,25 +212,32 @@ def _placed(array, dtype, device: Device):
     return to_device(array, device, dtype=dtype if np.dtype(array.dtype).kind == "f" else None)
 
 
-def place(flat: dict, dtype, device: Device, *, quantization_config=None, config=None) -> dict:
+def place(flat: dict, dtype, device: Device, *, quantization_config=None, config=None, keep_float=()) -> dict:
     """Flat weights -> the parameter tree on ``device``: cast, move, quantize (when asked),
     then on the CPU the memory layout of fast/layout.py (same shapes and values)."""
     tree = unflatten(materialise(flat, dtype, device))
-    tree = quantize_if_asked(tree, quantization_config, config)
+    tree = quantize_if_asked(tree, quantization_config, config, keep_float)
     if device.kind == "cpu":
         tree = arrange_for_cpu(tree)
     return tree
 
 
-def quantize_if_asked(tree: dict, quantization_config, config):
+def quantize_if_asked(tree: dict, quantization_config, config, keep_float=()):
     """Swap linear-layer weights for 8/4-bit ones when a BitsAndBytesConfig is given; the
-    config then records it (``quantization_config`` in config.json, as transformers writes)."""
+    config then records it (``quantization_config`` in config.json, as transformers writes).
+
+    ``keep_float``: modules transformers keeps unquantized for this class when the config
+    names no llm_int8_skip_modules (its last module: a base model's pooler)."""
     if quantization_config is None:
         return tree
     from .quantization.params import as_config, quantize_params
 
     quantization_config = as_config(quantization_config)
-    tree = quantize_params(tree, quantization_config)
+    applied = quantization_config
+    if keep_float and quantization_config.llm_int8_skip_modules is None:
+        applied = copy.deepcopy(quantization_config)
+        applied.llm_int8_skip_modules = list(keep_float)
+    tree = quantize_params(tree, applied)
     config.quantization_config = quantization_config.to_dict()
     return tree
 
@@ -312,7 +319,7 @@ def _check_overrides(config, overrides: dict, owner: str) -> None:
                         "(neither loading options nor fields of the config)")
 
 
-def from_pretrained(owner: str, name_or_path, config_class, build_flat, kwargs: dict):
+def from_pretrained(owner: str, name_or_path, config_class, build_flat, kwargs: dict, keep_float=()):
     """What every from_pretrained does; returns (config, tree, device, directory, report, options).
 
     ``build_flat(state, config, report, source, rng) -> flat`` maps the tensors; keyword
@@ -347,7 +354,7 @@ def from_pretrained(owner: str, name_or_path, config_class, build_flat, kwargs: 
     report.warn(f"{owner}.from_pretrained({source!r})")
     device = parse_device(options.get("device"))
     tree = place(flat, resolve_dtype(options.get("dtype"), stored_float_dtype(state)), device,
-                 quantization_config=quantization_config, config=config)
+                 quantization_config=quantization_config, config=config, keep_float=keep_float)
     return config, tree, device, directory, report, options
 
 
