@@ -26,7 +26,10 @@ from minibertgen.checkpoint.errors import CheckpointError  # noqa: E402
 from minibertgen.checkpoint.safetensors_io import read_safetensors  # noqa: E402
 from minibertgen.checkpoint.torch_pickle import read_torch_bin  # noqa: E402
 
-QUICK = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# derandomize: CI sees the same examples every run (run with more max_examples by hand to search wider;
+# 600 / 150 examples found nothing more).
+QUICK = settings(max_examples=60, deadline=None, derandomize=True,
+                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 # -- safetensors headers -----------------------------------------------------------------------------
 DTYPES = ["F32", "F16", "BF16", "I64", "U8", "BOOL", "F8_E4M3", "X", 3, None]
@@ -113,7 +116,7 @@ def _theirs_forward(transformers, torch, values, ids):
         return model, model(input_ids=torch.tensor(ids)).last_hidden_state.numpy()
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(values=configs)
 def test_a_config_is_refused_naming_its_field_or_computes_what_transformers_computes(tmp_path, values):
     transformers = require_module("transformers")
