@@ -103,8 +103,10 @@ def generate_dataset(ds, model, *, actors=None, batch_size=16, rows_per_task=Non
                      predictor=None, **predictor_kwargs):
     """``ds.map_batches(Text2TextPredictor, ...)`` in a pool of ``actors`` model replicas.
 
-    ``actors`` None: one per GPU in the cluster, else one per CPU. ``num_gpus`` None: 1 per
-    actor when the cluster has GPUs, else 0. ``rows_per_task``: rows Ray hands an actor at
+    ``actors`` None: one per GPU in the cluster, else one per CPU but one (an actor holds its
+    CPU for the whole job, and Ray Data's read and write tasks need a CPU to run: a pool
+    holding every CPU waits for them forever). ``num_gpus`` None: 1 per actor when the
+    cluster has GPUs, else 0. ``rows_per_task``: rows Ray hands an actor at
     a time (default 4 batches, sorted together by length). ``predictor``: the class to run
     (default Text2TextPredictor; a subclass of it). Rows come back in input order when
     ``DataContext.get_current().execution_options.preserve_order`` is True.
@@ -113,7 +115,7 @@ def generate_dataset(ds, model, *, actors=None, batch_size=16, rows_per_task=Non
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     num_gpus = (1 if gpus else 0) if num_gpus is None else num_gpus
-    actors = actors or max(1, gpus if num_gpus else int(resources.get("CPU", 1)))
+    actors = actors or max(1, gpus if num_gpus else int(resources.get("CPU", 1)) - 1)
     return ds.map_batches(predictor or Text2TextPredictor, fn_constructor_kwargs={"model": model, "batch_size": batch_size,
                                                                      **predictor_kwargs},
                           batch_size=rows_per_task or 4 * batch_size, concurrency=actors, num_gpus=num_gpus,

@@ -2,6 +2,7 @@
 single-process result, with none lost or duplicated, also when an actor dies mid-job.
 
 Skips without ray, except under MINIBERTGEN_REQUIRE_REFERENCE=1 (CI installs the ray extra)."""
+import faulthandler
 import io
 import json
 import os
@@ -41,6 +42,14 @@ def cluster():
     context.enable_progress_bars = False
     yield
     ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def no_hang():
+    """A job that waits for resources waits forever: end the run with a traceback instead."""
+    faulthandler.dump_traceback_later(180, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +128,24 @@ def test_cli_ray_equals_local_cli(cluster, toy, texts_and_expected, tmp_path):
         assert code == 3 and "row 18: field 'text' is empty" in err.getvalue()
         outputs.append(target.read_text())
     assert outputs[0] == outputs[1] and len(outputs[0].splitlines()) == 59
+
+
+def test_example_reads_parquet_generates_and_writes(cluster, toy, texts_and_expected, tmp_path):
+    import importlib.util
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts, expected = texts_and_expected
+    source = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"row": list(range(1, 41)), "text": texts[:40]}), source)
+    spec = importlib.util.spec_from_file_location("ray_generate", TESTS.parent / "examples" / "ray_generate.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    # One actor: on 2 CPUs, the parquet read and the JSON write need the other one.
+    assert example.main(["--model", toy, "--input", str(source), "--output", str(tmp_path / "out"), "--actors", "1",
+                         "--batch-size", "8", "--max-new-tokens", "6", "--num-beams", "1"]) == 0
+    records = [json.loads(line) for path in sorted((tmp_path / "out").glob("*.json"))
+               for line in path.read_text().splitlines()]
+    assert sorted(record["row"] for record in records) == list(range(1, 41))
+    assert {record["row"]: record["generated_text"] for record in records} == dict(zip(range(1, 41), expected[:40]))
