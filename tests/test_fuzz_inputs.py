@@ -27,8 +27,8 @@ from minibertgen.checkpoint.safetensors_io import read_safetensors  # noqa: E402
 from minibertgen.checkpoint.torch_pickle import read_torch_bin  # noqa: E402
 
 # derandomize: CI sees the same examples every run (run with more max_examples by hand to search wider;
-# 600 / 150 examples found nothing more).
-QUICK = settings(max_examples=60, deadline=None, derandomize=True,
+# 600 / 150 random examples found nothing more).
+QUICK = settings(max_examples=50, deadline=None, derandomize=True,
                  suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 # -- safetensors headers -----------------------------------------------------------------------------
@@ -116,7 +116,7 @@ def _theirs_forward(transformers, torch, values, ids):
         return model, model(input_ids=torch.tensor(ids)).last_hidden_state.numpy()
 
 
-@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=20, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(values=configs)
 def test_a_config_is_refused_naming_its_field_or_computes_what_transformers_computes(tmp_path, values):
     transformers = require_module("transformers")
