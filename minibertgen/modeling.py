@@ -25,7 +25,7 @@ from .config import BertConfig, BertGenerationConfig, RobertaConfig
 from .fast import kernels_for
 from .fast.lookup import runs_with_model_kernels
 from .generation import GenerationMixin
-from .inputs import as_embeds, as_head_mask, as_ids, as_mask
+from .inputs import as_embeds, as_head_mask, as_ids, as_mask, as_position_ids
 from .model import bert_stack, causal_lm_loss, lm_head, pooler
 from .modeling_surface import EmbeddingsSurface, legacy_generation_config, move_generation_parameters
 from .outputs import ModelOutput
@@ -364,10 +364,9 @@ def run_body(model, body_params, *, input_ids, attention_mask, token_type_ids, p
 
     _check_positions(config, past, seq, position_ids)
     _check_chunking(config, seq)
-    if position_ids is not None:
-        position_ids = as_ids(position_ids, "position_ids", device, config.max_position_embeddings)
+    position_ids = as_position_ids(position_ids, "position_ids", device, config.max_position_embeddings, batch, seq)
     token_type_ids = _token_types(config, token_type_ids, device, (batch, seq))
-    attention_mask = as_mask(attention_mask, "attention_mask", device, dtype, (batch, past + seq))
+    attention_mask = as_mask(attention_mask, "attention_mask", device, dtype, (batch, past + seq), queries=seq)
     head_mask = as_head_mask(head_mask, "head_mask", device, dtype, config.num_hidden_layers,
                              config.num_attention_heads)
 
@@ -380,7 +379,7 @@ def run_body(model, body_params, *, input_ids, attention_mask, token_type_ids, p
         if encoder_hidden_states.shape[0] != batch:
             raise ValueError(f"encoder_hidden_states has batch {encoder_hidden_states.shape[0]}: expected {batch}")
         encoder_attention_mask = as_mask(encoder_attention_mask, "encoder_attention_mask", device, dtype,
-                                         encoder_hidden_states.shape[:2])
+                                         encoder_hidden_states.shape[:2], queries=seq)
     out = bert_stack(body_params, config, input_ids=input_ids, inputs_embeds=inputs_embeds,
                      attention_mask=attention_mask, position_ids=position_ids, head_mask=head_mask,
                      encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
