@@ -44,9 +44,12 @@ def embedding(table, ids):
 def linear(x, weight, bias=None):
     """``x @ weight.T + bias`` with a PyTorch-layout weight [out, in].
 
-    (A quantized weight, quantization/, answers ``x @ weight.T`` from its packed codes.)
+    All rows in one product: NumPy's matmul of a 3-D x would loop over the batch, a
+    product per sequence.  (A quantized weight, quantization/, answers ``rows @ weight.T``
+    from its packed codes.)
     """
-    y = x @ weight.T  # [..., in] @ [in, out] -> [..., out]
+    rows = x.reshape(-1, x.shape[-1])  # [..., in] -> [rows, in]
+    y = (rows @ weight.T).reshape(*x.shape[:-1], weight.shape[0])  # [rows, in] @ [in, out] -> [..., out]
     if bias is not None:
         y = y + bias
     return y
