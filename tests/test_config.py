@@ -219,9 +219,13 @@ def test_a_gpt2_config_warns_as_transformers_warns(tmp_path, caplog):
     assert config.hidden_size == 8
     assert "model of type gpt2 to instantiate a model of type bert-generation" in caplog.text
     caplog.clear()
+    mb.BertGenerationEncoder(mb.BertGenerationConfig(hidden_size=8, num_attention_heads=2, **TINY)).save_pretrained(
+        tmp_path / "model")
+    data = json.loads((tmp_path / "model" / "config.json").read_text())
+    (tmp_path / "model" / "config.json").write_text(json.dumps({**data, "model_type": "gpt2"}))
     with caplog.at_level("WARNING", logger="minibertgen.config"):
-        mb.BertGenerationConfig.from_pretrained(tmp_path.parent / tmp_path.name / "config.json", model_type="x")
-    assert "gpt2" in caplog.text
+        mb.BertGenerationEncoder.from_pretrained(tmp_path / "model")  # loading a model says it too
+    assert "model of type gpt2" in caplog.text
 
 
 def test_to_json_file_from_json_file_and_the_saved_file_equal_transformers(tmp_path):
