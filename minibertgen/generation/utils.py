@@ -23,6 +23,7 @@ from ..inputs import as_embeds, as_ids, as_mask
 from ..ops import linear
 from ..outputs import ModelOutput
 from .config import GENERATION_CONFIG_NAME, GenerationConfig
+from .embeds import EmbedsPrompt
 from .build import build_processors
 from .processors import token_ids
 from .search import beam_search, greedy_search
@@ -31,7 +32,7 @@ from .transition import compute_transition_scores
 
 __all__ = ["GenerationMixin"]
 
-_MODEL_KWARGS = ("encoder_outputs", "decoder_input_ids", "inputs")
+_MODEL_KWARGS = ("encoder_outputs", "decoder_input_ids", "inputs", "inputs_embeds")
 
 
 class GenerationMixin:
@@ -107,26 +108,42 @@ class GenerationMixin:
             encoder_fields = returned_encoder_outputs(encoder_outputs, config)
             attention_mask = None  # it was the encoder's; the decoder needs no mask of its own
         else:
-            source, prompt, attention_mask = prepare_prompt(self, input_ids, attention_mask, tokens)
+            embeds = EmbedsPrompt(self, extra.pop("inputs_embeds"), attention_mask, input_ids, config) \
+                if "inputs_embeds" in extra else None
+            source, prompt, attention_mask = (None, embeds.placeholders, embeds.mask) if embeds else \
+                prepare_prompt(self, input_ids, attention_mask, tokens)
             encoder_states = encoder_mask = None
             if not self.config.is_decoder:
                 warn_not_a_decoder(config)
+        embeds = None if seq2seq else embeds
         expand = max(config.num_beams, config.num_return_sequences)
         prompt, source, encoder_states, encoder_mask, attention_mask = (
             _repeat_rows(a, expand) for a in (prompt, source, encoder_states, encoder_mask, attention_mask))
-        set_lengths(self, config, prompt.shape[1], kwargs)
-
         decoder = self.decoder if seq2seq else self
+        if embeds is None:
+            set_lengths(self, config, prompt.shape[1], kwargs)
+        else:
+            embeds.repeat(expand)
+            total = embeds.set_lengths(config, kwargs, decoder.config.max_position_embeddings)
+            use_cuda_graph = False  # the first step is not a token step
+        processors = build_processors(config, prompt_len=prompt.shape[1] if embeds is None else 0,
+                                      eos_ids=tokens["eos"], vocab_size=decoder.config.vocab_size,
+                                      encoder_ids=source, xp=array_module(prompt),
+                                      prefix_allowed_tokens_fn=prefix_allowed_tokens_fn,
+                                      logits_processor=logits_processor)
+        if embeds is not None:
+            processors, config.max_length = embeds.processors(processors), total
+
         cache = EncoderDecoderCache(decoder.config.num_hidden_layers, capacity=config.max_length) \
             if config.use_cache else None
         step = make_step(decoder, cache, encoder_states, encoder_mask, attention_mask, config.max_length,
                          use_cuda_graph=use_cuda_graph, record=recorded_outputs(config, seq2seq))
-        processors = build_processors(config, prompt_len=prompt.shape[1], eos_ids=tokens["eos"],
-                                      vocab_size=decoder.config.vocab_size, encoder_ids=source,
-                                      xp=array_module(prompt), prefix_allowed_tokens_fn=prefix_allowed_tokens_fn,
-                                      logits_processor=logits_processor)
+        if embeds is not None:
+            step = embeds.step(step, decoder)
         rng = make_rng(seed) if config.do_sample else None
         found = run_search(step, prompt, config, processors, tokens, rng)
+        if embeds is not None:  # the embedded prompt had no ids: only generated tokens come back
+            found["sequences"] = found["sequences"][:, embeds.length:]
         if not config.return_dict_in_generate:
             return found["sequences"]
         return generate_output(config, seq2seq, step, cache, encoder_fields, **found)
