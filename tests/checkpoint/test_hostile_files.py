@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import minibertgen as mb
-from ckpt_helpers import dict_pickle, integer, tensor, text, tup, write_torch_zip
+from ckpt_helpers import dict_pickle, tensor, text, write_torch_zip
 from minibertgen.checkpoint import torch_pickle
 from minibertgen.checkpoint.errors import CheckpointError
 from minibertgen.checkpoint.files import load_state_dict
