@@ -3,6 +3,9 @@
 A config is a bag of named hyper-parameters read from and written to ``config.json``,
 with transformers' key names and defaults.  Keys we do not know are kept and written
 back unchanged, so a config survives a round trip through minibertgen untouched.
+Configs are data: creating one checks almost nothing (as transformers); ``validate()``
+runs when a model is built from it.  config.json is written as transformers writes it
+(``to_diff_dict``: the values that differ from the defaults).
 """
 from __future__ import annotations
 
