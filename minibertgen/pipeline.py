@@ -3,8 +3,10 @@
     generator = pipeline("text2text-generation", model="path/or/hub-id")
     generator("Plants create energy through ")      # [{'generated_text': '...'}]
 
-Steps per call: tokenize (with special tokens; a list is padded) -> model.generate with
-the pipeline's generation settings -> decode with skip_special_tokens=True.  The
+Steps per call: tokenize (with special tokens) -> model.generate with the pipeline's
+generation settings -> decode with skip_special_tokens=True. A list goes through
+minibertgen.batch in batches of ``batch_size``: sorted by length (unless sampling), padded
+as transformers pads them, returned in input order; each row gets its unbatched result.  The
 generation settings follow transformers: max_new_tokens=256 and num_beams=4 unless the
 model's generation config sets its own values, then whatever the caller passes.
 """
