@@ -13,12 +13,13 @@ import re
 from .added_tokens import AddedToken, as_added_token, build_matcher, split_on_added_tokens
 from .calling import CallMixin
 from .files import FilesMixin
+from .plus import PlusMixin
 from .encoding import VERY_LARGE_INTEGER
 
 SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 
 
-class PreTrainedTokenizer(CallMixin, FilesMixin):
+class PreTrainedTokenizer(CallMixin, PlusMixin, FilesMixin):
     """Base class of the three tokenizers; not used on its own."""
 
     vocab_files_names = {}
@@ -32,6 +33,11 @@ class PreTrainedTokenizer(CallMixin, FilesMixin):
     _supports_offsets = False
 
     def __init__(self, **kwargs):
+        for key in kwargs:  # an attribute named like a method would shadow it: transformers refuses too
+            if callable(getattr(type(self), key, None)):
+                raise AttributeError(f"{key} conflicts with the method {key} in {type(self).__name__}: "
+                                     "pick another keyword argument name")
+        self.init_inputs = ()
         self.init_kwargs = copy.deepcopy(kwargs)
         self.name_or_path = kwargs.pop("name_or_path", "")
         model_max_length = kwargs.pop("model_max_length", kwargs.pop("max_len", None))
@@ -111,15 +117,37 @@ class PreTrainedTokenizer(CallMixin, FilesMixin):
     # ----- special tokens -----
     @property
     def additional_special_tokens(self):
+        """The extra special tokens; None after ``tokenizer.additional_special_tokens = None``,
+        as in transformers."""
+        if getattr(self, "_additional_special_none", False):
+            return None
         return [str(t) for t in self._additional_special]
 
     @additional_special_tokens.setter
     def additional_special_tokens(self, tokens):
-        self._additional_special = [as_added_token(t, special=True) for t in tokens]
+        self._additional_special_none = tokens is None
+        if tokens is not None and (isinstance(tokens, str) or not isinstance(tokens, (list, tuple))):
+            raise TypeError(f"additional_special_tokens must be a list of str or None, got {tokens!r:.80}")
+        self._additional_special = [as_added_token(t, special=True) for t in tokens or []]
 
     @property
     def additional_special_tokens_ids(self):
-        return self.convert_tokens_to_ids(self.additional_special_tokens)
+        tokens = self.additional_special_tokens
+        return None if tokens is None else self.convert_tokens_to_ids(tokens)
+
+    @additional_special_tokens_ids.setter
+    def additional_special_tokens_ids(self, ids):
+        """Set the extra special tokens by id (each id must be in the vocabulary)."""
+        if ids is None:
+            self.additional_special_tokens = None
+            return
+        tokens = []
+        for index in ids:
+            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(self):
+                raise ValueError(f"additional_special_tokens_ids holds {index!r}: expected token ids in "
+                                 f"[0, {len(self)})")
+            tokens.append(self.convert_ids_to_tokens(index))
+        self.additional_special_tokens = tokens
 
     @property
     def special_tokens_map_extended(self):

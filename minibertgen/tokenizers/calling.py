@@ -6,8 +6,8 @@ waits until the longest sequence is known.
 """
 import logging
 
-from .encoding import (BatchEncoding, offsets_with_specials, pad_one, resolve_strategies, truncate_ids,
-                       truncate_with_offsets)  # fmt: skip
+from .encoding import (BatchEncoding, check_overflow_request, offsets_with_specials, pad_one, resolve_strategies,
+                       truncate_ids, truncate_with_offsets, truncate_with_overflow)  # fmt: skip
 
 logger = logging.getLogger("minibertgen.tokenizers")
 
@@ -34,6 +34,8 @@ class CallMixin:
         return_special_tokens_mask=False,
         return_length=False,
         return_offsets_mapping=False,
+        stride=0,
+        return_overflowing_tokens=False,
         **kwargs,
     ):
         """Encode one text, a pair, or a batch into a BatchEncoding (``input_ids`` ...).
@@ -45,6 +47,10 @@ class CallMixin:
         ``return_offsets_mapping=True`` adds ``offset_mapping``: each token's (start, end)
         character span in its text, (0, 0) for special tokens and padding, as
         transformers' fast tokenizers give it (WordPiece and byte-level BPE only).
+        ``return_overflowing_tokens=True`` (with truncation) adds ``overflowing_tokens``, the ids
+        cut off plus ``stride`` ids before them, and ``num_truncated_tokens``, as transformers'
+        slow tokenizers do (one row per text; the fast tokenizers' extra rows and their
+        ``overflow_to_sample_mapping`` are not produced).
         """
         _reject_unsupported(kwargs)
         if return_offsets_mapping and not self._supports_offsets:
@@ -52,6 +58,9 @@ class CallMixin:
                 f"return_offsets_mapping=True is not available for {type(self).__name__} (transformers has "
                 "no fast version of it either); pass return_offsets_mapping=False"
             )
+        if return_offsets_mapping and return_overflowing_tokens:
+            raise NotImplementedError("return_overflowing_tokens=True with return_offsets_mapping=True is not "
+                                      "supported; drop one of them")
         if return_offsets_mapping and is_split_into_words:
             raise NotImplementedError(
                 "return_offsets_mapping=True with is_split_into_words=True is not supported; "
@@ -64,7 +73,8 @@ class CallMixin:
             return_tensors=return_tensors, return_token_type_ids=return_token_type_ids,
             return_attention_mask=return_attention_mask,
             return_special_tokens_mask=return_special_tokens_mask, return_length=return_length,
-            return_offsets_mapping=return_offsets_mapping,
+            return_offsets_mapping=return_offsets_mapping, stride=stride,
+            return_overflowing_tokens=return_overflowing_tokens,
         )  # fmt: skip
         if text is None and text_target is None:
             raise ValueError("pass text (or text_target) to encode; both are None")
@@ -165,7 +175,7 @@ class CallMixin:
         self, ids, pair_ids=None, add_special_tokens=True, padding=False, truncation=None,
         max_length=None, pad_to_multiple_of=None, padding_side=None, return_token_type_ids=None,
         return_attention_mask=None, return_special_tokens_mask=False, return_length=False,
-        _padding_for_strategy=None, _offsets=None,
+        stride=0, return_overflowing_tokens=False, _padding_for_strategy=None, _offsets=None,
     ):  # fmt: skip
         """Truncate, add special tokens and (for one sequence) pad a list of ids.
 
@@ -186,7 +196,16 @@ class CallMixin:
             return_attention_mask = "attention_mask" in self.model_input_names
         specials = self.num_special_tokens_to_add(pair=pair_ids is not None) if add_special_tokens else 0
         total = len(ids) + (len(pair_ids) if pair_ids is not None else 0) + specials
-        if truncation_strategy != "do_not_truncate" and max_length is not None and total > max_length:
+        overflow = []  # what return_overflowing_tokens returns when nothing is cut
+        if return_overflowing_tokens:
+            check_overflow_request(pair_ids, truncation_strategy, max_length, stride)
+        if return_overflowing_tokens and total > max_length:
+            if max_length < specials:
+                raise ValueError(f"max_length={max_length} is shorter than the {specials} special tokens this "
+                                 f"tokenizer adds; use max_length >= {specials} or add_special_tokens=False")
+            ids, pair_ids, overflow = truncate_with_overflow(ids, pair_ids, total - max_length, truncation_strategy,
+                                                             self.truncation_side, stride)
+        elif truncation_strategy != "do_not_truncate" and max_length is not None and total > max_length:
             if max_length < specials:
                 raise ValueError(
                     f"max_length={max_length} is shorter than the {specials} special tokens this "
@@ -203,6 +222,8 @@ class CallMixin:
             _offsets = (self._trim_offsets(ids, _offsets[0]),
                         None if pair_ids is None else self._trim_offsets(pair_ids, _offsets[1]))  # fmt: skip
         encoded = {}
+        if return_overflowing_tokens:
+            encoded.update(overflowing_tokens=overflow, num_truncated_tokens=total - max_length)
         if add_special_tokens:
             encoded["input_ids"] = self.build_inputs_with_special_tokens(ids, pair_ids)
             type_ids = self.create_token_type_ids_from_sequences(ids, pair_ids)
@@ -374,7 +395,7 @@ def _is_batch(text, is_split_into_words, name):
     raise TypeError(f"{name} must be a str or a list of str, got {type(text).__name__} ({text!r:.80})")
 
 
-_UNSUPPORTED = ("stride", "return_overflowing_tokens", "return_offsets_mapping")
+_UNSUPPORTED = ("return_offsets_mapping",)
 
 
 def _reject_unsupported(kwargs):

@@ -170,6 +170,30 @@ def truncate_with_offsets(ids, pair_ids, offsets, pair_offsets, num_to_remove, s
     return ids, [i for i, _ in second], offsets, [o for _, o in second]
 
 
+def check_overflow_request(pair_ids, strategy, max_length, stride):
+    """return_overflowing_tokens=True needs a truncation length and, for a pair, a strategy
+    that cuts one sequence (transformers refuses longest_first on pairs too)."""
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 0:
+        raise ValueError(f"stride={stride!r}: expected an integer >= 0 (ids repeated before the overflow)")
+    if pair_ids is not None and strategy == "longest_first":
+        raise ValueError("return_overflowing_tokens=True cannot return overflowing tokens for a pair with "
+                         "truncation='longest_first'; use truncation='only_first' or 'only_second'")
+    if max_length is None or strategy == "do_not_truncate":
+        raise ValueError("return_overflowing_tokens=True needs truncation to a length: pass truncation=True "
+                         "and max_length (or a tokenizer with a model_max_length)")
+
+
+def truncate_with_overflow(ids, pair_ids, num_to_remove, strategy, side, stride):
+    """truncate_ids for one cut sequence, also returning what was cut plus ``stride`` ids
+    next to it (the overlap a sliding window keeps): ``(ids, pair_ids, overflowing)``."""
+    second = strategy == "only_second"
+    cut = pair_ids if second else ids
+    new_ids, new_pair = truncate_ids(ids, pair_ids, num_to_remove, strategy, side)
+    window = min(len(cut), stride + num_to_remove)
+    overflowing = cut[:window] if side == "left" else cut[len(cut) - window:]
+    return new_ids, new_pair, list(overflowing)
+
+
 def offsets_with_specials(special_mask, offsets, pair_offsets):
     """Lay the sequences' offsets out along input_ids: (0, 0) where a special token sits."""
     spans = iter(list(offsets) + list(pair_offsets or []))

@@ -99,9 +99,12 @@ def test_unsupported_options_say_so():
     # SentencePiece has no fast tokenizer in transformers, so no offsets (it raises too).
     with pytest.raises(NotImplementedError, match="return_offsets_mapping=True is not available for Bert"):
         ours("sp_unigram")("a", return_offsets_mapping=True)
-    for name in ("stride", "return_overflowing_tokens"):
-        with pytest.raises(NotImplementedError, match=name):
-            ours("minilm")("a", **{name: 2 if name == "stride" else True})
+    with pytest.raises(ValueError, match="return_overflowing_tokens=True needs truncation"):
+        ours("minilm")("a b", return_overflowing_tokens=True)  # no length to cut at
+    with pytest.raises(ValueError, match="stride"):
+        ours("minilm")("a b", return_overflowing_tokens=True, truncation=True, max_length=3, stride=-1)
+    with pytest.raises(ValueError, match="longest_first"):
+        ours("minilm")("a b", "c", return_overflowing_tokens=True, truncation=True, max_length=3)
     with pytest.raises(TypeError, match="not_an_option"):
         ours("minilm")("a", not_an_option=1)
 
