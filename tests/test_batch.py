@@ -113,6 +113,16 @@ def test_batch_size_is_checked(model_dirs):
         generator(["copy cat"], batch_size=-2)
 
 
+def test_progress_bar_counts_rows_per_second(monkeypatch, capsys):
+    pytest.importorskip("tqdm")
+    import minibertgen.progress as progress
+
+    monkeypatch.setattr(progress, "progress_bars_enabled", lambda: True)
+    results = list(generate_rows(_EchoGenerator(), rows_from_texts(["copy cat"] * 20), batch_size=4))
+    assert len(results) == 20
+    assert "row/s" in capsys.readouterr().err
+
+
 class _EchoGenerator:
     """Stands in for a pipeline: 'generates' the batch width, to see what was batched together."""
 
