@@ -110,3 +110,47 @@ class EncoderDecoderCache:
             cross = self.cross[layer] or (None, None)
             out.append((k, v, *cross))
         return tuple(out)
+
+    # -- transformers' Cache surface (read-only views) ---------------------------------------
+    @property
+    def self_attention_cache(self):
+        """``cache.self_attention_cache.layers[i].keys`` [batch, heads, length, head_dim], as transformers."""
+        return CacheLayers([(self.keys[i], self.values[i]) for i in range(self.num_layers)], self.length)
+
+    @property
+    def cross_attention_cache(self):
+        """``cache.cross_attention_cache.layers[i].keys`` [batch, heads, src, head_dim]."""
+        return CacheLayers([self.cross[i] or (None, None) for i in range(self.num_layers)], None)
+
+    @property
+    def layers(self):
+        """The self-attention layers (``cache.layers[i].keys`` / ``.values``)."""
+        return self.self_attention_cache.layers
+
+    def __getitem__(self, layer: int):
+        """(self keys, self values, cross keys, cross values) of one layer, as to_legacy_cache."""
+        if not -self.num_layers <= layer < self.num_layers:
+            raise KeyError(f"the cache has {self.num_layers} layers: no layer {layer}")
+        return self.to_legacy_cache()[layer]
+
+    def __iter__(self):
+        return iter(self.to_legacy_cache())
+
+
+class CacheLayer:
+    """One layer's keys and values, viewed as transformers' cache layers show them."""
+
+    def __init__(self, keys, values):
+        self.keys, self.values = keys, values
+
+
+class CacheLayers:
+    """Per-layer views (``.layers[i].keys``) of buffers filled up to ``length`` (None: all)."""
+
+    def __init__(self, pairs, length):
+        self.layers = [CacheLayer(*(None if a is None else (a if length is None else a[:, :, :length])
+                                    for a in pair)) for pair in pairs]
+        self.length = length
+
+    def get_seq_length(self) -> int:
+        return self.length or 0
