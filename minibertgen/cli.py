@@ -129,7 +129,16 @@ def run_command(args, stdin, stdout, stderr) -> int:
     quantization_config = _quantization_config(args)
     summary = Summary()
     done = rows_already_written(args.output) if args.resume else set()
-    rows = _skip_done(read_rows(open_input(args.input, stdin, fmt), fmt, args.column), done, summary)
+    source = open_input(args.input, stdin, fmt)
+    try:
+        return _run_job(args, fmt, _skip_done(read_rows(source, fmt, args.column), done, summary), summary,
+                        quantization_config, stdout, stderr)
+    finally:
+        if args.input:
+            source.close()
+
+
+def _run_job(args, fmt, rows, summary, quantization_config, stdout, stderr) -> int:
     generate_kwargs = {k: getattr(args, k) for k in _GENERATION_FLAGS if getattr(args, k) is not None}
     load = dict(model=args.model, tokenizer=args.tokenizer, dtype=args.dtype, device=_device(args.device),
                 quantization_config=quantization_config, **generate_kwargs)
