@@ -68,7 +68,7 @@ SUPPORTED = {
     "num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold",
     "assistant_lookbehind", "target_lookbehind", "disable_compile", "cache_implementation",
     "cache_config", "return_legacy_cache", "compile_config", "typical_p", "epsilon_cutoff", "eta_cutoff",
-    "exponential_decay_length_penalty",
+    "exponential_decay_length_penalty", "prompt_lookup_num_tokens", "max_matching_ngram_size",
 }
 
 _METADATA = ("transformers_version", "_from_model_config", "_commit_hash", "_original_object_hash")

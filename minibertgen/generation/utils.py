@@ -24,6 +24,7 @@ from ..ops import linear
 from ..outputs import ModelOutput
 from .config import GENERATION_CONFIG_NAME, GenerationConfig
 from .embeds import EmbedsPrompt
+from .assisted import assisted_generate, check_assisted
 from .build import build_processors
 from .processors import token_ids
 from .search import beam_search, greedy_search
@@ -53,7 +54,8 @@ class GenerationMixin:
 
     @runs_with_model_kernels  # the search's own ops (beam top-k) take the model's kernels too
     def generate(self, input_ids=None, attention_mask=None, generation_config=None, seed=None,
-                 use_cuda_graph=None, logits_processor=None, prefix_allowed_tokens_fn=None, **kwargs):
+                 use_cuda_graph=None, logits_processor=None, prefix_allowed_tokens_fn=None, assistant_model=None,
+                 **kwargs):
         """Generate token ids: greedy search, sampling or beam search, as the config says.
 
         input_ids [batch, src] (the source for a seq2seq model, the prompt for a decoder),
@@ -63,7 +65,10 @@ class GenerationMixin:
         ``logits_processor``: a list of processors (processors.py: transformers' classes, or
         any ``f(input_ids, scores) -> scores``), merged with the ones the settings build as
         transformers merges them; ``prefix_allowed_tokens_fn(batch_id, ids) -> allowed ids``
-        constrains every step.  ``seed``: an int or a numpy Generator for sampling.  ``use_cuda_graph``: on the
+        constrains every step.  ``assistant_model`` (a smaller model of the same vocabulary) or
+        ``prompt_lookup_num_tokens=n``: assisted greedy decoding (assisted.py), the same ids
+        as plain greedy search, faster when the guesses are often right.
+        ``seed``: an int or a numpy Generator for sampling.  ``use_cuda_graph``: on the
         GPU, replay each decode step from a captured CUDA graph (cuda_graph.py; default
         True there, ignored on the CPU; False runs every step eagerly; also ignored when
         attentions or hidden states are returned: a captured step yields logits only).
@@ -133,6 +138,11 @@ class GenerationMixin:
                                       logits_processor=logits_processor)
         if embeds is not None:
             processors, config.max_length = embeds.processors(processors), total
+        if assistant_model is not None or config.prompt_lookup_num_tokens is not None:
+            if embeds is not None:
+                raise NotImplementedError("assisted generation with inputs_embeds is not supported: pass input_ids")
+            return _assisted(self, assistant_model, prompt, source, encoder_states, encoder_mask, attention_mask,
+                             config, processors, tokens)
 
         cache = EncoderDecoderCache(decoder.config.num_hidden_layers, capacity=config.max_length) \
             if config.use_cache else None
@@ -162,6 +172,18 @@ class GenerationMixin:
         decoder = self.decoder if is_encoder_decoder(self) else self
         return compute_transition_scores(sequences, scores, beam_indices, normalize_logits,
                                          vocab_size=decoder.config.vocab_size)
+
+
+def _assisted(model, assistant_model, prompt, source, encoder_states, encoder_mask, prompt_mask, config,
+              processors, tokens):
+    """generate()'s assisted path: checks, the assistant's own encoder pass, assisted.py's loop."""
+    check_assisted(config, prompt.shape[0], assistant_model, model)
+    assistant_states = None
+    if assistant_model is not None and is_encoder_decoder(assistant_model):
+        encoded = assistant_model.encoder(input_ids=source, attention_mask=encoder_mask)
+        assistant_states = assistant_model.project_encoder_states(encoded["last_hidden_state"])
+    return assisted_generate(model, assistant_model, prompt, encoder_states, encoder_mask, prompt_mask, config,
+                             processors, tokens, assistant_encoder_states=assistant_states)
 
 
 def run_search(step, prompt, config, processors, tokens, rng) -> dict:
