@@ -53,7 +53,8 @@ def resize_vocabulary(model, new_num_tokens, pad_to_multiple_of=None, mean_resiz
 
     New rows: with mean_resizing (transformers' default) the mean of the old rows, which is
     what transformers draws them around (its covariance is scaled by 1e-9); else
-    N(0, initializer_range).  New bias entries: the old bias' mean (mean_resizing) or 0.
+    N(0, initializer_range).  New bias entries: 0 for a head tied to the embeddings; the old
+    bias' mean for an untied one with mean_resizing (as transformers).
     """
     config = model.config
     old = model.get_input_embeddings()
@@ -75,7 +76,8 @@ def resize_vocabulary(model, new_num_tokens, pad_to_multiple_of=None, mean_resiz
         head._node["weight"] = new_table if tied else _resized(head.weight, rows, mean_resizing,
                                                                config.initializer_range, rng)
         bias = model.params["lm_head"]["bias"]
-        model.params["lm_head"]["bias"] = _resized_bias(bias, rows, mean_resizing)
+        # transformers pads a tied head's bias with zeros; an untied head is mean-resized
+        model.params["lm_head"]["bias"] = _resized_bias(bias, rows, mean_resizing and not tied)
     config.vocab_size = int(rows)
     return model.get_input_embeddings()
 
