@@ -11,6 +11,13 @@ number of threads, on the same batch: a step is forward + loss, backward, AdamW
 (lr 1e-4, wd 0.01).  Also timed: a forward without labels (inference: minibertgen
 records nothing).  Prints medians, the phases of a step and ratios (torch / minibertgen:
 > 1 means minibertgen is faster).
+
+    python benchmarks/bench_training.py --toy 700
+
+trains instead the toy bert2bert of tests/fixtures/generation/train_toy_bert2bert.py
+(the script's model, data, AdamW lr 3e-3, 50 warm-up steps then linear decay, clipping at
+1.0) for 700 steps from the same initial weights in both libraries, and reports wall
+time and greedy exact-match accuracy on 200 fresh examples.
 """
 from __future__ import annotations
 
@@ -126,12 +133,75 @@ def measure(step, infer, reps):
     }
 
 
+def run_toy(library, steps):
+    """Train the fixture's toy bert2bert for ``steps`` steps; -> wall time and accuracy."""
+    import random
+    import tempfile
+
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(HERE.parent / "tests" / "fixtures" / "generation"))
+    import train_toy_bert2bert as script
+
+    torch.manual_seed(0)
+    theirs = script.build_model()
+    factor = lambda s: min(1.0, (s + 1) / 50) * (1 - s / steps)  # noqa: E731  (the script's schedule)
+    rng = random.Random(0)
+    batches = []
+    for _ in range(steps):
+        pairs = [script.make_example(rng) for _ in range(64)]
+        batches.append((script.pad([p[0] for p in pairs], 0).numpy(), script.pad([p[1] for p in pairs], -100).numpy()))
+    rng = random.Random(1)
+    held_out = [script.make_example(rng) for _ in range(200)]
+    if library == "torch":
+        optimizer = torch.optim.AdamW(theirs.parameters(), lr=3e-3)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        theirs.train()
+        start = time.perf_counter()
+        for ids, labels in batches:
+            ids, labels = torch.from_numpy(ids), torch.from_numpy(labels)
+            loss = theirs(input_ids=ids, attention_mask=(ids != 0).long(), labels=labels).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(theirs.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad()
+        wall = time.perf_counter() - start
+        theirs.eval()
+        with torch.no_grad():
+            outputs = [theirs.generate(torch.tensor([ids]), max_new_tokens=12)[0, 1:].tolist() for ids, _ in held_out]
+    else:
+        import minibertgen as mb
+        from minibertgen.optim import AdamW, LambdaLR, clip_grad_norm_
+
+        directory = tempfile.mkdtemp()
+        theirs.save_pretrained(directory)
+        model = mb.EncoderDecoderModel.from_pretrained(directory).train()
+        optimizer = AdamW(model.parameters(), lr=3e-3)
+        schedule = LambdaLR(optimizer, factor)
+        start = time.perf_counter()
+        for ids, labels in batches:
+            loss = model(input_ids=ids, attention_mask=(ids != 0).astype(np.int64), labels=labels).loss
+            loss.backward()
+            clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad()
+        wall = time.perf_counter() - start
+        model.eval()
+        outputs = [model.generate(np.array([ids]), max_new_tokens=12)[0, 1:].tolist() for ids, _ in held_out]
+    right = sum(out[: len(target)] == target for out, (_, target) in zip(outputs, held_out))
+    return {"train_wall_s": wall, "last_loss": float(loss), "accuracy": right / len(held_out)}
+
+
 def child(library, args):
     """Run one library in a fresh process with the thread count fixed before numpy/torch load."""
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "OPENBLAS_NUM_THREADS": str(args.threads),
            "MKL_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
     command = [sys.executable, __file__, "--child", library, "--reps", str(args.reps), "--batch", str(args.batch),
-               "--source", str(args.source), "--target", str(args.target), "--threads", str(args.threads)]
+               "--source", str(args.source), "--target", str(args.target), "--threads", str(args.threads),
+               "--toy", str(args.toy)]
     out = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -143,15 +213,29 @@ def main():
     parser.add_argument("--source", type=int, default=64)
     parser.add_argument("--target", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--toy", type=int, default=0, help="train the toy fixture this many steps instead")
     parser.add_argument("--child", choices=["minibertgen", "torch"])
     args = parser.parse_args()
     if args.child:
-        if args.child == "torch":
-            import torch
+        import torch
 
-            torch.set_num_threads(args.threads)
+        torch.set_num_threads(args.threads)
+        if args.toy:
+            print(json.dumps(run_toy(args.child, args.toy)))
+            return
         run = run_torch if args.child == "torch" else run_minibertgen
         print(json.dumps(run(args.reps, args.batch, args.source, args.target)))
+        return
+    if args.toy:
+        results = {library: child(library, args) for library in ("torch", "minibertgen")}
+        print(f"toy bert2bert, {args.toy} steps x batch 64, {args.threads} threads; "
+              f"load average {os.getloadavg()[0]:.1f}")
+        for library, result in results.items():
+            print(f"{library:12s} train {result['train_wall_s']:7.1f} s  last loss {result['last_loss']:.4f}  "
+                  f"greedy accuracy {result['accuracy']:.3f}")
+        out = HERE / "results" / "training_toy.json"
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps({"args": vars(args), "results": results}, indent=1) + "\n")
         return
     build_checkpoint()
     results = {library: child(library, args) for library in ("torch", "minibertgen")}

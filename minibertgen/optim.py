@@ -108,7 +108,7 @@ class AdamW:
 
     def _update(self, param, group):
         w, g = param.data, param.grad
-        if getattr(w, "flags", None) is not None and not w.flags.writeable:
+        if not getattr(getattr(w, "flags", None), "writeable", True):  # (CuPy arrays have no such flag)
             raise ValueError("a parameter's array is read-only (a memory-mapped checkpoint): "
                              "call model.train() or model.parameters() first, which copy the weights once")
         if group["maximize"]:
