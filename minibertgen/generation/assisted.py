@@ -10,7 +10,8 @@ exactly -- the guesses only change the speed, as transformers guarantees.
 
 Guessers: another (smaller) model of the same vocabulary, run greedily for K steps with
 its own cache (K = num_assistant_tokens; "heuristic" schedule: +2 after a fully accepted
-round, -1 otherwise, as transformers), or prompt lookup: the tokens that followed the
+round, -1 otherwise, as transformers; it stops early after a guess it gives less than
+assistant_confidence_threshold probability, default 0.4), or prompt lookup: the tokens that followed the
 first occurrence of the sequence's final n-gram earlier in the sequence (n from
 max_matching_ngram_size, default 2, down to 1; transformers' rule).
 
@@ -24,6 +25,7 @@ import numpy as np
 
 from ..backend import array_module
 from ..cache import EncoderDecoderCache
+from ..ops import softmax
 from ..outputs import ModelOutput
 from .logits_process import apply_processors
 
@@ -105,13 +107,18 @@ def prompt_lookup_candidates(ids, num_tokens, max_ngram):
     return ids[:0]
 
 
-def _assistant_candidates(assistant, ids, count):
-    """``count`` greedy guesses [count] from the assistant, continuing ids [1, cur]."""
+def _assistant_candidates(assistant, ids, count, threshold):
+    """Up to ``count`` greedy guesses [k] from the assistant, continuing ids [1, cur]; it
+    stops after a guess whose probability is below ``threshold`` (transformers'
+    assistant_confidence_threshold: unsure guesses are rarely accepted)."""
     xp = assistant.decoder.device.xp
     guesses = ids
     for _ in range(count):
-        token = assistant.logits(guesses)[:, -1].argmax(axis=-1)  # [1]
+        logits = assistant.logits(guesses)[:, -1].astype(np.float32, copy=False)  # [1, vocab]
+        token = logits.argmax(axis=-1)  # [1]
         guesses = xp.concatenate([guesses, token[:, None]], axis=1)
+        if threshold and float(softmax(logits, axis=-1).max()) < threshold:
+            break
     return guesses[0, ids.shape[1]:]
 
 
@@ -132,7 +139,8 @@ def assisted_generate(model, assistant_model, prompt, encoder_states, encoder_ma
     while ids.shape[1] < config.max_length:
         room = config.max_length - ids.shape[1] - 1  # guesses beyond max_length are never needed
         if helper is not None:
-            candidates = _assistant_candidates(helper, ids, min(guesses, room)) if room > 0 else ids[0, :0]
+            candidates = _assistant_candidates(helper, ids, min(guesses, room), config.assistant_confidence_threshold) \
+                if room > 0 else ids[0, :0]
         else:
             found = prompt_lookup_candidates(np.asarray(ids[0].get() if hasattr(ids, "get") else ids[0]),
                                              config.prompt_lookup_num_tokens, config.max_matching_ngram_size or 2)
