@@ -118,7 +118,8 @@ def generate_dataset(ds, model, *, actors=None, batch_size=16, rows_per_task=Non
     actors = actors or max(1, gpus if num_gpus else int(resources.get("CPU", 1)) - 1)
     return ds.map_batches(predictor or Text2TextPredictor, fn_constructor_kwargs={"model": model, "batch_size": batch_size,
                                                                      **predictor_kwargs},
-                          batch_size=rows_per_task or 4 * batch_size, concurrency=actors, num_gpus=num_gpus,
+                          batch_size=rows_per_task or 4 * batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
+                          num_gpus=num_gpus,
                           num_cpus=0 if num_gpus else 1, batch_format="numpy")
 
 
