@@ -105,9 +105,9 @@ def test_pairing_matches_transformers(hf, tmp_path, enc, dec, tie):
         assert abs(float(out.loss) - float(ref.loss)) <= TOL
     for beams in (1, 3):
         with torch.no_grad():
-            ref_ids = model.generate(tt(src), attention_mask=tt(src_mask), max_new_tokens=7, num_beams=beams,
+            ref_ids = model.generate(tt(src), attention_mask=tt(src_mask), max_new_tokens=5, num_beams=beams,
                                      do_sample=False)
-        ids = ours.generate(src, attention_mask=src_mask, max_new_tokens=7, num_beams=beams)
+        ids = ours.generate(src, attention_mask=src_mask, max_new_tokens=5, num_beams=beams)
         np.testing.assert_array_equal(np.asarray(ids), ref_ids.numpy())
 
 
@@ -200,8 +200,8 @@ def _copy_new_weights(ours, theirs, pooled=True):
         node[leaf] = array.copy()
 
 
-GUIDE = dict(max_length=14, min_length=3, no_repeat_ngram_size=3, early_stopping=True, length_penalty=2.0,
-             num_beams=4)
+GUIDE = dict(max_length=9, min_length=3, no_repeat_ngram_size=3, early_stopping=True, length_penalty=2.0,
+             num_beams=2)
 
 
 def _guide_settings(config, start, eos, pad, vocab):
