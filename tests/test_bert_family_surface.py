@@ -201,3 +201,25 @@ def test_cache_layers_view():
     np.testing.assert_array_equal(cache.cross_attention_cache.layers[0].keys, legacy[0][2])
     assert cache.layers[0].keys.shape == (3, 2, 5, 8)  # [batch, heads, tgt, head_dim]
     assert len(cache[1]) == 4
+
+
+def test_from_pretrained_subfolder(tmp_path):
+    shutil.copytree(CASES / "bert_model", tmp_path / "encoder")
+    model = mb.BertModel.from_pretrained(tmp_path, subfolder="encoder")
+    io = load_io("bert_model")
+    out = model(input_ids=io["in.input_ids"], attention_mask=io["in.attention_mask"])
+    assert np.abs(out.last_hidden_state - io["out.last_hidden_state"]).max() <= TOL
+
+
+def test_legacy_generation_rule_needs_an_unchanged_generation_config():
+    """transformers rebuilds the generation config from model.config only when it was derived
+    from the model config AND has not been changed since; a changed one is used as it is."""
+    model = mb.EncoderDecoderModel.from_pretrained(CASES / "bert2bert")
+    assert model.generation_config._from_model_config
+    model.config.num_beams = 3  # a generation parameter set on the model config
+    with pytest.warns(UserWarning, match=r"rebuilt from model.config"):
+        assert model.generation_config.num_beams == 3
+    other = mb.EncoderDecoderModel.from_pretrained(CASES / "bert2bert")
+    other.generation_config.max_length = 12  # the user changed the generation config itself
+    other.config.num_beams = 3
+    assert other.generation_config.num_beams == 1 and other.generation_config.max_length == 12
