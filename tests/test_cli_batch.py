@@ -71,6 +71,14 @@ def test_empty_and_non_utf8_lines_fail_alone(toy, tmp_path):
     assert "row 2: the text is empty" in err and "row 3: the text is not valid UTF-8" in err
 
 
+def test_malformed_jsonl_line_is_named_by_its_own_line(toy, tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "copy cat"}\n{"text": "copy dog"\n{"text": "copy egg"}\n')
+    code, out, err = run(["--model", toy, "--input", str(source), *SETTINGS])
+    assert code == 3 and [r["row"] for r in map(json.loads, out.splitlines())] == [1, 3]
+    assert "row 2: the line is not valid JSON" in err
+
+
 def test_fail_fast_stops_at_the_first_bad_row(toy, tmp_path):
     source = tmp_path / "in.jsonl"
     source.write_text('{"text": "copy cat"}\n{"text": null}\n{"text": "copy dog"}\n')
