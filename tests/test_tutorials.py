@@ -35,6 +35,7 @@ EXPECTED = [
     "05_tokenizers",
     "06_gpu_and_quantization",
     "07_speed_on_the_cpu",
+    "08_backpropagation",
 ]
 MAX_TOTAL_BYTES = 1_500_000
 

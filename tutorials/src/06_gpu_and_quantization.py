@@ -164,8 +164,8 @@ plt.show()
 #
 # `from_pretrained(..., quantization_config=BitsAndBytesConfig(load_in_4bit=True, ...))`
 # quantizes every linear layer's weight as it loads (embeddings, LayerNorms and biases
-# stay in float32, as in bitsandbytes). `ops.linear` sees a quantized weight and
-# multiplies through it. What do we save, and what does it cost? The cost is measured
+# stay in float32, as in bitsandbytes). `ops.linear` computes `x @ weight.T`, and a quantized
+# weight answers that product itself, from its packed codes. What do we save, and what does it cost? The cost is measured
 # on the outputs: the largest change in the last hidden state, and the change in the
 # sentence similarities of notebook 2.
 

@@ -8,7 +8,7 @@
 # - how to turn a step time into GB/s and compare it with what the machine can stream;
 # - arithmetic intensity: the same weight multiplied by 1, 4, 64 or 1024 rows, from
 #   memory-bound to compute-bound;
-# - why the *memory order* of a weight changes OpenBLAS's speed, and what `layout.py`
+# - why the *memory order* of a weight changes OpenBLAS's speed, and what `fast/layout.py`
 #   does about it;
 # - what beam search costs, and why 4 beams cost less than 4 greedy searches.
 #
@@ -168,7 +168,7 @@ for name, w in (("row-major [out, in]", head_c), ("Fortran-ordered", head_f)):
     print(f"LM head, 1 row, {name:20s}: {seconds * 1e3:.2f} ms, {w.nbytes / seconds / 1e9:.1f} GB/s")
 
 # %% [markdown]
-# That is why `minibertgen/layout.py` stores *widening* weights with short rows
+# That is why `minibertgen/fast/layout.py` stores *widening* weights with short rows
 # (more outputs than inputs, inputs < 1024) in the Fortran order when a model is loaded
 # on the CPU. Nothing else changes: the shape is still [out, in] and the values are the
 # same. Square weights are left alone (they lose at 4 rows), and weights with 1024-long
@@ -187,11 +187,13 @@ for name, w in (("lm_head.decoder.weight", lm_head),
 # ## 4. Beam search
 #
 # With 4 beams every step multiplies 4 rows: by §2 that costs less than 4 times one
-# row. Two more things cost time. OpenBLAS packs the weight for a few-row product;
-# `ops.linear` hands it a tall weight 2 MiB at a time, which keeps it fast. And beam
-# search keeps the best 8 of the 4 x 30522 continuation scores each step: a full sort is
-# slow, but the 8 best scores all lie in the 256-score blocks whose maxima are among the
-# 8 largest block maxima, so only those few blocks are sorted.
+# row. Two more things cost time. OpenBLAS packs the weight for a few-row product; the
+# speed wing's linear (`minibertgen/fast/cpu.py`) hands it a tall weight 2 MiB at a
+# time, which keeps it fast. And beam search keeps the best 8 of the 4 x 30522
+# continuation scores each step: the reference (`generation/search.py`) sorts them all,
+# which is slow; the speed wing uses that the 8 best scores all lie in the 256-score
+# blocks whose maxima are among the 8 largest block maxima, so only those few blocks are
+# sorted.
 
 # %%
 def beam():
@@ -202,12 +204,14 @@ beam_step = best_time(beam, repeat=3) / tokens
 print(f"greedy step {step * 1e3:.2f} ms, beam-4 step {beam_step * 1e3:.2f} ms: "
       f"4 beams cost {beam_step / step:.1f}x one")
 
-from minibertgen.generation.search import _top_k, _top_k_full
+from minibertgen.fast.cpu import top_k as top_k_by_blocks
+from minibertgen.generation.search import _top_k
 
+top_k_by_sorting = _top_k.reference  # the plain function under the speed wing's lookup
 scores = rng.standard_normal((1, 4 * 30522)).astype(np.float32)
-by_blocks = best_time(lambda: _top_k(scores, 8), repeat=20)
-by_sorting = best_time(lambda: _top_k_full(scores, 8), repeat=5)
-assert np.array_equal(_top_k(scores, 8)[1], _top_k_full(scores, 8)[1])
+by_blocks = best_time(lambda: top_k_by_blocks(scores, 8), repeat=20)
+by_sorting = best_time(lambda: top_k_by_sorting(scores, 8), repeat=5)
+assert np.array_equal(top_k_by_blocks(scores, 8)[1], top_k_by_sorting(scores, 8)[1])
 print(f"best 8 of {scores.shape[1]} scores: {by_sorting * 1e3:.2f} ms by a full stable sort, "
       f"{by_blocks * 1e3:.2f} ms by blocks")
 
@@ -218,7 +222,7 @@ print(f"best 8 of {scores.shape[1]} scores: {by_sorting * 1e3:.2f} ms by a full 
 #   the speed of memory. Measure it in GB/s, not GFLOP/s.
 # - More rows per product raise the work per byte: encoding and beams are cheap per row.
 # - The memory order of a weight changes OpenBLAS's speed without changing a single
-#   value; `layout.py` picks the faster one for the weights where it measured faster.
+#   value; `fast/layout.py` picks the faster one for the weights where it measured faster.
 # - `benchmarks/bench_cpu.py` puts all of this side by side with transformers.
 #
 # ## Exercises
