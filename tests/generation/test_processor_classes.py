@@ -50,9 +50,11 @@ def _pairs(torch, T):
         "top_p": (T.TopPLogitsWarper(0.7), P.TopPLogitsWarper(0.7)),
         "min_p": (T.MinPLogitsWarper(0.1, min_tokens_to_keep=3), P.MinPLogitsWarper(0.1, min_tokens_to_keep=3)),
         "typical": (T.TypicalLogitsWarper(0.6), P.TypicalLogitsWarper(0.6)),
-        "typical_keep": (T.TypicalLogitsWarper(0.2, min_tokens_to_keep=4), P.TypicalLogitsWarper(0.2, min_tokens_to_keep=4)),
+        "typical_keep": (T.TypicalLogitsWarper(0.2, min_tokens_to_keep=4),
+                         P.TypicalLogitsWarper(0.2, min_tokens_to_keep=4)),
         "epsilon": (T.EpsilonLogitsWarper(0.05), P.EpsilonLogitsWarper(0.05)),
-        "epsilon_keep": (T.EpsilonLogitsWarper(0.3, min_tokens_to_keep=3), P.EpsilonLogitsWarper(0.3, min_tokens_to_keep=3)),
+        "epsilon_keep": (T.EpsilonLogitsWarper(0.3, min_tokens_to_keep=3),
+                         P.EpsilonLogitsWarper(0.3, min_tokens_to_keep=3)),
         "eta": (T.EtaLogitsWarper(0.05), P.EtaLogitsWarper(0.05)),
         "eta_keep": (T.EtaLogitsWarper(0.5, min_tokens_to_keep=2), P.EtaLogitsWarper(0.5, min_tokens_to_keep=2)),
     }
