@@ -11,7 +11,6 @@ from .encoder_decoder import EncoderDecoderModel
 from .generation import GenerationConfig, GenerationMixin
 from .generation.processors import *  # noqa: F401,F403 (LogitsProcessorList, TopKLogitsWarper, ...)
 from .generation.processors import __all__ as _processor_names
-from .ops import set_fused_kernels
 from .modeling import (BertGenerationDecoder, BertGenerationEncoder, BertLMHeadModel, BertModel, PreTrainedModel,
                        RobertaForCausalLM, RobertaModel)
 from .outputs import ModelOutput
@@ -53,7 +52,6 @@ __all__ = [
     "Text2TextGenerationPipeline",
     "parse_device",
     "pipeline",
-    "set_fused_kernels",
     "set_progress_bars",
     *_processor_names,
 ]

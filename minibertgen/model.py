@@ -15,8 +15,8 @@ from .backend import array_module
 from .activation_record import apply_dropout, layer_records, sub_record
 from .ops import activation, cross_entropy, embedding, layer_norm, linear
 
-__all__ = ["embed", "default_positions", "transformer_layer", "bert_stack", "lm_head", "pooler", "causal_lm_loss",
-           "seq2seq_loss", "shift_tokens_right"]
+__all__ = ["embed", "default_positions", "transformer_layer", "bert_stack", "lm_head", "pooler", "decoder_step",
+           "causal_lm_loss", "seq2seq_loss", "shift_tokens_right"]
 
 
 def embed(p, config, input_ids=None, inputs_embeds=None, position_ids=None, past_length=0, token_type_ids=None,
@@ -87,7 +87,7 @@ def feed_forward(p, hidden, config, record=None):
 
 
 def transformer_layer(p, hidden, config, self_mask, *, encoder_states=None, encoder_mask=None,
-                      cache=None, layer=0, head_mask=None, record=None):
+                      cache=None, layer=0, past_length=0, head_mask=None, record=None):
     """One layer: self-attention, cross-attention (decoder with encoder states), feed-forward.
 
     hidden [batch, seq, hidden] -> (hidden [batch, seq, hidden], self_probs, cross_probs).
@@ -95,7 +95,7 @@ def transformer_layer(p, hidden, config, self_mask, *, encoder_states=None, enco
     heads = config.num_attention_heads
     attention = sub_record(record, "attention")
     context, self_probs = self_attention(
-        p["attention"]["self"], hidden, self_mask, heads, cache=cache, layer=layer,
+        p["attention"]["self"], hidden, self_mask, heads, cache=cache, layer=layer, past_length=past_length,
         head_mask=head_mask, position_embedding_type=config.position_embedding_type,
         record=sub_record(attention, "self"),
     )
@@ -116,16 +116,17 @@ def transformer_layer(p, hidden, config, self_mask, *, encoder_states=None, enco
 
 def bert_stack(params, config, *, input_ids=None, inputs_embeds=None, attention_mask=None,
                position_ids=None, head_mask=None, encoder_hidden_states=None,
-               encoder_attention_mask=None, cache=None, output_attentions=False,
+               encoder_attention_mask=None, cache=None, past_length=0, output_attentions=False,
                output_hidden_states=False, token_type_ids=None, record=None):
     """Embeddings and all layers of a BertGenerationEncoder (also the body of the decoder).
 
     Returns a dict with last_hidden_state [batch, seq, hidden] and, when asked,
     hidden_states (N + 1 arrays), attentions and cross_attentions (N arrays each).
     ``attention_mask`` [batch, past + seq] marks real tokens with 1; ``head_mask``
-    is [layers, heads] (1 keeps a head).
+    is [layers, heads] (1 keeps a head).  With a ``cache`` (a decoder), the new tokens sit
+    at positions ``past_length`` .. ``past_length + seq - 1``, after what it holds.
     """
-    past = cache.get_seq_length() if cache is not None else 0
+    past = past_length
     hidden = embed(params["embeddings"], config, input_ids, inputs_embeds, position_ids, past, token_type_ids,
                    record=sub_record(record, "embeddings"))
     xp = array_module(hidden)
@@ -153,13 +154,11 @@ def bert_stack(params, config, *, input_ids=None, inputs_embeds=None, attention_
         layer_head_mask = None if head_mask is None else head_mask[i][:, None, None]  # [heads, 1, 1]
         hidden, self_probs, cross_probs = transformer_layer(
             layer_params, hidden, config, self_mask, encoder_states=encoder_hidden_states,
-            encoder_mask=encoder_mask, cache=cache, layer=i, head_mask=layer_head_mask,
+            encoder_mask=encoder_mask, cache=cache, layer=i, past_length=past, head_mask=layer_head_mask,
             record=records[i],
         )
         all_self.append(self_probs)
         all_cross.append(cross_probs)
-    if cache is not None:
-        cache.advance()
     out = {"last_hidden_state": hidden}
     if output_hidden_states:
         out["hidden_states"] = tuple(all_hidden) + (hidden,)
@@ -195,6 +194,22 @@ def lm_head(p, hidden, config, record=None):
 def pooler(p, hidden):
     """BertModel's pooler_output: tanh(dense(first token)).  [batch, seq, hidden] -> [batch, hidden]."""
     return activation("tanh")(linear(hidden[:, 0], p["dense"]["weight"], p["dense"]["bias"]))
+
+
+def decoder_step(params, config, ids, cache, position, *, attention_mask, position_ids=None,
+                 encoder_states=None, encoder_mask=None, output_attentions=False, output_hidden_states=False):
+    """One decoding step of a decoder with an LM head: the tokens ``ids`` [batch, new] that the
+    ``cache`` has not seen, at positions ``position`` .. ``position + new - 1``.
+
+    Returns bert_stack's dict plus "logits" [batch, new, vocab].  generate() calls this for
+    every step; on a GPU, fast/cuda_graph.py captures this same function and replays it.
+    """
+    out = bert_stack(params["bert"], config, input_ids=ids, attention_mask=attention_mask,
+                     position_ids=position_ids, encoder_hidden_states=encoder_states,
+                     encoder_attention_mask=encoder_mask, cache=cache, past_length=position,
+                     output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+    out["logits"] = lm_head(params["lm_head"], out["last_hidden_state"], config)  # [batch, new, vocab]
+    return out
 
 
 def causal_lm_loss(logits, labels, ignore_index=-100):

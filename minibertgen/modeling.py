@@ -193,6 +193,8 @@ class PreTrainedModel(ModelShell):
 
     def use_fast_kernels(self, enabled: bool = True):
         """Run on the speed wing's kernels (default) or, with False, on the plain reference ops."""
+        if not isinstance(enabled, bool):
+            raise TypeError(f"enabled={enabled!r}: expected True or False")
         self.kernels = kernels_for(self.device, enabled)
         return self
 
