@@ -230,8 +230,8 @@ class EncoderDecoderModel(GenerationMixin, ModelShell):
         return self
 
     def resize_token_embeddings(self, *args, **kwargs):
-        raise NotImplementedError("resize the halves instead, as transformers requires: "
-                                  "model.encoder.resize_token_embeddings(...) / model.decoder.resize_token_embeddings(...)")
+        raise NotImplementedError("resize the halves instead, as transformers requires: model.encoder."
+                                  "resize_token_embeddings(...) / model.decoder.resize_token_embeddings(...)")
 
     def prepare_inputs_for_generation(self, input_ids, past_key_values=None, attention_mask=None,
                                       decoder_attention_mask=None, encoder_outputs=None, **kwargs):
@@ -297,7 +297,8 @@ class EncoderDecoderModel(GenerationMixin, ModelShell):
                 raise ValueError(f"labels has shape {tuple(labels.shape)}: expected {tuple(logits.shape[:2])}")
             loss = seq2seq_loss(logits, labels)
         if self._return_tuple(return_dict):  # transformers: (loss,) + decoder outputs + encoder outputs
-            return ((loss,) if loss is not None else ()) + decoder_out.to_tuple() + ModelOutput(**encoder_outputs).to_tuple()
+            head = (loss,) if loss is not None else ()
+            return head + decoder_out.to_tuple() + ModelOutput(**encoder_outputs).to_tuple()
         return ModelOutput(loss=loss, logits=logits, past_key_values=decoder_out.get("past_key_values"),
                            decoder_hidden_states=decoder_out.get("hidden_states"),
                            decoder_attentions=decoder_out.get("attentions"),

@@ -23,8 +23,8 @@ import numpy as np
 from .backend import Device, parse_device, resolve_dtype, to_device
 from .checkpoint.files import load_state_dict
 from .checkpoint.hub import resolve_model_dir
-from .checkpoint.mapping import (LoadReport, body_shapes, check_layer_count, checkpoint_name, flatten, head_shapes,
-                                 initialise, select, unflatten)
+from .checkpoint.mapping import (LoadReport, body_shapes, check_layer_count, checkpoint_name, head_shapes, initialise,
+                                 select, unflatten)
 from .fast.layout import arrange_for_cpu
 from .progress import progress
 

@@ -166,7 +166,8 @@ def legacy_generation_config(model, current):
     rebuilt = type(current).from_model_config(model.config)
     if _snapshot(rebuilt) == snapshot:
         return current
-    warnings.warn(f"model.config holds generation settings ({', '.join(non_default_generation_parameters(model.config))}) "
+    names = ", ".join(non_default_generation_parameters(model.config))
+    warnings.warn(f"model.config holds generation settings ({names}) "
                   "that the generation config made from it lacks: it is rebuilt from model.config, as transformers "
                   "4.57 does (a legacy rule; set model.generation_config instead)", UserWarning, stacklevel=3)
     model._generation_config = rebuilt

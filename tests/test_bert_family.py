@@ -13,7 +13,8 @@ CASES = FIXTURES / "bert_family"
 TOL = 1e-4
 FAMILIES = {"bg": "bert-generation", "bert": "bert", "roberta": "roberta"}
 PAIRINGS = [f"{e}2{d}" for e in FAMILIES for d in FAMILIES] + ["bert2bert_tied", "roberta2roberta_tied"]
-CLASSES = {"bert-generation": ("BertGenerationEncoder", "BertGenerationDecoder"), "bert": ("BertModel", "BertLMHeadModel"),
+CLASSES = {"bert-generation": ("BertGenerationEncoder", "BertGenerationDecoder"),
+           "bert": ("BertModel", "BertLMHeadModel"),
            "roberta": ("RobertaModel", "RobertaForCausalLM")}
 
 
@@ -67,7 +68,8 @@ def test_tied_pairings_share_the_decoders_arrays():
     for case in ("bert2bert_tied", "roberta2roberta_tied"):
         model = mb.EncoderDecoderModel.from_pretrained(CASES / case)
         enc, dec = model.encoder.params, model.decoder.params["bert"]
-        assert enc["encoder"]["layer"][1]["output"]["dense"]["weight"] is dec["encoder"]["layer"][1]["output"]["dense"]["weight"]
+        enc_dense, dec_dense = (part["encoder"]["layer"][1]["output"]["dense"] for part in (enc, dec))
+        assert enc_dense["weight"] is dec_dense["weight"]
         assert enc["embeddings"]["word_embeddings"]["weight"] is model.decoder.params["lm_head"]["decoder"]["weight"]
         assert "pooler" in enc  # the encoder's own: the decoder body has none
 
@@ -157,7 +159,8 @@ def test_roberta_positions_past_the_table_are_an_error():
                               intermediate_size=8, max_position_embeddings=10)
     model = mb.RobertaModel(config, seed=0)
     model(input_ids=np.full((1, 8), 5))  # positions 2 .. 9
-    with pytest.raises(ValueError, match=r"sequence length 9 .* exceeds max_position_embeddings=10 .*pad_token_id \+ 1 = 2"):
+    message = r"sequence length 9 .* exceeds max_position_embeddings=10 .*pad_token_id \+ 1 = 2"
+    with pytest.raises(ValueError, match=message):
         model(input_ids=np.full((1, 9), 5))
 
 
