@@ -4,6 +4,7 @@ The public names are transformers': swap ``transformers`` for ``minibertgen`` (a
 ``return_tensors="pt"`` for ``"np"``) and the documented examples run.
 """
 from . import checkpoint  # noqa: F401  (minibertgen.checkpoint.hub etc.)
+from . import optim  # noqa: F401  (minibertgen.optim.AdamW, as torch.optim)
 from .backend import Device, parse_device
 from .cache import EncoderDecoderCache
 from .config import BertConfig, BertGenerationConfig, EncoderDecoderConfig, PretrainedConfig, RobertaConfig

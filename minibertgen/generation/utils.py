@@ -20,7 +20,6 @@ from ..backend import array_module
 from ..cache import EncoderDecoderCache
 from ..fast.lookup import runs_with_model_kernels
 from ..inputs import as_embeds, as_ids, as_mask
-from ..ops import linear
 from ..outputs import ModelOutput
 from .config import GENERATION_CONFIG_NAME, GenerationConfig
 from .embeds import EmbedsPrompt
