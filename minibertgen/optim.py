@@ -123,12 +123,22 @@ class AdamW:
         t = state["step"]
         w *= 1.0 - lr * group["weight_decay"]
         m, v = state["exp_avg"], state["exp_avg_sq"]
-        m += (g - m) * (1.0 - beta1)  # = beta1 m + (1 - beta1) g, as torch's lerp
+        # The same arithmetic as written in the comments, in one scratch array the size of w
+        # (a parameter set of 50M floats would otherwise make eight 200 MB temporaries a step).
+        scratch = xp.subtract(g, m)
+        scratch *= 1.0 - beta1
+        m += scratch  # m += (g - m) (1 - beta1) = beta1 m + (1 - beta1) g, as torch's lerp
         v *= beta2
-        v += (1.0 - beta2) * g * g
+        xp.multiply(g, g, out=scratch)
+        scratch *= 1.0 - beta2
+        v += scratch  # v = beta2 v + (1 - beta2) g^2
         step_size = lr / (1.0 - beta1 ** t)
-        denom = xp.sqrt(v) / math.sqrt(1.0 - beta2 ** t) + eps
-        w -= step_size * (m / denom)
+        xp.sqrt(v, out=scratch)
+        scratch /= math.sqrt(1.0 - beta2 ** t)
+        scratch += eps  # denom = sqrt(v) / sqrt(1 - beta2^t) + eps
+        xp.divide(m, scratch, out=scratch)
+        scratch *= step_size
+        w -= scratch  # w -= step_size m / denom
 
     def state_dict(self):
         """Hyperparameters and moments, by position of each parameter (as torch's)."""

@@ -105,7 +105,19 @@ def test_use_fast_kernels_refuses_non_bools():
 
 # -- the two-core pool (fast/threads.py) ---------------------------------------------------
 
-needs_pool = pytest.mark.skipif(threads.POOL is None, reason="one core or no threadpoolctl: the pool is off")
+_POOL = threads.make_pool()  # off by default (MINIBERTGEN_CPU_POOL=1 turns it on): tested on its own here
+
+
+@pytest.fixture
+def pool_on(monkeypatch):
+    if _POOL is None:
+        pytest.skip("one core or no threadpoolctl: no pool to test")
+    monkeypatch.setattr(threads, "POOL", _POOL)
+    return _POOL
+
+
+def needs_pool(test):
+    return pytest.mark.usefixtures("pool_on")(test)
 
 
 @needs_pool

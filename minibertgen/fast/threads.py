@@ -9,8 +9,14 @@ the other.  NumPy releases the GIL inside BLAS calls and ufunc loops, so the hal
 at the same time.
 
 Each half is the same computation on its own rows or output features, so the numbers
-are those of the whole op.  The pool is off (``POOL`` is None) on one core or without
-threadpoolctl; small ops are not split (handing work to the worker costs ~10-20 us).
+are those of the whole op.  Small ops are not split (handing work to the worker costs
+~10-20 us).
+
+The pool is **off by default**: measured against OpenBLAS's own two threads
+(benchmarks/bench_cpu_pool.py, README "Speed on the CPU") it lost on greedy decoding and
+short inputs and gained at most a few per cent on the 8x128 encoder.  Set
+``MINIBERTGEN_CPU_POOL=1`` before importing minibertgen to turn it on (it stays off on one
+core or without threadpoolctl).
 """
 from __future__ import annotations
 
@@ -60,8 +66,9 @@ class TwoCores:
         return self.controller.limit(limits=1, user_api="blas")
 
 
-def _make_pool():
-    if (os.cpu_count() or 1) < 2 or os.environ.get("MINIBERTGEN_CPU_POOL", "1") == "0":
+def make_pool():
+    """A TwoCores pool, or None on one core or without threadpoolctl."""
+    if (os.cpu_count() or 1) < 2:
         return None
     try:
         from threadpoolctl import ThreadpoolController
@@ -70,7 +77,7 @@ def _make_pool():
     return TwoCores(ThreadpoolController())
 
 
-POOL = _make_pool()
+POOL = make_pool() if os.environ.get("MINIBERTGEN_CPU_POOL", "0") == "1" else None
 
 
 def forward_context():
