@@ -20,7 +20,7 @@ from .generation import GenerationMixin
 from .inputs import as_ids
 from .model import seq2seq_loss, shift_tokens_right
 from .modeling import DECODER_CLASSES, ENCODER_CLASSES, ModelShell
-from .modeling_surface import legacy_generation_config
+from .modeling_surface import generation_config_property
 from .ops import linear
 from .outputs import ModelOutput
 from .training import records_activations, sub_record
@@ -147,14 +147,7 @@ class EncoderDecoderModel(GenerationMixin, ModelShell):
             pairs += [("encoder." + name, prefix + name) for name in encoder_names]
         return pairs
 
-    @property
-    def generation_config(self):
-        return legacy_generation_config(self, GenerationMixin.generation_config.fget(self))
-
-    @generation_config.setter
-    def generation_config(self, value):
-        GenerationMixin.generation_config.fset(self, value)
-        self._generation_snapshot = None
+    generation_config = generation_config_property
 
     # -- loading and saving -----------------------------------------------------------------
     @classmethod

@@ -27,7 +27,7 @@ from .fast.lookup import runs_with_model_kernels
 from .generation import GenerationMixin
 from .inputs import as_embeds, as_head_mask, as_ids, as_mask, as_position_ids
 from .model import bert_stack, causal_lm_loss, lm_head, pooler
-from .modeling_surface import EmbeddingsSurface, legacy_generation_config, move_generation_parameters
+from .modeling_surface import EmbeddingsSurface, generation_config_property, move_generation_parameters
 from .outputs import ModelOutput
 from .training import TrainingMixin, records_activations, sub_record
 
@@ -254,14 +254,7 @@ class _CausalLM(PreTrainedModel, GenerationMixin):
 
     has_lm_head = True
 
-    @property
-    def generation_config(self):
-        return legacy_generation_config(self, GenerationMixin.generation_config.fget(self))
-
-    @generation_config.setter
-    def generation_config(self, value):
-        GenerationMixin.generation_config.fset(self, value)
-        self._generation_snapshot = None
+    generation_config = generation_config_property
 
     @runs_with_model_kernels
     @records_activations

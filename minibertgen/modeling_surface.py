@@ -186,3 +186,22 @@ def move_generation_parameters(model_config, generation_config) -> None:
     for name, value in moved.items():
         setattr(generation_config, name, value)
         setattr(model_config, name, None)
+
+
+def _generation_config_get(model):
+    from .generation import GenerationMixin
+
+    return legacy_generation_config(model, GenerationMixin.generation_config.fget(model))
+
+
+def _generation_config_set(model, value):
+    from .generation import GenerationMixin
+
+    GenerationMixin.generation_config.fset(model, value)
+    model._generation_snapshot = None
+
+
+# The generation_config property of the models that generate: GenerationMixin's, read
+# through legacy_generation_config's rule (one definition for every such class).
+generation_config_property = property(_generation_config_get, _generation_config_set,
+                                      doc="The generation config generate() uses (see legacy_generation_config).")

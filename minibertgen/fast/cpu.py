@@ -85,7 +85,7 @@ def layer_norm(x, weight, bias, eps, residual=None):
     fresh = residual is not None  # x + residual is ours to overwrite
     work = x.astype(np.promote_types(x.dtype, np.float32), copy=not fresh).reshape(-1, x.shape[-1])  # [rows, hidden]
     _in_halves(work, lambda part: _normalise_rows(part, weight, bias, eps))
-    return work.reshape(x.shape).astype(x.dtype, copy=False)
+    return work.reshape(x.shape).astype(x.dtype, copy=False)  # [rows, hidden] -> [..., hidden]
 
 
 def _normalise_rows(work, weight, bias, eps):
@@ -145,7 +145,7 @@ def apply_activation(fn, x):
         blocks(range(0, flat.size))
     else:
         threads.POOL.pair(lambda: blocks(range(0, middle)), lambda: blocks(range(middle, flat.size)))
-    return out.reshape(x.shape).astype(x.dtype, copy=False)
+    return out.reshape(x.shape).astype(x.dtype, copy=False)  # [size] -> x.shape
 
 
 BLOCK = 65536  # elements: 256 KiB of float32, a few buffers fit in a 2 MiB L2 cache
