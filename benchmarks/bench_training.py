@@ -217,9 +217,10 @@ def main():
     parser.add_argument("--child", choices=["minibertgen", "torch"])
     args = parser.parse_args()
     if args.child:
-        import torch
+        if args.child == "torch" or args.toy:  # (not otherwise: importing torch alone adds ~150 MB resident)
+            import torch
 
-        torch.set_num_threads(args.threads)
+            torch.set_num_threads(args.threads)
         if args.toy:
             print(json.dumps(run_toy(args.child, args.toy)))
             return

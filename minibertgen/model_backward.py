@@ -9,7 +9,8 @@ Each ``*_backward`` takes the parameters, the record its forward filled
 (activation_record.py) and the gradient of the loss with respect to the forward's
 output, and returns the gradient with respect to its input together with a tree of
 weight gradients shaped like its parameters.  Tied weights (one array under two names)
-simply get two trees' worth of gradient; training.py adds them per array.
+simply get two trees' worth of gradient; training.py adds them per array.  The backward
+consumes the record: each layer's entry is dropped once its gradients are computed.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def _lookup_backward(dsum, ids, table, padding_idx=None):
     """Gradient of one embedding lookup added into the sum: ids may be [1, seq] (broadcast)."""
     xp = array_module(dsum)
     ids = xp.broadcast_to(ids, dsum.shape[:2])  # [1, seq] -> [batch, seq]
-    return {"weight": embedding_backward(dsum, ids, table.shape[0], padding_idx).astype(table.dtype)}
+    return {"weight": embedding_backward(dsum, ids, table, padding_idx)}
 
 
 def embed_backward(p, config, record, dout):
@@ -124,6 +125,7 @@ def bert_stack_backward(params, config, record, dlast):
     for i in reversed(range(len(layer_grads))):
         dh, dencoder_i, layer_grads[i] = transformer_layer_backward(
             params["encoder"]["layer"][i], record["layer"][i], dh, config)
+        record["layer"][i] = None  # used up: its activations go while the gradients grow (peak memory)
         if dencoder_i is not None:
             dencoder = dencoder_i if dencoder is None else dencoder + dencoder_i
     embedding_grads, dinputs_embeds = embed_backward(params["embeddings"], config, record["embeddings"], dh)
@@ -153,21 +155,24 @@ def lm_head_backward(p, config, record, dlogits):
     return dh, grads
 
 
-def causal_lm_loss_backward(logits, labels, ignore_index=-100):
+def causal_lm_loss_backward(logits, labels, ignore_index=-100, dloss=1.0):
     """Gradient of model.causal_lm_loss: position t predicts label t + 1, the last position
-    predicts nothing.  logits [batch, seq, vocab], labels [batch, seq] -> dlogits [batch, seq, vocab]."""
+    predicts nothing.  logits [batch, seq, vocab], labels [batch, seq] -> dlogits [batch, seq, vocab].
+    ``dloss``: the gradient arriving at the loss (1 for ``loss.backward()``)."""
     xp = array_module(logits)
     vocab = logits.shape[-1]
-    shifted = cross_entropy_backward(logits[:, :-1].reshape(-1, vocab), labels[:, 1:].reshape(-1), ignore_index)
+    shifted = cross_entropy_backward(logits[:, :-1].reshape(-1, vocab), labels[:, 1:].reshape(-1), ignore_index,
+                                     dloss)
     dlogits = xp.zeros_like(logits)
     dlogits[:, :-1] = shifted.reshape(logits.shape[0], -1, vocab)  # [batch, seq - 1, vocab]
     return dlogits
 
 
-def seq2seq_loss_backward(logits, labels, ignore_index=-100):
+def seq2seq_loss_backward(logits, labels, ignore_index=-100, dloss=1.0):
     """Gradient of model.seq2seq_loss (labels not shifted).  -> dlogits [batch, tgt, vocab]."""
     vocab = logits.shape[-1]
-    return cross_entropy_backward(logits.reshape(-1, vocab), labels.reshape(-1), ignore_index).reshape(logits.shape)
+    dlogits = cross_entropy_backward(logits.reshape(-1, vocab), labels.reshape(-1), ignore_index, dloss)
+    return dlogits.reshape(logits.shape)  # [batch * tgt, vocab] -> [batch, tgt, vocab]
 
 
 def projection_backward(p, encoder_states, dprojected):

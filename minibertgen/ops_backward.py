@@ -6,6 +6,9 @@ respect to the op's inputs and weights.  Nothing is done in place on its argumen
 the array module comes from the inputs, so the same code runs on NumPy and CuPy.
 
 Dropout lives here too (forward and backward): inference never calls it.
+
+The ops marked ``@replaceable`` have faster CPU versions in fast/cpu_training.py, tested
+equal to these.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import math
 import numpy as np
 
 from .backend import array_module, scatter_add
+from .fast.lookup import replaceable
 from .ops import erf
 
 __all__ = [
@@ -30,23 +34,24 @@ __all__ = [
 ]
 
 
-def embedding_backward(dout, ids, vocab_size, padding_idx=None):
+def embedding_backward(dout, ids, table, padding_idx=None):
     """y = table[ids]  =>  dL/dtable[v] = sum of dL/dy[i] over every position i with ids[i] == v.
 
-    dout [..., hidden], ids [...] -> dtable [vocab, hidden].  A repeated id receives the
-    sum of its rows.  Like torch's ``nn.Embedding(padding_idx=...)``, the padding row
-    gets nothing from the lookup.
+    dout [..., hidden], ids [...], table [vocab, hidden] (the looked-up table: its shape,
+    dtype and memory order) -> dtable [vocab, hidden].  A repeated id receives the sum of
+    its rows.  Like torch's ``nn.Embedding(padding_idx=...)``, the padding row gets
+    nothing from the lookup.
     """
-    xp = array_module(dout)
     hidden = dout.shape[-1]
     flat_ids = ids.reshape(-1)  # [...] -> [n]
     rows = dout.reshape(-1, hidden)  # [..., hidden] -> [n, hidden]
     if padding_idx is not None:
         rows = rows * (flat_ids != padding_idx)[:, None].astype(rows.dtype)  # the padding row's share is 0
-    dtable = xp.zeros((vocab_size, hidden), dtype=dout.dtype)  # [vocab, hidden]
+    dtable = array_module(dout).zeros_like(table)  # [vocab, hidden], laid out as the table (fast/layout.py)
     return scatter_add(dtable, flat_ids, rows)
 
 
+@replaceable
 def linear_backward(dout, x, weight, has_bias=True):
     """y = x W^T + b  =>  dL/dx = dL/dy W,  dL/dW = (dL/dy)^T x,  dL/db = sum over rows of dL/dy.
 
@@ -179,6 +184,7 @@ _DERIVATIVES = {
 }
 
 
+@replaceable
 def activation_backward(name, dout, x):
     """dL/dx = dL/dy * f'(x) for the activation called ``name`` (ops.activation's names).
 

@@ -15,8 +15,39 @@ import math
 import numpy as np
 
 from .backend import array_module
+from .fast import kernels_for_array, training_kernels
+from .fast.lookup import replaceable, using
 
-__all__ = ["AdamW", "LambdaLR", "get_linear_schedule_with_warmup", "clip_grad_norm_"]
+__all__ = ["AdamW", "adamw_update", "LambdaLR", "get_linear_schedule_with_warmup", "clip_grad_norm_"]
+
+
+@replaceable
+def adamw_update(w, g, m, v, *, step, lr, beta1, beta2, eps, weight_decay):
+    """One AdamW update of weight ``w`` with gradient ``g``, in place in w, m and v
+    (the moments), at step ``step`` (1 for the first update):
+
+        w <- w (1 - lr wd)                                     decoupled decay
+        m <- beta1 m + (1 - beta1) g,   v <- beta2 v + (1 - beta2) g^2
+        w <- w - (lr / (1 - beta1^step)) m / (sqrt(v) / sqrt(1 - beta2^step) + eps)
+
+    The same arithmetic in one scratch array the size of w (a parameter set of 50M floats
+    would otherwise make eight 200 MB temporaries a step).  w, m, v, g: one shape.
+    """
+    xp = array_module(w)
+    w *= 1.0 - lr * weight_decay
+    scratch = xp.subtract(g, m)
+    scratch *= 1.0 - beta1
+    m += scratch  # m += (g - m) (1 - beta1) = beta1 m + (1 - beta1) g, as torch's lerp
+    v *= beta2
+    xp.multiply(g, g, out=scratch)
+    scratch *= 1.0 - beta2
+    v += scratch  # v = beta2 v + (1 - beta2) g^2
+    xp.sqrt(v, out=scratch)
+    scratch /= math.sqrt(1.0 - beta2 ** step)
+    scratch += eps  # denom = sqrt(v) / sqrt(1 - beta2^step) + eps
+    xp.divide(m, scratch, out=scratch)
+    scratch *= lr / (1.0 - beta1 ** step)
+    w -= scratch  # w -= step_size m / denom
 
 
 def _distinct_parameters(params, argument="params"):
@@ -63,6 +94,7 @@ class AdamW:
         _refuse("fused", fused, (None, False))
         if foreach not in (None, True, False):
             raise ValueError(f"foreach={foreach!r}: expected None, True or False")
+        self.foreach = foreach  # False: the plain reference update; None / True: the speed wing's (same numbers)
         self.defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
                          "maximize": bool(maximize)}
         self.param_groups = []
@@ -100,11 +132,19 @@ class AdamW:
     def step(self, closure=None):
         """One update of every parameter that has a gradient.  Returns closure() if given."""
         loss = closure() if closure is not None else None
-        for group in self.param_groups:
-            for param in group["params"]:
-                if param.grad is not None:
-                    self._update(param, group)
+        with using(self._kernels()):
+            for group in self.param_groups:
+                for param in group["params"]:
+                    if param.grad is not None:
+                        self._update(param, group)
         return loss
+
+    def _kernels(self):
+        """The speed wing's training table for the parameters' device (foreach=False: the reference)."""
+        if self.foreach is False:
+            return None
+        first = next((p.data for g in self.param_groups for p in g["params"]), None)
+        return training_kernels(kernels_for_array(first)) if first is not None else None
 
     def _update(self, param, group):
         w, g = param.data, param.grad
@@ -118,27 +158,10 @@ class AdamW:
         if state is None:
             state = {"step": 0, "exp_avg": xp.zeros_like(w), "exp_avg_sq": xp.zeros_like(w)}
             self.state[id(w)] = state
-        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
         state["step"] += 1
-        t = state["step"]
-        w *= 1.0 - lr * group["weight_decay"]
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        # The same arithmetic as written in the comments, in one scratch array the size of w
-        # (a parameter set of 50M floats would otherwise make eight 200 MB temporaries a step).
-        scratch = xp.subtract(g, m)
-        scratch *= 1.0 - beta1
-        m += scratch  # m += (g - m) (1 - beta1) = beta1 m + (1 - beta1) g, as torch's lerp
-        v *= beta2
-        xp.multiply(g, g, out=scratch)
-        scratch *= 1.0 - beta2
-        v += scratch  # v = beta2 v + (1 - beta2) g^2
-        step_size = lr / (1.0 - beta1 ** t)
-        xp.sqrt(v, out=scratch)
-        scratch /= math.sqrt(1.0 - beta2 ** t)
-        scratch += eps  # denom = sqrt(v) / sqrt(1 - beta2^t) + eps
-        xp.divide(m, scratch, out=scratch)
-        scratch *= step_size
-        w -= scratch  # w -= step_size m / denom
+        beta1, beta2 = group["betas"]
+        adamw_update(w, g, state["exp_avg"], state["exp_avg_sq"], step=state["step"], lr=group["lr"],
+                     beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"])
 
     def state_dict(self):
         """Hyperparameters and moments, by position of each parameter (as torch's)."""

@@ -9,8 +9,10 @@ How it works, in four steps a reader can follow:
 
 1. A forward given ``labels`` (or run in train mode) is a *recorded* forward: the model
    hands each reference function in model.py / attention.py a record dict to fill
-   (activation_record.py), and runs on the reference ops, not the speed wing's (which
-   may overwrite arrays in place).  Without labels in eval mode nothing is recorded.
+   (activation_record.py).  It, its backward and AdamW run on the training part of the
+   model's kernel table (fast/cpu_training.py; the plain reference with
+   ``model.use_fast_kernels(False)``, and on CuPy), which holds only fast ops that never
+   overwrite an array the record keeps.  Without labels in eval mode nothing is recorded.
 2. The loss it returns is a 0-d array (:class:`Loss`) whose ``backward()`` walks the
    record in reverse (model_backward.py), once.
 3. Every weight's gradient lands on its :class:`Parameter` (``model.named_parameters()``,
@@ -30,6 +32,7 @@ import numpy as np
 from .activation_record import sub_record
 from .backend import array_module, to_numpy
 from .checkpoint.mapping import flatten
+from .fast import training_kernels
 from .fast.lookup import using
 from .model_backward import (bert_stack_backward, causal_lm_loss_backward, lm_head_backward, projection_backward,
                              seq2seq_loss_backward)
@@ -260,7 +263,10 @@ class TrainingMixin:
                 continue
             param = by_array[id(flat_params[name])]
             grad = grad.astype(param.dtype, copy=False)
-            param.grad = grad if param.grad is None else param.grad + grad
+            if param.grad is None:
+                param.grad = grad
+            else:
+                param.grad += grad  # in place, as torch accumulates .grad (a tied array's second share)
 
     def _dropout_function(self, training, generator):
         """The record's dropout: ``fn(x, kind) -> (y, mask)`` with this half's probabilities."""
@@ -289,14 +295,14 @@ def records_activations(call):
     def forward(self, *args, record=None, **kwargs):
         if record is not None:  # a part of a larger recorded forward (a seq2seq model's halves)
             record["dropout"] = self._dropout_function(record["training"], record["generator"])
-            with using(None):  # the half's own kernel table was just put in force: the reference again
+            with using(training_kernels(self.kernels)):  # the half's table was just put in force: its training part
                 return call(self, *args, record=record, **kwargs)
         labels = signature.bind_partial(self, *args, **kwargs).arguments.get("labels")
         if labels is None and not self.training:
             return call(self, *args, **kwargs)
         record = {"training": self.training, "generator": self._generator()}
         record["dropout"] = self._dropout_function(self.training, record["generator"])
-        with using(None):  # the reference ops: the speed wing may reuse buffers in place
+        with using(training_kernels(self.kernels)):  # only fast ops that keep the record intact
             out = call(self, *args, record=record, **kwargs)
         return _attach_backward(self, out, record, labels)
 
@@ -313,7 +319,8 @@ def _attach_backward(model, out, record, labels):
         def run(dloss):
             model._check_trainable()
             model._make_trainable()
-            _backpropagate(model, record, out["logits"], labels, dloss)
+            with using(training_kernels(model.kernels)):
+                _backpropagate(model, record, out["logits"], labels, dloss)
             record.clear()
 
         loss = np.asarray(to_numpy(out["loss"])).view(Loss)
@@ -323,7 +330,8 @@ def _attach_backward(model, out, record, labels):
         def run_from(dlast):
             model._check_trainable()
             model._make_trainable()
-            grads, _, _ = bert_stack_backward(model.params, model.config, record, dlast)
+            with using(training_kernels(model.kernels)):
+                grads, _, _ = bert_stack_backward(model.params, model.config, record, dlast)
             model._accumulate(model.params, grads)
             record.clear()
 
@@ -336,7 +344,7 @@ def _backpropagate(model, record, logits, labels, dloss):
     if model._halves():
         _seq2seq_backward(model, record, logits, labels, dloss)
         return
-    dlogits = causal_lm_loss_backward(logits, labels) * dloss
+    dlogits = causal_lm_loss_backward(logits, labels, dloss=dloss)
     dh, head_grads = lm_head_backward(model.params["lm_head"], model.config, record["lm_head"], dlogits)
     body_grads, _, _ = bert_stack_backward(model.params["bert"], model.config, record["bert"], dh)
     model._accumulate(model.params, {"lm_head": head_grads, "bert": body_grads})
@@ -345,8 +353,8 @@ def _backpropagate(model, record, logits, labels, dloss):
 def _seq2seq_backward(model, record, logits, labels, dloss):
     """Loss -> decoder (head, layers, embeddings) -> encoder states -> [projection] -> encoder."""
     encoder, decoder = model.encoder, model.decoder
-    dlogits = seq2seq_loss_backward(logits, labels) * dloss
-    rec = record["decoder"]
+    dlogits = seq2seq_loss_backward(logits, labels, dloss=dloss)
+    rec = record.pop("decoder")  # consumed here: its activations go before the encoder's backward
     dh, head_grads = lm_head_backward(decoder.params["lm_head"], decoder.config, rec["lm_head"], dlogits)
     body_grads, dstates, _ = bert_stack_backward(decoder.params["bert"], decoder.config, rec["bert"], dh)
     model._accumulate(decoder.params, {"lm_head": head_grads, "bert": body_grads})

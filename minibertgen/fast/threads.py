@@ -25,7 +25,7 @@ import os
 import queue
 import threading
 
-__all__ = ["POOL", "TwoCores"]
+__all__ = ["POOL", "TwoCores", "training_pool"]
 
 
 class TwoCores:
@@ -83,3 +83,20 @@ POOL = make_pool() if os.environ.get("MINIBERTGEN_CPU_POOL", "0") == "1" else No
 def forward_context():
     """What a CPU forward pass runs inside: BLAS at one thread while our pool splits the work."""
     return POOL.one_blas_thread() if POOL is not None else contextlib.nullcontext()
+
+
+_TRAINING_POOL = []
+
+
+def training_pool():
+    """The pool the training table splits its elementwise work over (fast/cpu_training.py):
+    made on first use, None on one core or with ``MINIBERTGEN_TRAINING_POOL=0``.
+
+    Unlike the forward pool it is on by default: AdamW's update and GELU's derivative are
+    ufunc loops over hundreds of megabytes with no BLAS call between them, and two cores
+    stream them faster than one (benchmarks/results/training.txt).
+    """
+    if not _TRAINING_POOL:
+        wanted = os.environ.get("MINIBERTGEN_TRAINING_POOL", "1") != "0"
+        _TRAINING_POOL.append(POOL or make_pool() if wanted else None)
+    return _TRAINING_POOL[0]

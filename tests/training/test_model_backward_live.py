@@ -130,6 +130,17 @@ def test_bert2bert(tmp_path, case):
     compare_with_torch(ours, theirs, *seq2seq_losses(ours, theirs, labels))
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_bert2bert_on_the_training_table_and_on_the_plain_reference(tmp_path, fast):
+    """The recorded forward, backward (and below, AdamW) on the CPU training table
+    (fast/cpu_training.py, the default) and on the reference ops alone both equal torch."""
+    ours, theirs = seq2seq(tmp_path)
+    ours.use_fast_kernels(fast)
+    assert (ours.kernels is not None) == fast
+    labels = LABELS[:, :6].copy()
+    compare_with_torch(ours, theirs, *seq2seq_losses(ours, theirs, labels))
+
+
 def test_gradients_accumulate_until_zero_grad(tmp_path):
     ours, theirs = seq2seq(tmp_path)
     labels = LABELS[:, :5]

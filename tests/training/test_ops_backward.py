@@ -26,12 +26,25 @@ def test_embedding_backward_sums_repeated_ids(rng, dtype, padding_idx):
     dout = upstream(rng, (2, 4, 6), dtype)
     t_table = leaf(torch, table)
     F.embedding(torch.tensor(ids), t_table, padding_idx=padding_idx).backward(torch.tensor(dout))
-    ours = B.embedding_backward(dout, ids, 11, padding_idx=padding_idx)
+    ours = B.embedding_backward(dout, ids, table, padding_idx=padding_idx)
     assert ours.dtype == dtype
     assert_close_grad(ours, t_table.grad.numpy(), dtype, "dtable")
     if padding_idx is not None:
         assert not ours[padding_idx].any()
     assert np.abs(ours[3]).sum() > 0  # a repeated id gets its rows
+
+
+def test_embedding_backward_keeps_the_tables_memory_order(rng):
+    """A table stored transposed (fast/layout.py) gets its gradient in the same order, so the
+    optimiser can walk both in memory order (fast/cpu_training.py); the values are torch's."""
+    table = np.asfortranarray(rng.standard_normal((11, 6)).astype(np.float32))
+    ids = np.array([[0, 3, 3, 5]])
+    dout = upstream(rng, (1, 4, 6), np.float32)
+    t_table = leaf(torch, np.ascontiguousarray(table))
+    F.embedding(torch.tensor(ids), t_table).backward(torch.tensor(dout))
+    ours = B.embedding_backward(dout, ids, table)
+    assert ours.flags.f_contiguous and not ours.flags.c_contiguous
+    assert_close_grad(ours, t_table.grad.numpy(), np.float32, "dtable")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

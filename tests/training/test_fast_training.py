@@ -1,0 +1,127 @@
+"""The CPU training table (fast/cpu_training.py) against the reference it replaces.
+
+Each fast op is checked against the plain function of ops_backward.py / optim.py on the
+same inputs (those are checked against torch autograd and torch.optim.AdamW in the other
+files); whole models on the fast table are compared with torch in test_model_backward_live.py.
+"""
+import math
+
+import numpy as np
+import pytest
+
+from minibertgen import ops_backward, optim
+from minibertgen.fast import cpu_training, kernels_for_array, threads, training_kernels
+from minibertgen.fast.lookup import using
+
+HYPER = dict(step=3, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01)
+
+
+@pytest.fixture(params=["pool", "one core"])
+def pool_setting(request, monkeypatch):
+    """Run each test with the training pool (both cores) and without it."""
+    pool = threads.make_pool() if request.param == "pool" else None
+    if request.param == "pool" and pool is None:
+        pytest.skip("one core, or no threadpoolctl: no pool to test")
+    monkeypatch.setattr(threads, "_TRAINING_POOL", [pool])
+    return request.param
+
+
+def _moments(rng, shape, order):
+    w, g, m, v = (np.asarray(rng.standard_normal(shape), dtype=np.float32, order=order) for _ in range(4))
+    return w, g, m, np.abs(v)  # the second moment is never negative
+
+
+@pytest.mark.parametrize("shape", [(7,), (300, 1001), (4 * cpu_training.BLOCK + 5,)])
+@pytest.mark.parametrize("orders", ["CC", "FF", "FC"])  # weight order, gradient order
+def test_adamw_update_in_blocks_is_the_reference_bit_for_bit(pool_setting, shape, orders):
+    rng = np.random.default_rng(0)
+    w, g, m, v = _moments(rng, shape, orders[0])
+    g = np.asarray(g, order=orders[1])
+    expected = [a.copy(order="K") for a in (w, m, v)]
+    optim.adamw_update.reference(*expected[:1], g, *expected[1:], **HYPER)
+    cpu_training.adamw_update(w, g, m, v, **HYPER)
+    for name, got, want in zip("wmv", (w, m, v), expected):
+        np.testing.assert_array_equal(got, want, err_msg=name)  # elementwise: the same operations per element
+    if len(shape) > 1:
+        assert w.flags.f_contiguous == (orders[0] == "F")  # updated in place, layout kept
+
+
+def test_adamw_update_of_a_strided_view_falls_back_to_the_reference():
+    rng = np.random.default_rng(1)
+    w, g, m, v = _moments(rng, (40, 30), "C")
+    view = (w[:, ::2], g[:, ::2], m[:, ::2], v[:, ::2])  # neither C nor F contiguous
+    expected = [a.copy() for a in view]
+    optim.adamw_update.reference(expected[0], view[1], expected[2], expected[3], **HYPER)
+    cpu_training.adamw_update(*view, **HYPER)
+    for got, want in zip(view[::2], expected[::2]):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 1536), (2 * cpu_training.BLOCK + 3,)])
+def test_gelu_backward_in_blocks_equals_the_reference(pool_setting, shape):
+    rng = np.random.default_rng(2)
+    x = (3 * rng.standard_normal(shape)).astype(np.float32)
+    dout = rng.standard_normal(shape).astype(np.float32)
+    got = cpu_training.activation_backward("gelu", dout, x)
+    want = ops_backward.activation_backward.reference("gelu", dout, x)
+    assert got.shape == want.shape and got.dtype == np.float32
+    # Not bitwise: exp(-x^2/2) is computed here as exp(-(x/sqrt 2)^2), reusing erf's exponential.
+    # The bar: as accurate as the reference against the exact derivative (float64, math.erf);
+    # both carry the erf polynomial's 1.5e-7 error, so ~3e-7 x |dL/dy| where Phi and x phi cancel.
+    x64 = x.astype(np.float64)
+    exact = dout * (0.5 * (1 + np.vectorize(math.erf)(x64 / math.sqrt(2)))
+                    + x64 * np.exp(-0.5 * x64 * x64) / math.sqrt(2 * math.pi))
+    error = np.abs(got - exact) / np.abs(dout)
+    reference_error = np.abs(want - exact) / np.abs(dout)
+    assert error.max() <= reference_error.max() + 2e-8
+    assert reference_error.max() < 4e-7
+
+
+@pytest.mark.parametrize("name,dtype", [("relu", np.float32), ("gelu_new", np.float32), ("gelu", np.float64)])
+def test_other_activations_and_dtypes_are_the_reference(name, dtype):
+    rng = np.random.default_rng(3)
+    x, dout = (rng.standard_normal((4, 6)).astype(dtype) for _ in range(2))
+    np.testing.assert_array_equal(cpu_training.activation_backward(name, dout, x),
+                                  ops_backward.activation_backward.reference(name, dout, x))
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_linear_backward_gives_the_weight_gradient_in_the_weights_order(order):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 5, 16)).astype(np.float32)
+    weight = np.asarray(rng.standard_normal((48, 16)), dtype=np.float32, order=order)
+    dout = rng.standard_normal((3, 5, 48)).astype(np.float32)
+    got = cpu_training.linear_backward(dout, x, weight)
+    want = ops_backward.linear_backward.reference(dout, x, weight)
+    exact = [np.einsum("ro,oi->ri", dout.reshape(-1, 48).astype(np.float64), weight.astype(np.float64)),
+             np.einsum("ro,ri->oi", dout.reshape(-1, 48).astype(np.float64), x.reshape(-1, 16).astype(np.float64))]
+    assert got[1].flags.f_contiguous == (order == "F")
+    for g, w, e in zip(got[:2], want[:2], exact):
+        np.testing.assert_allclose(g.reshape(e.shape), e, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got[2], want[2])
+
+
+def test_the_training_table_is_chosen_for_numpy_arrays_and_replaces_the_named_ops():
+    table = training_kernels(kernels_for_array(np.zeros(1)))
+    assert table["adamw_update"] is cpu_training.adamw_update
+    assert "_top_k" not in table  # beam search is not training
+    w, g, m, v = _moments(np.random.default_rng(5), (3 * cpu_training.BLOCK,), "C")
+    calls = []
+    with using({**table, "adamw_update": lambda *a, **k: calls.append(1)}):
+        optim.adamw_update(w, g, m, v, **HYPER)
+    assert calls == [1]
+    assert training_kernels(None) is None
+
+
+def test_adamw_foreach_false_runs_the_reference_update():
+    param = type("P", (), {})()
+    param.data, param.grad = np.ones(5, np.float32), np.full(5, 0.5, np.float32)
+    assert optim.AdamW([param], foreach=False)._kernels() is None
+    assert optim.AdamW([param])._kernels() is training_kernels(kernels_for_array(param.data))
+
+
+def test_the_training_pool_can_be_turned_off(monkeypatch):
+    monkeypatch.setattr(threads, "_TRAINING_POOL", [])
+    monkeypatch.setenv("MINIBERTGEN_TRAINING_POOL", "0")
+    assert threads.training_pool() is None
