@@ -212,6 +212,7 @@ def log_softmax(scores, axis=-1):
     return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
 
 
+@replaceable
 def cross_entropy(logits, labels, ignore_index=-100):
     """Mean negative log-likelihood of ``labels`` under ``logits``, skipping ``ignore_index``.
 

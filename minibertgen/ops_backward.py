@@ -79,8 +79,8 @@ def layer_norm_backward(dout, x, weight, eps, residual=None):
     xp = array_module(x)
     work_dtype = np.promote_types(x.dtype, np.float32)
     s = x if residual is None else x + residual
-    s = s.astype(work_dtype)
-    g_out = dout.astype(work_dtype)
+    s = s.astype(work_dtype, copy=False)
+    g_out = dout.astype(work_dtype, copy=False)
     mean = s.mean(axis=-1, keepdims=True)  # [..., hidden] -> [..., 1]
     rstd = 1.0 / xp.sqrt(((s - mean) ** 2).mean(axis=-1, keepdims=True) + eps)  # [..., 1]
     xhat = (s - mean) * rstd  # [..., hidden]
@@ -89,7 +89,8 @@ def layer_norm_backward(dout, x, weight, eps, residual=None):
     hidden = x.shape[-1]
     dweight = (g_out * xhat).reshape(-1, hidden).sum(axis=0)  # [..., hidden] -> [hidden]
     dbias = g_out.reshape(-1, hidden).sum(axis=0)  # [hidden]
-    return ds.astype(x.dtype), dweight.astype(weight.dtype), dbias.astype(weight.dtype)
+    as_weight = weight.dtype
+    return ds.astype(x.dtype, copy=False), dweight.astype(as_weight, copy=False), dbias.astype(as_weight, copy=False)
 
 
 # -- activations: y = f(x)  =>  dL/dx = dL/dy * f'(x) ----------------------------------
@@ -194,8 +195,8 @@ def activation_backward(name, dout, x):
         derivative = _DERIVATIVES[name]
     except KeyError:
         raise ValueError(f"hidden_act={name!r}: expected one of {', '.join(_DERIVATIVES)}") from None
-    work = x.astype(np.promote_types(x.dtype, np.float32))
-    return (dout * derivative(work)).astype(dout.dtype)
+    work = x.astype(np.promote_types(x.dtype, np.float32), copy=False)
+    return (dout * derivative(work)).astype(dout.dtype, copy=False)
 
 
 # -- probabilities and loss -----------------------------------------------------------
@@ -218,6 +219,7 @@ def masked_softmax_backward(dprobs, probs, divisor=1.0):
     return softmax_backward(dprobs, probs) / divisor
 
 
+@replaceable
 def cross_entropy_backward(logits, labels, ignore_index=-100, dloss=1.0):
     """L = -(1/N) sum over counted rows i of log softmax(logits_i)[labels_i], N = rows counted
     =>  dL/dlogits_i = (softmax(logits_i) - onehot(labels_i)) / N for a counted row, 0 otherwise.
@@ -227,7 +229,7 @@ def cross_entropy_backward(logits, labels, ignore_index=-100, dloss=1.0):
     ``ignore_index`` the loss is NaN and, as in torch, the gradient is all zeros.
     """
     xp = array_module(logits)
-    work = logits.astype(np.promote_types(logits.dtype, np.float32))
+    work = logits.astype(np.promote_types(logits.dtype, np.float32), copy=False)
     shifted = work - work.max(axis=-1, keepdims=True)  # [n, vocab]
     probs = xp.exp(shifted)
     probs = probs / probs.sum(axis=-1, keepdims=True)  # softmax, [n, vocab]
@@ -239,7 +241,7 @@ def cross_entropy_backward(logits, labels, ignore_index=-100, dloss=1.0):
     dlogits = probs  # our own array: subtract the one-hot of the labels from it
     dlogits[rows, labels[keep]] -= 1.0
     dlogits *= keep[:, None].astype(probs.dtype) * (dloss / count)  # ignored rows -> 0
-    return dlogits.astype(logits.dtype)
+    return dlogits.astype(logits.dtype, copy=False)
 
 
 # -- dropout --------------------------------------------------------------------------

@@ -310,22 +310,12 @@ def records_activations(call):
 
 
 def _attach_backward(model, out, record, labels):
-    if isinstance(out, tuple):
-        return out  # return_dict=False: the tuple keeps plain arrays
+    if isinstance(out, tuple):  # return_dict=False: (loss, logits, ...) with labels, as transformers orders it
+        if labels is None:
+            return out
+        return (_loss_with_backward(model, record, out[0], out[1], labels),) + out[1:]
     if labels is not None and out.get("loss") is not None:
-        xp = array_module(out["logits"])
-        labels = xp.asarray(to_numpy(labels))
-
-        def run(dloss):
-            model._check_trainable()
-            model._make_trainable()
-            with using(training_kernels(model.kernels)):
-                _backpropagate(model, record, out["logits"], labels, dloss)
-            record.clear()
-
-        loss = np.asarray(to_numpy(out["loss"])).view(Loss)
-        loss._backward = run
-        out["loss"] = loss
+        out["loss"] = _loss_with_backward(model, record, out["loss"], out["logits"], labels)
     elif not getattr(model, "has_lm_head", True):  # an encoder: backward(out, last_hidden_state=G)
         def run_from(dlast):
             model._check_trainable()
@@ -337,6 +327,22 @@ def _attach_backward(model, out, record, labels):
 
         out._backward_from = run_from
     return out
+
+
+def _loss_with_backward(model, record, loss, logits, labels):
+    """The forward's loss as a :class:`Loss` whose backward() walks ``record``."""
+    labels = array_module(logits).asarray(to_numpy(labels))
+
+    def run(dloss):
+        model._check_trainable()
+        model._make_trainable()
+        with using(training_kernels(model.kernels)):
+            _backpropagate(model, record, logits, labels, dloss)
+        record.clear()
+
+    loss = np.asarray(to_numpy(loss)).view(Loss)
+    loss._backward = run
+    return loss
 
 
 def _backpropagate(model, record, logits, labels, dloss):

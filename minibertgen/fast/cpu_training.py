@@ -11,6 +11,10 @@ blocks.  Why (figures: benchmarks/results/training.txt and README, "Training"):
 * ``linear_backward``: dL/dW of a weight stored transposed (fast/layout.py) is computed
   as (x^T dL/dy)^T, so it comes out in the weight's memory order (the same sums): AdamW
   then walks weight and gradient together instead of copying one into the other's order.
+* ``cross_entropy`` and its backward: the loss over a 30522-word vocabulary makes
+  [rows, vocab] arrays of 30 MB; the reference forms four of them each way.  Here a few
+  rows at a time go through one scratch block (the forward) or straight into dL/dlogits
+  (the backward), with the reference's steps per row, so the same numbers.
 * ``activation_backward``: GELU's derivative (erf's polynomial, Phi + x phi) in place in
   one block-sized buffer instead of a dozen full-size temporaries.
 
@@ -71,6 +75,62 @@ def linear_backward(dout, x, weight, has_bias=True):
     return dx, dweight, dbias
 
 
+def _row_blocks(rows, width):
+    """Slices of range(rows) holding about BLOCK elements each (at least one row)."""
+    step = max(1, BLOCK // max(1, width))
+    return [slice(start, min(start + step, rows)) for start in range(0, rows, step)]
+
+
+def _shifted_exp_sums(block, scratch):
+    """scratch <- exp(block - max); -> (max [rows, 1], sum of scratch [rows, 1]): the
+    reference softmax's steps for these rows, so the same numbers."""
+    top = block.max(axis=-1, keepdims=True)  # [rows, 1]
+    np.subtract(block, top, out=scratch)
+    np.exp(scratch, out=scratch)
+    return top, scratch.sum(axis=-1, keepdims=True)
+
+
+def cross_entropy(logits, labels, ignore_index=-100):
+    """ops.cross_entropy without the [n, vocab] log-probabilities: for a few rows at a
+    time, log sum exp in one scratch block, then only the labels' log-probabilities.
+    (Each picked log-probability is (score - max) - log(sum), as the reference computes it.)"""
+    if logits.dtype != np.float32 or logits.ndim != 2:
+        return ops.cross_entropy.reference(logits, labels, ignore_index)
+    keep = labels != ignore_index  # [n]
+    safe = np.where(keep, labels, 0)
+    picked = np.empty(logits.shape[0], dtype=np.float32)  # [n]
+    scratch = np.empty((max(1, BLOCK // logits.shape[1]), logits.shape[1]), dtype=np.float32)
+    for rows in _row_blocks(*logits.shape):
+        block = logits[rows]
+        top, sums = _shifted_exp_sums(block, scratch[: block.shape[0]])
+        chosen = np.take_along_axis(block, safe[rows, None], axis=-1)  # [rows, 1]
+        picked[rows] = ((chosen - top) - np.log(sums))[:, 0]
+    total = -(picked * keep).sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (total / keep.sum()).astype(np.float32)
+
+
+def cross_entropy_backward(logits, labels, ignore_index=-100, dloss=1.0):
+    """ops_backward.cross_entropy_backward written straight into dL/dlogits, a few rows at
+    a time: softmax, minus the labels' one-hot, times keep / count (the reference's steps)."""
+    if logits.dtype != np.float32 or logits.ndim != 2:
+        return ops_backward.cross_entropy_backward.reference(logits, labels, ignore_index, dloss)
+    keep = labels != ignore_index  # [n]
+    count = int(keep.sum())
+    if count == 0:
+        return np.zeros_like(logits)
+    dlogits = np.empty_like(logits)  # [n, vocab]
+    scale = keep.astype(np.float32) * (dloss / count)  # [n]: 0 for an ignored row
+    for rows in _row_blocks(*logits.shape):
+        out = dlogits[rows]
+        _, sums = _shifted_exp_sums(logits[rows], out)
+        out /= sums  # softmax
+        counted = np.flatnonzero(keep[rows])
+        out[counted, labels[rows][counted]] -= 1.0
+        out *= scale[rows, None]
+    return dlogits
+
+
 _GELU_NAMES = ("gelu", "gelu_python")
 
 
@@ -119,5 +179,7 @@ TRAINING_KERNELS = {
     **{name: fn for name, fn in cpu.KERNELS.items() if name != "_top_k"},
     "adamw_update": adamw_update,
     "linear_backward": linear_backward,
+    "cross_entropy": cross_entropy,
+    "cross_entropy_backward": cross_entropy_backward,
     "activation_backward": activation_backward,
 }

@@ -125,3 +125,24 @@ def test_the_training_pool_can_be_turned_off(monkeypatch):
     monkeypatch.setattr(threads, "_TRAINING_POOL", [])
     monkeypatch.setenv("MINIBERTGEN_TRAINING_POOL", "0")
     assert threads.training_pool() is None
+
+
+@pytest.mark.parametrize("rows,vocab", [(7, 30522), (300, 40), (1, 5)])
+@pytest.mark.parametrize("ignored", ["some", "none", "all"])
+def test_cross_entropy_and_its_backward_by_rows_are_the_reference(rows, vocab, ignored):
+    from minibertgen import ops
+
+    rng = np.random.default_rng(6)
+    logits = (4 * rng.standard_normal((rows, vocab))).astype(np.float32)
+    labels = rng.integers(0, vocab, rows)
+    if ignored == "some":
+        labels[::3] = -100
+    elif ignored == "all":
+        labels[:] = -100
+    with np.errstate(invalid="ignore", divide="ignore"):
+        got, want = cpu_training.cross_entropy(logits, labels), ops.cross_entropy.reference(logits, labels)
+    assert got.dtype == want.dtype == np.float32
+    np.testing.assert_array_equal(got, want)  # NaN for all ignored, as torch: equal too
+    got_grad = cpu_training.cross_entropy_backward(logits, labels, dloss=0.5)
+    want_grad = ops_backward.cross_entropy_backward.reference(logits, labels, dloss=0.5)
+    np.testing.assert_array_equal(got_grad, want_grad)

@@ -141,6 +141,27 @@ def test_bert2bert_on_the_training_table_and_on_the_plain_reference(tmp_path, fa
     compare_with_torch(ours, theirs, *seq2seq_losses(ours, theirs, labels))
 
 
+@pytest.mark.parametrize("model", ["bert2bert", "decoder"])
+def test_return_dict_false_loss_backward_equals_torch(tmp_path, model):
+    """return_dict=False: transformers' tuple (loss, logits, ...), whose loss backpropagates."""
+    labels = LABELS[:, :6].copy()
+    if model == "bert2bert":
+        ours, theirs = seq2seq(tmp_path)
+        kwargs = dict(input_ids=IDS, attention_mask=MASK, labels=labels)
+    else:
+        torch.manual_seed(0)
+        theirs = T.BertGenerationDecoder(T.BertGenerationConfig(**SMALL, is_decoder=True))
+        ours = mb.BertGenerationDecoder.from_pretrained(saved(theirs, tmp_path))
+        kwargs = dict(input_ids=IDS, attention_mask=MASK, labels=LABELS)
+    out = ours(**kwargs, return_dict=False)
+    assert isinstance(out, tuple)
+    their_out = theirs(**{k: torch.tensor(v) for k, v in kwargs.items()}, return_dict=False)
+    np.testing.assert_allclose(out[1], their_out[1].detach().numpy(), atol=1e-4)
+    out[0].backward()
+    their_out[0].backward()
+    compare_with_torch(ours, theirs, out[0], their_out[0].detach())
+
+
 def test_gradients_accumulate_until_zero_grad(tmp_path):
     ours, theirs = seq2seq(tmp_path)
     labels = LABELS[:, :5]
