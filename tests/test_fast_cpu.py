@@ -71,6 +71,17 @@ def test_in_place_layer_norm_and_softmax_equal_the_reference(dtype):
     np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=1e-6, atol=1e-7)
 
 
+def test_softmax_with_nothing_masked_skips_the_mask_and_equals_the_reference():
+    scores = _case((2, 3, 4, 6), 7, np.float32)
+    mask = np.zeros((2, 1, 1, 6), dtype=np.float32)  # an all-ones attention_mask
+    want = ops.masked_softmax.reference(scores.copy(), mask, 8.0)
+    np.testing.assert_array_equal(cpu.masked_softmax(scores.copy(), mask, 8.0), want)  # adding 0 changes nothing
+    mask[1, ..., 5] = np.finfo(np.float32).min  # one key masked: the mask is used
+    got = cpu.masked_softmax(scores.copy(), mask, 8.0)
+    assert (got[1, ..., 5] == 0).all() and (got[0, ..., 5] > 0).all()
+    np.testing.assert_allclose(got, ops.masked_softmax.reference(scores.copy(), mask, 8.0), rtol=1e-6, atol=1e-7)
+
+
 FIXTURES = Path(__file__).parent / "fixtures" / "generation"
 
 

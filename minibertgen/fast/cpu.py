@@ -10,7 +10,8 @@ Why each exists (measured figures: benchmarks/results and README):
   A weight stored transposed (layout.py) is already fastest as x @ W.T.
 * ``apply_activation``: GELU's dozen temporaries the size of x cost nearly as much as
   the matmul before them, so the erf form runs in place on cache-sized blocks.
-* ``masked_softmax`` and ``layer_norm``: the reference's steps, in place in one buffer.
+* ``masked_softmax`` and ``layer_norm``: the reference's steps, in place in one buffer
+  (and a mask with nothing masked, an all-ones ``attention_mask``, is not added).
 """
 from __future__ import annotations
 
@@ -113,6 +114,8 @@ def masked_softmax(scores, mask=None, divisor=1.0, dtype=None):
     """ops.masked_softmax in place: ``scores`` is the caller's fresh array (attention's q . k).
     scores [batch, heads, q, k]; the mask has one head, so the heads split in halves."""
     scores = scores.astype(np.promote_types(scores.dtype, np.float32), copy=False)  # float32 from here on
+    if mask is not None and mask.size < scores.size and not mask.any():
+        mask = None  # nothing masked (an all-ones attention_mask): adding zeros changes no score
     _in_halves(scores, lambda part: _softmax_in_place(part, mask, divisor), axis=1 if scores.ndim == 4 else 0)
     return scores if dtype is None else scores.astype(dtype, copy=False)
 
