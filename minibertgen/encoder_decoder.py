@@ -155,7 +155,8 @@ class EncoderDecoderModel(GenerationMixin, ModelShell):
         """Load an EncoderDecoderModel checkpoint (config.json with encoder/decoder + weights);
         each half is built as its sub-config's model_type says."""
         config, tree, device, directory, report, options = loading.from_pretrained(
-            cls.__name__, pretrained_model_name_or_path, EncoderDecoderConfig, _build_flat, kwargs)
+            cls.__name__, pretrained_model_name_or_path, EncoderDecoderConfig, _build_flat, kwargs,
+            quantized_as=loading.seq2seq_quantization)
         encoder_class, decoder_class = _half_classes(config)
         model = cls.__new__(cls)
         model._assemble(config, encoder_class(config.encoder, tree["encoder"], device=device),
@@ -326,7 +327,10 @@ def _warm_start(name_or_path, role: str, kwargs: dict):
         else:
             config.is_decoder = config.add_cross_attention = True
     table = ENCODER_CLASSES if role == "encoder" else DECODER_CLASSES
-    return table[config.model_type].from_pretrained(name_or_path, config=config, **kwargs)
+    # An encoder checkpoint without a pooler (a masked-LM one) gets a fresh pooler, as in transformers:
+    # an EncoderDecoderModel never uses it (BertModel.from_pretrained alone refuses that).
+    return table[config.model_type].from_pretrained(name_or_path, config=config, _missing_pooler="initialise",
+                                                    **kwargs)
 
 
 def _auto_config(name_or_path, hub_kwargs) -> PretrainedConfig:

@@ -24,11 +24,12 @@ from .backend import Device, parse_device, resolve_dtype, to_device
 from .checkpoint.files import load_state_dict
 from .checkpoint.hub import resolve_model_dir
 from .checkpoint.mapping import (LoadReport, body_shapes, check_layer_count, checkpoint_name, head_shapes, initialise,
-                                 select, unflatten)
+                                 select, tree_name, unflatten)
 from .fast.layout import arrange_for_cpu
 from .progress import progress
 
-__all__ = ["FAMILIES", "check_supported", "half_weights", "seq2seq_weights", "tie_pairs", "seq2seq_tie_pairs",
+__all__ = ["FAMILIES", "check_supported", "require_stored_pooler", "half_quantization", "seq2seq_quantization",
+           "half_weights", "seq2seq_weights", "tie_pairs", "seq2seq_tie_pairs",
            "tie", "place", "materialise", "random_params", "read_options", "from_pretrained", "loading_info",
            "saved_state", "memory_footprint"]
 
@@ -141,6 +142,17 @@ def half_weights(state, config, report: LoadReport, source: str, rng, *, lm: boo
     return tie(flat, pairs)
 
 
+def require_stored_pooler(owner, state, config, source) -> None:
+    """Refuse a checkpoint without (all of) the pooler weights for a model that has a pooler."""
+    stored = {tree_name(name, config.model_type, False) for name in state}
+    missing = [name for name in ("pooler.dense.weight", "pooler.dense.bias") if name not in stored]
+    if state and missing:
+        raise ValueError(f"{source}: the checkpoint has no {', '.join(missing)}, and {owner} has a pooler: "
+                         "transformers would initialise it randomly, and no other library reproduces that "
+                         f"pooler_output. Load it with {owner}.from_pretrained(..., add_pooling_layer=False) "
+                         "(pooler_output is then None)")
+
+
 def _projection(config, state, report, rng) -> dict:
     """enc_to_dec_proj (encoder width -> decoder width), when transformers adds one."""
     if not needs_projection(config):
@@ -212,34 +224,67 @@ def _placed(array, dtype, device: Device):
     return to_device(array, device, dtype=dtype if np.dtype(array.dtype).kind == "f" else None)
 
 
-def place(flat: dict, dtype, device: Device, *, quantization_config=None, config=None, keep_float=()) -> dict:
+def place(flat: dict, dtype, device: Device, *, quantization_config=None, config=None, quantized_as=None) -> dict:
     """Flat weights -> the parameter tree on ``device``: cast, move, quantize (when asked),
-    then on the CPU the memory layout of fast/layout.py (same shapes and values)."""
+    then on the CPU the memory layout of fast/layout.py (same shapes and values).
+    ``quantized_as``: :func:`half_quantization` / :func:`seq2seq_quantization` of the model."""
     tree = unflatten(materialise(flat, dtype, device))
-    tree = quantize_if_asked(tree, quantization_config, config, keep_float)
+    tree = quantize_if_asked(tree, quantization_config, config, quantized_as)
     if device.kind == "cpu":
         tree = arrange_for_cpu(tree)
     return tree
 
 
-def quantize_if_asked(tree: dict, quantization_config, config, keep_float=()):
+def quantize_if_asked(tree: dict, quantization_config, config, quantized_as=None):
     """Swap linear-layer weights for 8/4-bit ones when a BitsAndBytesConfig is given; the
     config then records it (``quantization_config`` in config.json, as transformers writes).
 
-    ``keep_float``: modules transformers keeps unquantized for this class when the config
-    names no llm_int8_skip_modules (its last module: a base model's pooler)."""
+    ``quantized_as`` = (checkpoint_name, keep_float): how this model's weights are named in
+    transformers and the modules transformers' bitsandbytes integration keeps float for it
+    by default, so that the same linear layers are quantized (quantization/params.py)."""
     if quantization_config is None:
         return tree
     from .quantization.params import as_config, quantize_params
 
     quantization_config = as_config(quantization_config)
-    applied = quantization_config
-    if keep_float and quantization_config.llm_int8_skip_modules is None:
-        applied = copy.deepcopy(quantization_config)
-        applied.llm_int8_skip_modules = list(keep_float)
-    tree = quantize_params(tree, applied)
+    checkpoint_name, keep_float = quantized_as if quantized_as is not None else (None, ("lm_head",))
+    tree = quantize_params(tree, quantization_config, checkpoint_name=checkpoint_name, keep_float=keep_float)
     config.quantization_config = quantization_config.to_dict()
     return tree
+
+
+def _head_module(family: str) -> str:
+    """transformers' module holding a causal LM's head (its bias is tied to the projection's)."""
+    return "cls.predictions" if family == "bert" else "lm_head"
+
+
+def half_quantization(config, lm: bool, pooler: bool):
+    """(checkpoint_name, keep_float) of one half loaded alone, for quantize_params.
+
+    transformers keeps float, by default, the modules of tied weights and of the model's last
+    parameter: for a causal LM its whole head (the head's bias is tied to the vocabulary
+    projection's bias, so the tied module is ``cls.predictions`` / ``lm_head`` itself),
+    for a base model its pooler (nothing when it has none: its last module is a LayerNorm)."""
+    family = config.model_type
+    keep = [_head_module(family)] if lm else (["pooler.dense"] if pooler else [])
+    return (lambda name: checkpoint_name(name, family, lm)), keep
+
+
+def seq2seq_quantization(config):
+    """(checkpoint_name, keep_float) of an EncoderDecoderModel: the decoder's head and the
+    model's last module, ``enc_to_dec_proj`` when there is one (the encoder's pooler is quantized);
+    weights shared by tie_encoder_decoder are tied, so they stay float too (quantize_params)."""
+    encoder, decoder = config.encoder.model_type, config.decoder.model_type
+
+    def name(ours: str) -> str:
+        if ours.startswith("encoder."):
+            return "encoder." + checkpoint_name(ours[len("encoder."):], encoder, False)
+        if ours.startswith("decoder."):
+            return "decoder." + checkpoint_name(ours[len("decoder."):], decoder, True)
+        return ours
+
+    keep = ["decoder." + _head_module(decoder)] + (["enc_to_dec_proj"] if needs_projection(config) else [])
+    return name, keep
 
 
 def prequantized_state(state: dict, config, quantization_config):
@@ -319,11 +364,12 @@ def _check_overrides(config, overrides: dict, owner: str) -> None:
                         "(neither loading options nor fields of the config)")
 
 
-def from_pretrained(owner: str, name_or_path, config_class, build_flat, kwargs: dict, keep_float=()):
+def from_pretrained(owner: str, name_or_path, config_class, build_flat, kwargs: dict, quantized_as=None):
     """What every from_pretrained does; returns (config, tree, device, directory, report, options).
 
     ``build_flat(state, config, report, source, rng) -> flat`` maps the tensors; keyword
     arguments that name config fields override them (``bos_token_id=101``).
+    ``quantized_as(config)`` -> :func:`half_quantization` / :func:`seq2seq_quantization`.
     """
     options, overrides = read_options(config_class, kwargs)
     config = options.get("config")
@@ -354,7 +400,8 @@ def from_pretrained(owner: str, name_or_path, config_class, build_flat, kwargs: 
     report.warn(f"{owner}.from_pretrained({source!r})")
     device = parse_device(options.get("device"))
     tree = place(flat, resolve_dtype(options.get("dtype"), stored_float_dtype(state)), device,
-                 quantization_config=quantization_config, config=config, keep_float=keep_float)
+                 quantization_config=quantization_config, config=config,
+                 quantized_as=None if quantized_as is None else quantized_as(config))
     return config, tree, device, directory, report, options
 
 

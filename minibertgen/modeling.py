@@ -12,6 +12,7 @@ families differ there by a few lines chosen by the config, and here only by thei
 """
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -133,16 +134,19 @@ class PreTrainedModel(ModelShell):
         self.device = parse_device(device)
         self.kernels = kernels_for(self.device)  # the speed wing's table for this device (fast/)
         if params is None:  # a fresh model with random weights, as transformers' constructor
-            params = loading.random_params(self.weights_from_state, config, dtype, self.device, seed)
+            params = loading.random_params(partial(self.weights_from_state, pooler=self.has_pooler), config, dtype,
+                                           self.device, seed)
         self.params = params  # the tree as given: loading.place() arranged it for the device
         self._make_generation_config()
 
     # -- weights ----------------------------------------------------------------------------
     @classmethod
-    def weights_from_state(cls, state, config, report, source, rng, strip="") -> dict:
-        """Map a checkpoint's tensors onto this class's tree names (loading.half_weights)."""
-        return loading.half_weights(state, config, report, source, rng, lm=cls.has_lm_head,
-                                    pooler=cls.has_pooler, strip=strip)
+    def weights_from_state(cls, state, config, report, source, rng, strip="", pooler=None) -> dict:
+        """Map a checkpoint's tensors onto this class's tree names (loading.half_weights);
+        ``pooler``: with a pooler (default: the class's has_pooler)."""
+        pooler = cls.has_pooler if pooler is None else pooler
+        return loading.half_weights(state, config, report, source, rng, lm=cls.has_lm_head, pooler=pooler,
+                                    strip=strip)
 
     def _tied_checkpoint_pairs(self) -> list:
         family = self.config.model_type
@@ -175,10 +179,25 @@ class PreTrainedModel(ModelShell):
         Other keyword arguments override config fields (``bos_token_id=101``).
         ``output_loading_info=True`` returns (model, loading_info) as transformers does;
         ``from_pretrained(None, config=..., state_dict=...)`` loads given tensors.
+        BertModel / RobertaModel take ``add_pooling_layer`` (default True); a checkpoint without
+        pooler weights then needs ``add_pooling_layer=False`` (transformers would initialise a
+        random pooler, whose pooler_output no other library reproduces: refused, not guessed).
+        (``_missing_pooler="initialise"``, for a warm-started encoder whose pooler an
+        EncoderDecoderModel never uses, initialises absent pooler weights as transformers does.)
         """
+        missing_pooler = kwargs.pop("_missing_pooler", "refuse")
+        pooled = cls.has_pooler
+        if "add_pooling_layer" in kwargs and cls.has_pooler:
+            pooled = _check_pooling_flag(kwargs.pop("add_pooling_layer"))
+
+        def build_flat(state, config, report, source, rng):
+            if pooled and missing_pooler == "refuse":
+                loading.require_stored_pooler(cls.__name__, state, config, source)
+            return cls.weights_from_state(state, config, report, source, rng, pooler=pooled)
+
         config, tree, device, directory, report, options = loading.from_pretrained(
-            cls.__name__, pretrained_model_name_or_path, cls.config_class, cls.weights_from_state, kwargs,
-            keep_float=("pooler",) if cls.has_pooler else ())  # transformers' bitsandbytes keeps the last module
+            cls.__name__, pretrained_model_name_or_path, cls.config_class, build_flat, kwargs,
+            quantized_as=lambda config: loading.half_quantization(config, cls.has_lm_head, pooled))
         model = cls(config, tree, device=device)
         model.name_or_path = str(directory) if directory is not None else None
         model._make_generation_config()  # generation_config.json next to the weights, if there is one
@@ -299,11 +318,39 @@ class BertGenerationDecoder(_CausalLM):
     """transformers' BertGenerationDecoder: the head is the vocabulary projection alone."""
 
 
-class BertModel(_Encoder):
+class _PooledEncoder(_Encoder):
+    """A base model with BERT's pooler, pooler_output = tanh(dense(h[:, 0])); transformers'
+    ``add_pooling_layer=False`` leaves it out (pooler_output None, no pooler weights saved)."""
+
+    has_pooler = True
+
+    def __init__(self, config, params=None, add_pooling_layer=None, *, device=None, dtype=None, seed=None):
+        if isinstance(params, bool):  # BertModel(config, False): transformers' positional add_pooling_layer
+            if add_pooling_layer is not None:
+                raise TypeError(f"{type(self).__name__}() got add_pooling_layer twice ({params!r} and "
+                                f"{add_pooling_layer!r})")
+            params, add_pooling_layer = None, params
+        if add_pooling_layer is None:  # default: a pooler, unless given weights without one
+            add_pooling_layer = params is None or "pooler" in params
+        add_pooling_layer = _check_pooling_flag(add_pooling_layer)
+        if params is not None and ("pooler" in params) != add_pooling_layer:
+            held = "holds" if "pooler" in params else "has no"
+            raise ValueError(f"add_pooling_layer={add_pooling_layer}, but the given params {held} pooler weights: "
+                             f"expected add_pooling_layer={not add_pooling_layer} for them")
+        self.has_pooler = add_pooling_layer
+        super().__init__(config, params, device=device, dtype=dtype, seed=seed)
+
+
+def _check_pooling_flag(value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"add_pooling_layer={value!r}: expected True or False")
+    return bool(value)
+
+
+class BertModel(_PooledEncoder):
     """transformers' BertModel: token-type embeddings and the pooler (tanh(dense(h[:, 0])))."""
 
     config_class = BertConfig
-    has_pooler = True
 
 
 class BertLMHeadModel(_CausalLM):
@@ -312,12 +359,11 @@ class BertLMHeadModel(_CausalLM):
     config_class = BertConfig
 
 
-class RobertaModel(_Encoder):
+class RobertaModel(_PooledEncoder):
     """transformers' RobertaModel: BertModel with positions counted from pad_token_id + 1."""
 
     config_class = RobertaConfig
     base_model_prefix = "roberta"
-    has_pooler = True
 
 
 class RobertaForCausalLM(_CausalLM):

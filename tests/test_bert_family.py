@@ -171,3 +171,33 @@ def test_token_type_ids_are_checked():
         model(input_ids=ids, token_type_ids=ids * 2)
     with pytest.raises(ValueError, match=r"token_type_ids has shape \(1, 3\): expected \(1, 4\)"):
         model(input_ids=ids, token_type_ids=ids[:, :3] * 0)
+
+
+TINY = dict(vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(max_position_embeddings=2), r"RobertaModel: max_position_embeddings=2 leaves no position after "
+                                      r"pad_token_id \+ 1 = 2"),
+    (dict(pad_token_id=20), r"RobertaModel: pad_token_id=20: RoBERTa counts positions from pad_token_id \+ 1, "
+                            r"so it needs a token id in \[0, 20\)"),
+])
+def test_roberta_position_table_refusals(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        mb.RobertaModel(mb.RobertaConfig(**{**TINY, **overrides}), seed=0)
+
+
+def test_joining_halves_that_cannot_be_joined_is_refused():
+    encoder = mb.BertModel(mb.BertConfig(**TINY), seed=0)
+    with pytest.raises(ValueError, match=r"the decoder \(BertModel\) has no LM head: use BertLMHeadModel"):
+        mb.EncoderDecoderModel(encoder=encoder, decoder=mb.BertModel(mb.BertConfig(**TINY), seed=1))
+    plain = mb.RobertaForCausalLM(mb.RobertaConfig(**TINY, is_decoder=True), seed=2)
+    with pytest.raises(ValueError, match=r"the decoder has no cross-attention layers: load it with "
+                                         r"is_decoder=True, add_cross_attention=True"):
+        mb.EncoderDecoderModel(encoder=encoder, decoder=plain)
+
+
+def test_attention_implementations_we_do_not_have_are_refused():
+    with pytest.raises(ValueError, match=r"attn_implementation='flash_attention_2': expected one of 'eager', "
+                                         r"'sdpa'"):
+        mb.BertModel.from_pretrained(CASES / "bert_model", attn_implementation="flash_attention_2")

@@ -326,3 +326,41 @@ def test_resize_token_embeddings_as_transformers(hf):
     with torch.no_grad():
         ref = theirs(input_ids=tt(ids)).logits[..., :61]
     assert diff(ours(input_ids=ids).logits[..., :61], ref) <= TOL
+
+
+@pytest.mark.parametrize("enc, dec", [("roberta", "roberta"), ("bert", "roberta"), ("roberta", "bert")])
+def test_pipeline_and_cli_match_transformers(hf, tmp_path, enc, dec):
+    """The text2text-generation pipeline and `minibertgen run` on BERT / RoBERTa halves print
+    transformers' pipeline text (a byte-level BPE RobertaTokenizer shared by both halves)."""
+    import io
+    import json
+    import shutil
+
+    from conftest import FIXTURES
+    from minibertgen.cli import main as cli_main
+
+    vocab = len(json.loads((FIXTURES / "tokenizers" / "bytelevel_bpe" / "vocab.json").read_text()))
+    sizes = {**SMALL, "vocab_size": vocab, "max_position_embeddings": 64, "pad_token_id": 1}
+    halves = [{"bert-generation": hf.BertGenerationConfig, "bert": hf.BertConfig, "roberta": hf.RobertaConfig}[f](
+        **sizes, **extra) for f, extra in ((enc, {}), (dec, dict(is_decoder=True, add_cross_attention=True)))]
+    config = hf.EncoderDecoderConfig.from_encoder_decoder_configs(*halves)
+    config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = 0, 1, 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        spread(hf.EncoderDecoderModel(config=config), 11).save_pretrained(tmp_path)
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(FIXTURES / "tokenizers" / "bytelevel_bpe" / name, tmp_path / name)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "RobertaTokenizer"}))
+    texts = ["Plants create energy through ", "Hello world"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        generator = hf.pipeline(task="text2text-generation", model=str(tmp_path))
+        reference = generator(texts, max_new_tokens=8)
+        # `minibertgen run` reads stdin lines with their newline, as `transformers run` does
+        lines = generator([text + "\n" for text in texts], max_new_tokens=8)
+    ours = mb.pipeline(task="text2text-generation", model=str(tmp_path))(texts, max_new_tokens=8)
+    assert ours == reference
+    out = io.StringIO()
+    code = cli_main(["run", "--task", "text2text-generation", "--model", str(tmp_path), "--max-new-tokens", "8",
+                     "--quiet"], stdin=io.StringIO("".join(text + "\n" for text in texts)), stdout=out)
+    assert code == 0 and out.getvalue().splitlines() == [line["generated_text"] for line in lines]

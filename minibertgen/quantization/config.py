@@ -64,7 +64,8 @@ class BitsAndBytesConfig:
     features whose activations reach ``llm_int8_threshold`` are multiplied in the
     compute dtype.  ``load_in_4bit``: blockwise (64) 4-bit codes, ``bnb_4bit_quant_type``
     "fp4" (transformers' default) or "nf4", optionally with ``bnb_4bit_use_double_quant``.
-    ``llm_int8_skip_modules`` names modules kept unquantized (the LM head always is).
+    ``llm_int8_skip_modules`` names modules kept unquantized (None: transformers' defaults, the LM head
+    and tied weights among them; a list replaces those defaults, as in transformers: quantization/params.py).
     """
 
     quant_method = "bitsandbytes"

@@ -54,23 +54,38 @@ def test_linear_weights_are_quantized_and_the_rest_is_not():
 
 def test_skip_modules_and_tied_weights():
     model = mb.EncoderDecoderModel.from_pretrained(BERT2BERT)
-    config = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=["crossattention", "encoder.encoder.layer.0"])
+    skip = ["crossattention", "encoder.encoder.layer.0"]
+    # A list replaces transformers' defaults (the LM head among them); this decoder's head is
+    # tied to its word embeddings, which transformers 4.57 then fails to load: refused, naming it.
+    with pytest.raises(ValueError, match=r"leaves 'decoder.lm_head.decoder' to be quantized, but its weight is "
+                                         r"tied to 'decoder.bert.embeddings.word_embeddings'.*Add 'decoder.lm_head"):
+        quantize_params(model.params, BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip))
+    config = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip + ["lm_head"])
     tree = quantize_params(model.params, config)
     names = set(quantized_weights(tree))
     assert not any("crossattention" in n for n in names)
     assert not any(n.startswith("encoder.encoder.layer.0.") for n in names)
     assert any(n.startswith("encoder.encoder.layer.1.") for n in names)
     assert any("decoder.bert.encoder.layer.0.attention" in n for n in names)  # "layer.0" of the encoder only
+    assert not any("lm_head" in n for n in names)
     shared = {"a": {"weight": np.ones((4, 8), np.float32)}}
     shared["b"] = {"weight": shared["a"]["weight"]}
     tied = quantize_params(shared, BitsAndBytesConfig(**INT8))
-    assert tied["a"]["weight"] is tied["b"]["weight"]  # one array stays one quantized weight
+    assert tied["a"]["weight"] is tied["b"]["weight"] is shared["a"]["weight"]  # tied: kept float, one array
+    with pytest.raises(ValueError, match="leaves 'a' to be quantized, but its weight is tied to 'b'"):
+        quantize_params(shared, BitsAndBytesConfig(**INT8, llm_int8_skip_modules=[]))
     assert model.params["encoder"]["encoder"]["layer"][0]["attention"]["self"]["query"]["weight"].dtype == np.float32
 
 
-def test_projection_is_quantized():
+def test_projection_stays_float_as_in_transformers():
+    """enc_to_dec_proj is an EncoderDecoderModel's last module, which transformers keeps float
+    (test_quant_selection.py checks the rule against transformers itself)."""
     model = mb.EncoderDecoderModel.from_pretrained(FIXTURES / "reference" / "projection",
                                                    quantization_config=BitsAndBytesConfig(**NF4))
+    assert isinstance(model.enc_to_dec_proj["weight"], np.ndarray)
+    assert quantized_weights(model.params)  # the rest is quantized
+    skip = BitsAndBytesConfig(**NF4, llm_int8_skip_modules=["lm_head"])  # a list replaces the defaults
+    model = mb.EncoderDecoderModel.from_pretrained(FIXTURES / "reference" / "projection", quantization_config=skip)
     assert isinstance(model.enc_to_dec_proj["weight"], QuantizedWeight4bit)
     assert model(input_ids=np.array([[5, 6, 7]]), decoder_input_ids=np.array([[1, 2]])).logits.shape[:2] == (1, 2)
 
