@@ -34,6 +34,7 @@ __all__ = [
 ]
 
 
+@replaceable
 def embedding_backward(dout, ids, table, padding_idx=None):
     """y = table[ids]  =>  dL/dtable[v] = sum of dL/dy[i] over every position i with ids[i] == v.
 
@@ -66,6 +67,7 @@ def linear_backward(dout, x, weight, has_bias=True):
     return dx, dweight, dbias
 
 
+@replaceable
 def layer_norm_backward(dout, x, weight, eps, residual=None):
     """y = xhat * w + b with xhat = (s - mean(s)) / sqrt(var(s) + eps), s = x + residual.
 

@@ -164,9 +164,10 @@ class TrainingMixin:
         """(checkpoint name, Parameter) for every trainable array; a tied array appears once,
         under its first name (as torch), unless remove_duplicate=False."""
         self._make_trainable()
-        by_array = self._parameters_by_array()
+        state = self.state_dict()
+        by_array = self._parameters_by_array(state)
         seen = set()
-        for name, array in self.state_dict().items():
+        for name, array in state.items():
             if getattr(array, "is_quantized", False):
                 continue
             if remove_duplicate and id(array) in seen:
@@ -202,10 +203,10 @@ class TrainingMixin:
             self._dropout_generator = self._xp().random.default_rng()
         return self._dropout_generator
 
-    def _parameters_by_array(self) -> dict:
+    def _parameters_by_array(self, state=None) -> dict:
         """{id(array): Parameter}, kept between calls so gradients stay on their parameter."""
         cache = self.__dict__.setdefault("_parameter_cache", {})
-        state = self.state_dict()
+        state = self.state_dict() if state is None else state
         live = {}
         for name, array in state.items():
             if getattr(array, "is_quantized", False):
@@ -254,9 +255,10 @@ class TrainingMixin:
             raise ValueError("backward(): this model holds quantized (int8/4-bit) weights, which have no "
                              "gradient; load it without quantization_config to train it")
 
-    def _accumulate(self, params, grads) -> None:
-        """Add a gradient tree onto the parameters of the matching parameter tree."""
-        by_array = self._parameters_by_array()
+    def _accumulate(self, params, grads, by_array=None) -> None:
+        """Add a gradient tree onto the parameters of the matching parameter tree
+        (``by_array``: this model's _parameters_by_array(), when the caller has it)."""
+        by_array = self._parameters_by_array() if by_array is None else by_array
         flat_params, flat_grads = flatten(params), flatten(grads)
         for name, grad in flat_grads.items():
             if grad is None:
@@ -363,13 +365,14 @@ def _seq2seq_backward(model, record, logits, labels, dloss):
     rec = record.pop("decoder")  # consumed here: its activations go before the encoder's backward
     dh, head_grads = lm_head_backward(decoder.params["lm_head"], decoder.config, rec["lm_head"], dlogits)
     body_grads, dstates, _ = bert_stack_backward(decoder.params["bert"], decoder.config, rec["bert"], dh)
-    model._accumulate(decoder.params, {"lm_head": head_grads, "bert": body_grads})
+    by_array = model._parameters_by_array()  # (once for the three trees: it walks the whole model)
+    model._accumulate(decoder.params, {"lm_head": head_grads, "bert": body_grads}, by_array)
     if model.enc_to_dec_proj is not None:
         dstates, projection_grads = projection_backward(model.enc_to_dec_proj, record["projection_input"], dstates)
-        model._accumulate(model.enc_to_dec_proj, projection_grads)
+        model._accumulate(model.enc_to_dec_proj, projection_grads, by_array)
     if "encoder" in record:  # absent when encoder_outputs were passed in: the encoder did not run
         encoder_grads, _, _ = bert_stack_backward(encoder.params, encoder.config, record["encoder"], dstates)
-        model._accumulate(encoder.params, encoder_grads)
+        model._accumulate(encoder.params, encoder_grads, by_array)
 
 
 def encoder_decoder_records(record):

@@ -146,3 +146,44 @@ def test_cross_entropy_and_its_backward_by_rows_are_the_reference(rows, vocab, i
     got_grad = cpu_training.cross_entropy_backward(logits, labels, dloss=0.5)
     want_grad = ops_backward.cross_entropy_backward.reference(logits, labels, dloss=0.5)
     np.testing.assert_array_equal(got_grad, want_grad)
+
+
+@pytest.mark.parametrize("with_residual", [True, False])
+def test_layer_norm_backward_in_three_buffers_is_the_reference(with_residual):
+    rng = np.random.default_rng(7)
+    x, dout = (rng.standard_normal((3, 5, 384)).astype(np.float32) for _ in range(2))
+    residual = rng.standard_normal((3, 5, 384)).astype(np.float32) if with_residual else None
+    weight = (1 + 0.1 * rng.standard_normal(384)).astype(np.float32)
+    before = x.copy()
+    got = cpu_training.layer_norm_backward(dout, x, weight, 1e-12, residual=residual)
+    want = ops_backward.layer_norm_backward.reference(dout, x, weight, 1e-12, residual=residual)
+    for name, g, w in zip(("ds", "dweight", "dbias"), got, want):
+        assert g.dtype == np.float32 and g.shape == w.shape
+        np.testing.assert_array_equal(g, w, err_msg=name)
+    np.testing.assert_array_equal(x, before)  # the record's input is left as it was
+
+
+@pytest.mark.parametrize("padding_idx", [None, 0])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_embedding_backward_by_sorting_is_the_reference(padding_idx, order):
+    rng = np.random.default_rng(8)
+    table = np.asarray(rng.standard_normal((50, 16)), dtype=np.float32, order=order)
+    ids = rng.integers(0, 12, (4, 9))  # many repeats, the padding id among them
+    dout = rng.standard_normal((4, 9, 16)).astype(np.float32)
+    got = cpu_training.embedding_backward(dout, ids, table, padding_idx)
+    # reduceat adds each id's rows in its own order (not np.add.at's), so not bit for bit:
+    # the bar is float32 summation's bound, k eps sum|x| for an id repeated k times, against
+    # the float64 reference.
+    exact = ops_backward.embedding_backward.reference(dout.astype(np.float64), ids, table.astype(np.float64),
+                                                      padding_idx)
+    magnitude = ops_backward.embedding_backward.reference(np.abs(dout).astype(np.float64), ids,
+                                                          table.astype(np.float64), padding_idx)
+    repeats = np.bincount(ids.reshape(-1), minlength=50)[:, None]
+    assert (np.abs(got - exact) <= repeats * np.finfo(np.float32).eps * magnitude).all()
+    np.testing.assert_allclose(got, ops_backward.embedding_backward.reference(dout, ids, table, padding_idx),
+                               rtol=1e-5, atol=1e-6)
+    assert got.flags.f_contiguous == (order == "F")
+    if padding_idx is not None:
+        assert not got[padding_idx].any()
+    only_padding = cpu_training.embedding_backward(dout[:1, :1], np.zeros((1, 1), np.int64), table, 0)
+    assert not only_padding.any()
