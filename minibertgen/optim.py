@@ -255,6 +255,9 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     if norm_type == math.inf:
         norms = xp.stack([xp.abs(p.grad).max() for p in params])
         total = norms.max()
+    elif norm_type == 2.0:  # the usual case: one dot product per gradient (in memory order, no copy)
+        norms = xp.stack([xp.sqrt(xp.vdot(p.grad.ravel(order="K"), p.grad.ravel(order="K"))) for p in params])
+        total = xp.sqrt(xp.vdot(norms, norms))
     else:
         norms = xp.stack([(xp.abs(p.grad) ** norm_type).sum() ** (1.0 / norm_type) for p in params])
         total = (norms ** norm_type).sum() ** (1.0 / norm_type)
@@ -262,8 +265,8 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         raise ValueError(f"the total norm of order {norm_type} of the gradients is {float(total)}: "
                          "non-finite, so clip_grad_norm_ cannot clip them")
     scale = float(max_norm) / (float(total) + 1e-6)
-    if scale > 1.0:  # (a NaN norm stays NaN and spreads to the gradients, as in torch)
-        scale = 1.0
-    for param in params:
-        param.grad = param.grad * param.grad.dtype.type(scale)
+    if scale >= 1.0:  # nothing to clip: times 1 would change no gradient
+        return total
+    for param in params:  # (a NaN norm gives a NaN scale, which spreads to the gradients, as in torch)
+        param.grad *= param.grad.dtype.type(scale)  # in place, as torch's mul_
     return total

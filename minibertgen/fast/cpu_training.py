@@ -57,8 +57,8 @@ def adamw_update(w, g, m, v, **hyperparameters):
     """optim.adamw_update on one block of the flattened arrays at a time."""
     reference = optim.adamw_update.reference
     order = "C" if w.flags.c_contiguous else "F" if w.flags.f_contiguous else None
-    if order is None or any(not a.flags[f"{order}_CONTIGUOUS"] for a in (m, v)):
-        return reference(w, g, m, v, **hyperparameters)
+    if w.size <= BLOCK or order is None or any(not a.flags[f"{order}_CONTIGUOUS"] for a in (m, v)):
+        return reference(w, g, m, v, **hyperparameters)  # (one block already, or no flat view)
     flat_w, flat_m, flat_v = (a.ravel(order=order) for a in (w, m, v))  # views, memory order
     flat_g = np.ravel(g, order=order)  # a view too, or (another memory order) a copy in w's order
     in_blocks(flat_w.size, lambda part: reference(flat_w[part], flat_g[part], flat_m[part], flat_v[part],
