@@ -13,7 +13,7 @@ import numpy as np
 from . import loading
 from .backend import parse_device
 from .checkpoint.mapping import BASE_MODEL_PREFIX, LoadReport, flatten, unflatten
-from .config import _CONFIG_CLASSES, EncoderDecoderConfig, PretrainedConfig, _config_file, _read_json
+from .config import _CONFIG_CLASSES, EncoderDecoderConfig, PretrainedConfig
 from .fast import kernels_for
 from .fast.lookup import runs_with_model_kernels
 from .generation import GenerationMixin
@@ -23,6 +23,7 @@ from .modeling import DECODER_CLASSES, ENCODER_CLASSES, ModelShell
 from .modeling_surface import generation_config_property
 from .ops import linear
 from .outputs import ModelOutput
+from .pretrained_config import _config_file, _read_json
 from .training import records_activations, sub_record
 
 __all__ = ["EncoderDecoderModel"]
