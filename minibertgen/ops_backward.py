@@ -203,6 +203,7 @@ def activation_backward(name, dout, x):
 
 # -- probabilities and loss -----------------------------------------------------------
 
+@replaceable
 def softmax_backward(dprobs, probs):
     """p = softmax(z) over the last axis  =>  dL/dz = p * (dL/dp - sum_j dL/dp_j p_j).
 

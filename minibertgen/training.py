@@ -31,7 +31,6 @@ import numpy as np
 
 from .activation_record import sub_record
 from .backend import array_module, to_numpy
-from .checkpoint.mapping import flatten
 from .fast import training_kernels
 from .fast.lookup import using
 from .model_backward import (bert_stack_backward, causal_lm_loss_backward, lm_head_backward, projection_backward,
@@ -164,7 +163,7 @@ class TrainingMixin:
         """(checkpoint name, Parameter) for every trainable array; a tied array appears once,
         under its first name (as torch), unless remove_duplicate=False."""
         self._make_trainable()
-        state = self.state_dict()
+        state = self._named_arrays()
         by_array = self._parameters_by_array(state)
         seen = set()
         for name, array in state.items():
@@ -181,11 +180,10 @@ class TrainingMixin:
 
     def get_parameter(self, name: str) -> Parameter:
         """The Parameter holding checkpoint weight ``name`` (any of a tied array's names)."""
-        state = self.state_dict()
-        if name not in state:
+        if name not in self._named_arrays():
             raise ValueError(f"name={name!r}: no such weight (see model.state_dict().keys())")
         self._make_trainable()
-        return self._parameters_by_array()[id(self.state_dict()[name])]
+        return self._parameters_by_array()[id(self._named_arrays()[name])]
 
     def zero_grad(self, set_to_none: bool = True):
         for param in self._parameters_by_array().values():
@@ -203,10 +201,21 @@ class TrainingMixin:
             self._dropout_generator = self._xp().random.default_rng()
         return self._dropout_generator
 
+    def _named_arrays(self) -> dict:
+        """state_dict(), remembered while the trees hold the same arrays: the names are
+        built once, and each call only walks the trees to compare the arrays' ids (the
+        remembered dict holds the arrays, so an id cannot be reused while it is kept)."""
+        ids = tuple(id(array) for tree in self._trees() for _, _, array in _leaves(tree))
+        remembered = self.__dict__.get("_named_arrays_cache")
+        if remembered is None or remembered[0] != ids:
+            remembered = (ids, self.state_dict())
+            self.__dict__["_named_arrays_cache"] = remembered
+        return remembered[1]
+
     def _parameters_by_array(self, state=None) -> dict:
         """{id(array): Parameter}, kept between calls so gradients stay on their parameter."""
         cache = self.__dict__.setdefault("_parameter_cache", {})
-        state = self.state_dict() if state is None else state
+        state = self._named_arrays() if state is None else state
         live = {}
         for name, array in state.items():
             if getattr(array, "is_quantized", False):
@@ -221,19 +230,13 @@ class TrainingMixin:
     def _make_trainable(self) -> None:
         """Copy each read-only (memory-mapped) weight once, in place in the parameter tree."""
         copies = {}
-
-        def visit(node):
-            items = node.items() if isinstance(node, dict) else enumerate(node)
-            for key, value in list(items):
-                if isinstance(value, (dict, list)):
-                    visit(value)
-                elif isinstance(value, np.ndarray) and not value.flags.writeable:
-                    if id(value) not in copies:
-                        copies[id(value)] = np.array(value, order="K")  # keeps the layout, owns its memory
-                    node[key] = copies[id(value)]
-
         for tree in self._trees():
-            visit(tree)
+            read_only = [(node, key, value) for node, key, value in _leaves(tree)
+                         if isinstance(value, np.ndarray) and not value.flags.writeable]
+            for node, key, value in read_only:
+                if id(value) not in copies:
+                    copies[id(value)] = np.array(value, order="K")  # keeps the layout, owns its memory
+                node[key] = copies[id(value)]
         cache = self.__dict__.get("_parameter_cache", {})
         for old in list(copies):  # a parameter (and its gradient) follows its array to the copy
             if old in cache:
@@ -251,7 +254,7 @@ class TrainingMixin:
         return [self.params]
 
     def _check_trainable(self) -> None:
-        if any(getattr(a, "is_quantized", False) for a in self.state_dict().values()):
+        if any(getattr(a, "is_quantized", False) for a in self._named_arrays().values()):
             raise ValueError("backward(): this model holds quantized (int8/4-bit) weights, which have no "
                              "gradient; load it without quantization_config to train it")
 
@@ -259,11 +262,10 @@ class TrainingMixin:
         """Add a gradient tree onto the parameters of the matching parameter tree
         (``by_array``: this model's _parameters_by_array(), when the caller has it)."""
         by_array = self._parameters_by_array() if by_array is None else by_array
-        flat_params, flat_grads = flatten(params), flatten(grads)
-        for name, grad in flat_grads.items():
+        for array, grad in _matching_leaves(params, grads):
             if grad is None:
                 continue
-            param = by_array[id(flat_params[name])]
+            param = by_array[id(array)]
             grad = grad.astype(param.dtype, copy=False)
             if param.grad is None:
                 param.grad = grad
@@ -285,6 +287,31 @@ class TrainingMixin:
             return x * mask, mask
 
         return apply
+
+
+def _leaves(tree):
+    """Every leaf (array) of a parameter tree of dicts and lists: (its dict or list, key, leaf)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        for key, value in (node.items() if isinstance(node, dict) else enumerate(node)):
+            if isinstance(value, (dict, list)):
+                stack.append(value)
+            else:
+                yield node, key, value
+
+
+def _matching_leaves(params, grads):
+    """(parameter array, its gradient) for every leaf of a gradient tree, which has the
+    parameter tree's keys (or some of them)."""
+    stack = [(params, grads)]
+    while stack:
+        param_node, grad_node = stack.pop()
+        for key, grad in (grad_node.items() if isinstance(grad_node, dict) else enumerate(grad_node)):
+            if isinstance(grad, (dict, list)):
+                stack.append((param_node[key], grad))
+            else:
+                yield param_node[key], grad
 
 
 def records_activations(call):

@@ -8,15 +8,20 @@ blocks.  Why (figures: benchmarks/results/training.txt and README, "Training"):
   dozen times a step).  On blocks of 64K elements the scratch stays in the cache, so
   w, g, m and v are read once and w, m and v written once.  Each block runs the
   reference update itself: an elementwise update of a slice is the update of that slice.
-* ``linear_backward``: dL/dW of a weight stored transposed (fast/layout.py) is computed
-  as (x^T dL/dy)^T, so it comes out in the weight's memory order (the same sums): AdamW
-  then walks weight and gradient together instead of copying one into the other's order.
+* ``linear_backward``: one GEMM over all rows for dL/dW, in the weight's memory order: a
+  weight stored transposed (fast/layout.py) gets (x^T dL/dy)^T, so AdamW walks weight
+  and gradient together instead of copying one into the other's order; dL/dbias is
+  ones @ dL/dy (``cpu.column_sums``) instead of a NumPy reduction over the rows.
 * ``cross_entropy`` and its backward: the loss over a 30522-word vocabulary makes
   [rows, vocab] arrays of 30 MB; the reference forms four of them each way.  Here a few
   rows at a time go through one scratch block (the forward) or straight into dL/dlogits
   (the backward), with the reference's steps per row, so the same numbers.
 * ``embedding_backward``: a sort and one reduceat instead of np.add.at's per-element loop.
-* ``layer_norm_backward``: the reference's formula in three buffers instead of nine.
+* ``layer_norm_backward``: the reference's formula in three buffers instead of nine, its
+  row means and column sums as products with ones (``cpu.row_means``, ``column_sums``).
+* ``softmax_backward``: the reference's (dL/dp - sum(dL/dp * p)) * p in one buffer, the
+  row sums by ``cpu.last_axis_sums``.  The BLAS sums add in their own order: equal to
+  the reference within float32 rounding (tests/training/test_fast_training.py).
 * ``activation_backward``: GELU's derivative (erf's polynomial, Phi + x phi) in place in
   one block-sized buffer instead of a dozen full-size temporaries.
 
@@ -66,14 +71,18 @@ def adamw_update(w, g, m, v, **hyperparameters):
 
 
 def linear_backward(dout, x, weight, has_bias=True):
-    """ops_backward.linear_backward, with dL/dW in the memory order of the weight."""
-    if not (weight.flags.f_contiguous and not weight.flags.c_contiguous):
+    """ops_backward.linear_backward, with dL/dW in the memory order of the weight and
+    dL/db as a product with ones (fast/cpu.py's column_sums)."""
+    if dout.dtype != np.float32:
         return ops_backward.linear_backward.reference(dout, x, weight, has_bias)
     rows_out = dout.reshape(-1, dout.shape[-1])  # [..., out] -> [rows, out]
     rows_in = x.reshape(-1, x.shape[-1])  # [..., in] -> [rows, in]
     dx = (rows_out @ weight).reshape(*dout.shape[:-1], weight.shape[1])  # [rows, out] @ [out, in] -> [..., in]
-    dweight = (rows_in.T @ rows_out).T  # ([in, rows] @ [rows, out]).T -> [out, in], Fortran order
-    dbias = rows_out.sum(axis=0) if has_bias else None  # [out]
+    if weight.flags.f_contiguous and not weight.flags.c_contiguous:
+        dweight = (rows_in.T @ rows_out).T  # ([in, rows] @ [rows, out]).T -> [out, in], Fortran order
+    else:
+        dweight = rows_out.T @ rows_in  # [out, rows] @ [rows, in] -> [out, in]
+    dbias = cpu.column_sums(rows_out) if has_bias else None  # [out]
     return dx, dweight, dbias
 
 
@@ -99,28 +108,30 @@ def embedding_backward(dout, ids, table, padding_idx=None):
 
 
 def layer_norm_backward(dout, x, weight, eps, residual=None):
-    """ops_backward.layer_norm_backward with its steps in three buffers instead of nine
-    (float32; other dtypes as the reference)."""
+    """ops_backward.layer_norm_backward with its steps in three buffers instead of nine,
+    and its sums as BLAS products with ones (fast/cpu.py's row_sums: float32 rounding
+    apart, the reference's numbers; other dtypes as the reference)."""
     if not (x.dtype == dout.dtype == weight.dtype == np.float32):
         return ops_backward.layer_norm_backward.reference(dout, x, weight, eps, residual)
-    hidden = x.shape[-1]
-    xhat = x + residual if residual is not None else x.copy()  # s, then s - mean, then xhat
-    mean = xhat.mean(axis=-1, keepdims=True)  # [..., 1]
-    xhat -= mean
+    shape, hidden = x.shape, x.shape[-1]
+    x2 = x.reshape(-1, hidden)  # [..., hidden] -> [rows, hidden]
+    dout2 = np.ascontiguousarray(dout).reshape(-1, hidden)
+    xhat = x2 + residual.reshape(-1, hidden) if residual is not None else x2.copy()  # s, then s - mean, then xhat
+    xhat -= cpu.row_means(xhat)  # [rows, 1]
     scratch = xhat * xhat
-    rstd = 1.0 / np.sqrt(scratch.mean(axis=-1, keepdims=True) + eps)  # [..., 1]
+    rstd = 1.0 / np.sqrt(cpu.row_means(scratch) + eps)  # [rows, 1]
     xhat *= rstd
-    np.multiply(dout, xhat, out=scratch)
-    dweight = scratch.reshape(-1, hidden).sum(axis=0)  # [..., hidden] -> [hidden]
-    dbias = dout.reshape(-1, hidden).sum(axis=0)  # [hidden]
-    g = dout * weight  # the gradient reaching xhat, then dL/ds
+    np.multiply(dout2, xhat, out=scratch)
+    dweight = cpu.column_sums(scratch)  # [rows, hidden] -> [hidden]
+    dbias = cpu.column_sums(dout2)  # [hidden]
+    g = dout2 * weight  # the gradient reaching xhat, then dL/ds
     np.multiply(g, xhat, out=scratch)
-    projection = scratch.mean(axis=-1, keepdims=True)  # mean(g xhat), [..., 1]
-    g -= g.mean(axis=-1, keepdims=True)
+    projection = cpu.row_means(scratch)  # mean(g xhat), [rows, 1]
+    g -= cpu.row_means(g)
     xhat *= projection
     g -= xhat
     g *= rstd
-    return g, dweight, dbias
+    return g.reshape(shape), dweight, dbias  # [rows, hidden] -> [..., hidden]
 
 
 def _row_blocks(rows, width):
@@ -179,6 +190,17 @@ def cross_entropy_backward(logits, labels, ignore_index=-100, dloss=1.0):
     return dlogits
 
 
+def softmax_backward(dprobs, probs):
+    """ops_backward.softmax_backward with the rows' sums as a BLAS product (cpu.row_sums)."""
+    if dprobs.dtype != np.float32 or probs.dtype != np.float32:
+        return ops_backward.softmax_backward.reference(dprobs, probs)
+    out = dprobs * probs
+    weighted = cpu.last_axis_sums(out)  # [..., n] -> [..., 1]
+    np.subtract(dprobs, weighted, out=out)
+    out *= probs  # p (dL/dp - sum_j dL/dp_j p_j)
+    return out
+
+
 _GELU_NAMES = ("gelu", "gelu_python")
 
 
@@ -232,4 +254,5 @@ TRAINING_KERNELS = {
     "cross_entropy": cross_entropy,
     "cross_entropy_backward": cross_entropy_backward,
     "activation_backward": activation_backward,
+    "softmax_backward": softmax_backward,
 }

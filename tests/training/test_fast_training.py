@@ -96,10 +96,12 @@ def test_linear_backward_gives_the_weight_gradient_in_the_weights_order(order):
     exact = [np.einsum("ro,oi->ri", dout.reshape(-1, 48).astype(np.float64), weight.astype(np.float64)),
              np.einsum("ro,ri->oi", dout.reshape(-1, 48).astype(np.float64), x.reshape(-1, 16).astype(np.float64))]
     assert got[1].flags.f_contiguous == (order == "F")
-    for g, w, e in zip(got[:2], want[:2], exact):
+    exact.append(dout.reshape(-1, 48).astype(np.float64).sum(axis=0))
+    for g, w, e in zip(got, want, exact):
         np.testing.assert_allclose(g.reshape(e.shape), e, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
-    np.testing.assert_array_equal(got[2], want[2])
+    # dbias: 15 rows summed in BLAS's order (a product with ones) instead of NumPy's: float32 rounding apart
+    np.testing.assert_allclose(got[2], exact[2], rtol=0, atol=4 * np.finfo(np.float32).eps * np.abs(dout).sum(axis=(0, 1)).max())
 
 
 def test_the_training_table_is_chosen_for_numpy_arrays_and_replaces_the_named_ops():
@@ -157,10 +159,37 @@ def test_layer_norm_backward_in_three_buffers_is_the_reference(with_residual):
     before = x.copy()
     got = cpu_training.layer_norm_backward(dout, x, weight, 1e-12, residual=residual)
     want = ops_backward.layer_norm_backward.reference(dout, x, weight, 1e-12, residual=residual)
-    for name, g, w in zip(("ds", "dweight", "dbias"), got, want):
+    wide = [None if a is None else a.astype(np.float64) for a in (dout, x, weight, residual)]
+    exact = ops_backward.layer_norm_backward.reference(wide[0], wide[1], wide[2], 1e-12, residual=wide[3])
+    for name, g, w, e in zip(("ds", "dweight", "dbias"), got, want, exact):
         assert g.dtype == np.float32 and g.shape == w.shape
-        np.testing.assert_array_equal(g, w, err_msg=name)
+        # Not bitwise: the sums (row means, column sums) are BLAS products with ones, added in
+        # another order than NumPy's pairwise sums.  Both are float32 roundings of the float64
+        # value; measured, they differ from it and from each other by < 1e-6 of the largest entry.
+        np.testing.assert_allclose(g, e, rtol=0, atol=2e-6 * np.abs(e).max(), err_msg=name)
+        np.testing.assert_allclose(g, w, rtol=0, atol=2e-6 * np.abs(e).max(), err_msg=name)
     np.testing.assert_array_equal(x, before)  # the record's input is left as it was
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 4, 128, 128), (6, 1)])
+def test_softmax_backward_and_blas_sums_equal_the_reference(shape):
+    from minibertgen.fast import cpu
+
+    rng = np.random.default_rng(11)
+    scores, dprobs = (rng.standard_normal(shape).astype(np.float32) for _ in range(2))
+    probs = np.exp(scores) / np.exp(scores).sum(axis=-1, keepdims=True)
+    got = cpu_training.softmax_backward(dprobs, probs)
+    want = ops_backward.softmax_backward.reference(dprobs, probs)
+    exact = ops_backward.softmax_backward.reference(dprobs.astype(np.float64), probs.astype(np.float64))
+    assert got.dtype == np.float32 and got.shape == shape
+    # the row sums in BLAS's order, not NumPy's (float32 rounding apart, < 1e-6 relative measured)
+    np.testing.assert_allclose(got, exact, rtol=0, atol=2e-6 * np.abs(exact).max())
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * np.abs(exact).max())
+    rows = scores.reshape(-1, shape[-1])
+    np.testing.assert_allclose(cpu.row_sums(rows)[:, 0], rows.astype(np.float64).sum(axis=-1), rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(cpu.row_means(rows)[:, 0], rows.astype(np.float64).mean(axis=-1), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(cpu.column_sums(rows), rows.astype(np.float64).sum(axis=0), rtol=1e-6, atol=1e-5)
+    assert cpu.last_axis_sums(scores).shape == shape[:-1] + (1,)
 
 
 @pytest.mark.parametrize("padding_idx", [None, 0])
