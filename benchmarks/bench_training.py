@@ -12,12 +12,14 @@ number of threads, on the same batch: a step is forward + loss, backward, AdamW
 records nothing).  Prints medians, the phases of a step and ratios (torch / minibertgen:
 > 1 means minibertgen is faster).
 
-    python benchmarks/bench_training.py --toy 700
+    python benchmarks/bench_training.py --toy 700 --rounds 5
 
 trains instead the toy bert2bert of tests/fixtures/generation/train_toy_bert2bert.py
 (the script's model, data, AdamW lr 3e-3, 50 warm-up steps then linear decay, clipping at
 1.0) for 700 steps from the same initial weights in both libraries, and reports wall
-time and greedy exact-match accuracy on 200 fresh examples.
+time and greedy exact-match accuracy on 200 fresh examples; ``--rounds`` repeats both,
+interleaved (this machine's speed drifts by tens of percent from run to run), and
+prints each round's ratio and the median.
 """
 from __future__ import annotations
 
@@ -214,6 +216,7 @@ def main():
     parser.add_argument("--target", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--toy", type=int, default=0, help="train the toy fixture this many steps instead")
+    parser.add_argument("--rounds", type=int, default=1, help="with --toy: interleaved rounds of both libraries")
     parser.add_argument("--child", choices=["minibertgen", "torch"])
     args = parser.parse_args()
     if args.child:
@@ -228,15 +231,25 @@ def main():
         print(json.dumps(run(args.reps, args.batch, args.source, args.target)))
         return
     if args.toy:
-        results = {library: child(library, args) for library in ("torch", "minibertgen")}
-        print(f"toy bert2bert, {args.toy} steps x batch 64, {args.threads} threads; "
-              f"load average {os.getloadavg()[0]:.1f}")
-        for library, result in results.items():
-            print(f"{library:12s} train {result['train_wall_s']:7.1f} s  last loss {result['last_loss']:.4f}  "
-                  f"greedy accuracy {result['accuracy']:.3f}")
+        rounds = []
+        for number in range(args.rounds):  # interleaved, the first library alternating, so drift hits both
+            order = ("torch", "minibertgen") if number % 2 == 0 else ("minibertgen", "torch")
+            rounds.append({library: child(library, args) for library in order})
+            print(f"toy bert2bert, {args.toy} steps x batch 64, {args.threads} threads, round {number + 1} "
+                  f"of {args.rounds}; load average {os.getloadavg()[0]:.1f}")
+            for library in ("torch", "minibertgen"):
+                result = rounds[-1][library]
+                print(f"{library:12s} train {result['train_wall_s']:7.1f} s  last loss {result['last_loss']:.4f}  "
+                      f"greedy accuracy {result['accuracy']:.3f}")
+        if args.rounds > 1:
+            walls = {library: [r[library]["train_wall_s"] for r in rounds] for library in ("torch", "minibertgen")}
+            ratios = [r["torch"]["train_wall_s"] / r["minibertgen"]["train_wall_s"] for r in rounds]
+            print(f"median wall: torch {statistics.median(walls['torch']):.1f} s, minibertgen "
+                  f"{statistics.median(walls['minibertgen']):.1f} s; torch / minibertgen per round "
+                  f"{' '.join(f'{r:.2f}' for r in ratios)} (median {statistics.median(ratios):.2f})")
         out = HERE / "results" / "training_toy.json"
         out.parent.mkdir(exist_ok=True)
-        out.write_text(json.dumps({"args": vars(args), "results": results}, indent=1) + "\n")
+        out.write_text(json.dumps({"args": vars(args), "rounds": rounds}, indent=1) + "\n")
         return
     build_checkpoint()
     results = {library: child(library, args) for library in ("torch", "minibertgen")}
