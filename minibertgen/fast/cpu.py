@@ -94,7 +94,7 @@ def row_sums(a):
     in one inner-loop call per row; one BLAS matrix-vector product is several times
     faster.  The sums are added in BLAS's order instead of NumPy's pairwise one: equal
     to the reference within float32 rounding (~1e-7 relative), not bitwise."""
-    return (a @ _ones(a.shape[-1], a.dtype))[:, None]
+    return (a @ _ones(a.shape[-1], a.dtype))[:, None]  # [rows, n] @ [n] -> [rows] -> [rows, 1]
 
 
 def last_axis_sums(a):
@@ -103,7 +103,7 @@ def last_axis_sums(a):
     matrix-vector product; a strided one (a half of the heads) is one per [q, k] matrix,
     which adds each row in the same order, so a split softmax equals the whole one."""
     if a.dtype != np.float32 or a.ndim < 2:
-        return a.sum(axis=-1, keepdims=True)
+        return a.sum(axis=-1, keepdims=True)  # [..., n] -> [..., 1]
     if a.flags.c_contiguous:
         return row_sums(a.reshape(-1, a.shape[-1])).reshape(*a.shape[:-1], 1)  # [rows, 1] -> [..., 1]
     return (a @ _ones(a.shape[-1], a.dtype))[..., None]  # [..., q, k] @ [k] -> [..., q, 1]
@@ -118,7 +118,7 @@ def row_means(a):
 
 def column_sums(a):
     """a [rows, n] -> [n], the sum over rows (a bias's gradient), as ones [rows] @ a."""
-    return _ones(a.shape[0], a.dtype) @ a
+    return _ones(a.shape[0], a.dtype) @ a  # [rows] @ [rows, n] -> [n]
 
 
 def _add_bias(y, bias):
@@ -138,20 +138,12 @@ def layer_norm(x, weight, bias, eps, residual=None):
 
 
 def _normalise_rows(work, weight, bias, eps):
-    if work.dtype != np.float32 or not work.flags.c_contiguous:
-        return _normalise_rows_by_numpy(work, weight, bias, eps)
-    mean = row_means(work)  # [rows, 1]
-    work -= mean
-    variance = row_means(work * work)  # [rows, 1]
-    work /= np.sqrt(variance + eps)
-    work *= weight
-    work += bias
-
-
-def _normalise_rows_by_numpy(work, weight, bias, eps):
-    mean = work.mean(axis=-1, keepdims=True)  # [rows, 1]
-    work -= mean
-    variance = (work * work).mean(axis=-1, keepdims=True)  # [rows, 1]
+    """LayerNorm of each row of ``work`` [rows, hidden], in place; the means by BLAS
+    (row_means) for C-contiguous float32 rows, by NumPy otherwise."""
+    by_blas = work.dtype == np.float32 and work.flags.c_contiguous
+    means = row_means if by_blas else (lambda a: a.mean(axis=-1, keepdims=True))
+    work -= means(work)  # [rows, 1]
+    variance = means(work * work)  # [rows, 1]
     work /= np.sqrt(variance + eps)
     work *= weight
     work += bias

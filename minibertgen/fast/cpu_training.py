@@ -115,8 +115,9 @@ def layer_norm_backward(dout, x, weight, eps, residual=None):
         return ops_backward.layer_norm_backward.reference(dout, x, weight, eps, residual)
     shape, hidden = x.shape, x.shape[-1]
     x2 = x.reshape(-1, hidden)  # [..., hidden] -> [rows, hidden]
-    dout2 = np.ascontiguousarray(dout).reshape(-1, hidden)
-    xhat = x2 + residual.reshape(-1, hidden) if residual is not None else x2.copy()  # s, then s - mean, then xhat
+    dout2 = np.ascontiguousarray(dout).reshape(-1, hidden)  # [..., hidden] -> [rows, hidden]
+    # s (the residual's [..., hidden] as [rows, hidden]), then s - mean, then xhat
+    xhat = x2 + residual.reshape(-1, hidden) if residual is not None else x2.copy()
     xhat -= cpu.row_means(xhat)  # [rows, 1]
     scratch = xhat * xhat
     rstd = 1.0 / np.sqrt(cpu.row_means(scratch) + eps)  # [rows, 1]
@@ -191,7 +192,7 @@ def cross_entropy_backward(logits, labels, ignore_index=-100, dloss=1.0):
 
 
 def softmax_backward(dprobs, probs):
-    """ops_backward.softmax_backward with the rows' sums as a BLAS product (cpu.row_sums)."""
+    """ops_backward.softmax_backward with the rows' sums as BLAS products (cpu.last_axis_sums)."""
     if dprobs.dtype != np.float32 or probs.dtype != np.float32:
         return ops_backward.softmax_backward.reference(dprobs, probs)
     out = dprobs * probs

@@ -10,6 +10,7 @@ import pytest
 from conftest import require_module
 
 import minibertgen as mb
+from minibertgen.backend import to_numpy
 from minibertgen.training import backward
 
 torch = require_module("torch")
@@ -34,6 +35,7 @@ def compare_with_torch(ours, theirs, our_loss, their_loss):
     assert len(list(ours.named_parameters())) == len(grads)  # tied arrays are one parameter, as torch
     for name, reference in grads.items():
         got = ours.get_parameter(name).grad
+        got = None if got is None else to_numpy(got)  # a CuPy gradient (test_training_gpu.py) to the host
         if reference is None:  # outside the loss (a pooler): no gradient
             assert got is None or not np.any(got), name
             continue
@@ -101,7 +103,7 @@ def test_encoder_alone_from_a_given_output_gradient(tmp_path):
     compare_with_torch(ours, theirs, float((out.last_hidden_state * weights).sum()), loss.detach())
 
 
-def seq2seq(tmp_path, tie=False, encoder_hidden=32, position="absolute"):
+def seq2seq(tmp_path, tie=False, encoder_hidden=32, position="absolute", device=None):
     torch.manual_seed(0)
     enc_config = T.BertGenerationConfig(**{**SMALL, "hidden_size": encoder_hidden}, position_embedding_type=position)
     dec_config = T.BertGenerationConfig(**SMALL, is_decoder=True, add_cross_attention=True,
@@ -109,7 +111,7 @@ def seq2seq(tmp_path, tie=False, encoder_hidden=32, position="absolute"):
     config = T.EncoderDecoderConfig.from_encoder_decoder_configs(enc_config, dec_config, tie_encoder_decoder=tie,
                                                                  decoder_start_token_id=2, pad_token_id=0)
     theirs = T.EncoderDecoderModel(config=config)
-    return mb.EncoderDecoderModel.from_pretrained(saved(theirs, tmp_path)), theirs
+    return mb.EncoderDecoderModel.from_pretrained(saved(theirs, tmp_path), device=device), theirs
 
 
 def seq2seq_losses(ours, theirs, labels):
