@@ -6,7 +6,8 @@
 Same random-weight checkpoints as bench_cpu.py (built with transformers once, under
 benchmarks/_checkpoints/), loaded by both libraries in float16 on GPU 0.  For each shape:
 encoder forward 8x128, greedy and beam-4 generation of exactly 32 new tokens from a
-24-token source.  minibertgen runs in each of its GPU modes:
+24-token source, and NF4 greedy decoding (--no-fourbit skips it) against our own graphed
+greedy in the benchmark dtype.  minibertgen runs in each of its GPU modes:
 
 * plain: the readable path, one CuPy call per array operation;
 * fused: fused elementwise kernels (bias+GELU, residual+LayerNorm, masked softmax);
@@ -54,7 +55,7 @@ def set_mode(model, mode):
     return {"use_cuda_graph": mode == "graph"}
 
 
-def run_shape(shape, directory, reps, modes, dtype_name):
+def run_shape(shape, directory, reps, modes, dtype_name, fourbit=True):
     import cupy
     import torch
     import transformers as hf
@@ -132,6 +133,10 @@ def run_shape(shape, directory, reps, modes, dtype_name):
             r["same_ids_as_transformers"] = bool(got.shape == ref.shape and (got == ref).all())
             rows.append(r)
     our_peak = pool.total_bytes()
+    if fourbit:
+        graphed = [r for r in rows if r["mode"] == "graph" and r["task"].startswith("greedy")]
+        baseline = graphed[0]["minibertgen_s"] if graphed else None
+        rows.extend(fourbit_rows(directory, dtype_name, src, gen["greedy"], reps, sync, baseline))
     memory = {"parameter_bytes": parameter_bytes, "minibertgen_weight_bytes": our_weights,
               "transformers_weight_bytes": their_weights, "minibertgen_pool_high_water": our_peak,
               "transformers_peak_allocated": their_peak, "minibertgen_load_s": our_load,
@@ -142,13 +147,52 @@ def run_shape(shape, directory, reps, modes, dtype_name):
     return rows, memory
 
 
+def fourbit_rows(directory, dtype_name, src, kwargs, reps, sync, float16_graph_s):
+    """NF4 greedy decoding (compute dtype = the benchmark dtype) in three ways: the 4-bit
+    route of quantization/ (dequantize, then cuBLAS: the code before cuda_fourbit.py), the
+    fused 4-bit kernel eagerly, and the kernel in the CUDA graph.  Ratios against our own
+    float16 graphed greedy (> 1: 4-bit decodes faster); ids against the route's."""
+    import minibertgen as mb
+    from minibertgen.backend import to_numpy
+    from minibertgen.fast import cuda as cuda_wing
+
+    cuda_wing.cuda_fourbit.ENABLED = True  # off by default until the GPU tests have passed on a device
+    config = mb.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype_name)
+    model = mb.EncoderDecoderModel.from_pretrained(directory, device=0, dtype=dtype_name, quantization_config=config)
+    kernel_fits = cuda_wing.cuda_fourbit.fits
+    rows = []
+    for mode, label in (("fused", "4-bit route (before)"), ("fused", "fused 4-bit kernel"), ("graph", "graph")):
+        extra = set_mode(model, mode)
+        if label.startswith("4-bit route"):
+            cuda_wing.cuda_fourbit.fits = lambda *args: False  # this run only: the dequantize + cuBLAS route
+        try:
+            got = to_numpy(model.generate(src, **kwargs, **extra))
+            seconds = timed(lambda: model.generate(src, **kwargs, **extra), sync, max(1, reps // 2))
+        finally:
+            cuda_wing.cuda_fourbit.fits = kernel_fits
+        if label.startswith("4-bit route"):
+            route_ids = got
+        rows.append({"task": f"nf4 greedy {NEW_TOKENS} tokens", "mode": label, "minibertgen_s": seconds,
+                     "tokens_per_s": NEW_TOKENS / seconds,
+                     "vs_our_float16_graph": None if float16_graph_s is None else float16_graph_s / seconds,
+                     "same_ids_as_route": bool(got.shape == route_ids.shape and (got == route_ids).all())})
+    del model
+    return rows
+
+
 def print_table(shape, rows, memory, device_name, dtype):
     print(f"\n## {shape} ({device_name}, {dtype})")
     print("| task | mode | transformers | minibertgen | ratio (>1: minibertgen faster) | same ids |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['task']} | {r['mode']} | {speed_cells(r, ms_digits=2)} | {r['ratio']:.2f}x "
-              f"| {r.get('same_ids_as_transformers', '')} |")
+        if "ratio" in r:
+            print(f"| {r['task']} | {r['mode']} | {speed_cells(r, ms_digits=2)} | {r['ratio']:.2f}x "
+                  f"| {r.get('same_ids_as_transformers', '')} |")
+    for r in rows:
+        if "tokens_per_s" in r and "ratio" not in r:
+            against = "" if r["vs_our_float16_graph"] is None else f", {r['vs_our_float16_graph']:.2f}x our {dtype} graph"
+            print(f"| {r['task']} | {r['mode']} | | {r['tokens_per_s']:.1f} tok/s{against} | | "
+                  f"same ids as the route: {r['same_ids_as_route']} |")
     m = memory
     gib = 2 ** 30
     print(f"\nweights on device: minibertgen {m['minibertgen_weight_bytes'] / gib:.3f} GiB "
@@ -164,6 +208,7 @@ def main():
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--dtype", default="float16")
     parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--no-fourbit", action="store_true", help="skip the NF4 greedy rows")
     parser.add_argument("--json", default=str(HERE / "results" / "gpu.json"))
     args = parser.parse_args()
     import cupy
@@ -175,7 +220,8 @@ def main():
                "cupy": cupy.__version__, "dtype": args.dtype, "shapes": {}}
     for shape in args.shapes.split(","):
         directory = build_checkpoint(shape)
-        rows, memory = run_shape(shape, directory, args.reps, args.modes.split(","), args.dtype)
+        rows, memory = run_shape(shape, directory, args.reps, args.modes.split(","), args.dtype,
+                                 not args.no_fourbit)
         print_table(shape, rows, memory, device_name, args.dtype)
         results["shapes"][shape] = {"rows": rows, "memory": memory}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -259,6 +259,59 @@ def test_cuda_graph_decoding_matches_eager(name, settings, dtype, replay_counter
         np.testing.assert_array_equal(graphed, np.asarray(cpu.generate(ids, attention_mask=mask, **settings)))
 
 
+@pytest.mark.parametrize("flags", [dict(load_in_4bit=True), dict(load_in_4bit=True, bnb_4bit_use_double_quant=True),
+                                   dict(load_in_4bit=True, bnb_4bit_quant_type="fp4")])
+@pytest.mark.parametrize("settings", [{}, {"num_beams": 4}])
+def test_cuda_graph_decodes_4bit_models_like_the_cpu(flags, settings, replay_counter, monkeypatch):
+    """4-bit decoding through the fused kernel (fast/cuda_fourbit.py), graphed: the same ids
+    as the eager GPU step and as the NumPy route of quantization/."""
+    from minibertgen.fast import cuda_fourbit
+
+    monkeypatch.setattr(cuda_fourbit, "ENABLED", True)  # off by default until this test has passed on a GPU
+    config = mb.BitsAndBytesConfig(**flags)
+    cpu = mb.EncoderDecoderModel.from_pretrained(GEN / "toy_bert2bert", quantization_config=config)
+    gpu = mb.EncoderDecoderModel.from_pretrained(GEN / "toy_bert2bert", quantization_config=config, device=0)
+    ids, mask = model_inputs({"model": "toy_bert2bert", "inputs": "batch"})
+    eager = host(gpu.generate(ids, attention_mask=mask, use_cuda_graph=False, **settings))
+    assert replay_counter["replays"] == 0
+    graphed = host(gpu.generate(ids, attention_mask=mask, use_cuda_graph=True, **settings))
+    assert replay_counter["replays"] >= 3  # a 4-bit decode step is captured now
+    np.testing.assert_array_equal(graphed, eager)
+    np.testing.assert_array_equal(graphed, np.asarray(cpu.generate(ids, attention_mask=mask, **settings)))
+
+
+@pytest.mark.parametrize("compute,x_dtype,double_quant", [("float32", "float32", False), ("float16", "float16", True),
+                                                          ("float16", "float32", False), ("float32", "float16", True)])
+def test_fourbit_kernel_matches_the_quantized_route_on_gpu(compute, x_dtype, double_quant, monkeypatch):
+    import cupy
+
+    from minibertgen.fast import cuda_fourbit
+
+    monkeypatch.setattr(cuda_fourbit, "ENABLED", True)
+    from minibertgen.quantization.weights import QuantizedWeight4bit
+    from test_cuda_fourbit import F16_EPS, F32_EPS, exact
+
+    rng = np.random.default_rng(7)
+    w = rng.standard_normal((200, 384)).astype(np.float32)
+    on_cpu = QuantizedWeight4bit.from_float(w, "nf4", double_quant, np.dtype(compute))
+    on_gpu = QuantizedWeight4bit.from_float(cupy.asarray(w), "nf4", double_quant, np.dtype(compute))
+    np.testing.assert_array_equal(host(on_gpu.q.packed), on_cpu.q.packed)  # the same codes on both devices
+    for rows in (1, 4, 32):
+        x = rng.standard_normal((rows, 384)).astype(x_dtype)
+        bias = rng.standard_normal(200).astype(x_dtype)
+        assert cuda_fourbit.fits(cupy.asarray(x), on_gpu)
+        got = host(cuda_fourbit.few_rows_linear_4bit(cupy.asarray(x), on_gpu, cupy.asarray(bias)))
+        route = host(on_gpu.rmatmul_t(cupy.asarray(x)) + cupy.asarray(bias))  # dequantize + cuBLAS
+        assert got.dtype == route.dtype == np.dtype(x_dtype)
+        product, magnitude = exact(x, on_cpu)
+        # the bound of tests/test_cuda_fourbit.py: float32 summation order, then float16 roundings
+        bound = 384 * F32_EPS * magnitude
+        if "float16" in (compute, x_dtype):
+            bound = bound + 2 * F16_EPS * (2 * np.abs(product) + np.abs(bias.astype(np.float64)))
+        assert (np.abs(got.astype(np.float64) - (product + bias)) <= bound + 1e-30).all()
+        assert (np.abs(route.astype(np.float64) - (product + bias)) <= bound + 1e-30).all()
+
+
 def test_cuda_graph_is_refused_for_bad_values():
     model = gpu_model("toy_bert2bert")
     with pytest.raises(TypeError, match="use_cuda_graph"):

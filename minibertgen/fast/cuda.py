@@ -13,14 +13,19 @@ import math
 import numpy as np
 
 from .. import attention, ops
+from . import cuda_fourbit
 from . import cuda_kernels as kernels
 
 __all__ = ["KERNELS"]
 
 
 def linear(x, weight, bias=None):
-    """ops.linear: a few rows in one kernel (bias included), many rows in one direct cuBLAS call."""
+    """ops.linear: a few rows in one kernel (bias included; 4-bit weights too), many rows in one
+    direct cuBLAS call."""
     if getattr(weight, "is_quantized", False):
+        rows = x.reshape(-1, x.shape[-1])  # [..., in] -> [rows, in]
+        if cuda_fourbit.fits(rows, weight):  # a decode step's few rows, straight from the 4-bit codes
+            return cuda_fourbit.few_rows_linear_4bit(rows, weight, bias).reshape(*x.shape[:-1], weight.shape[0])
         y = weight.rmatmul_t(x)  # x @ W.T from packed 8/4-bit codes (quantization/)
         return y if bias is None else y + bias
     if not kernels.supports(x.dtype):

@@ -43,13 +43,16 @@ __all__ = ["GraphedDecoderStep", "graph_supported"]
 def graph_supported(decoder, cache) -> bool:
     """Can this decoder's step be captured?  CuPy with the fused kernels on (the readable
     path calls cuBLAS, which CuPy will not capture), a cache, absolute positions, and
-    float weights (quantized ones dequantize through cuBLAS)."""
+    float weights or 4-bit ones that the fused 4-bit kernel multiplies (cuda_fourbit.py;
+    8-bit weights and odd 4-bit shapes go through cuBLAS)."""
     if cache is None or decoder.device.kind != "cuda" or decoder.kernels is None:
         return False
-    if getattr(decoder.config, "quantization_config", None):
-        return False
+    from ..quantization.params import quantized_weights
+    from .cuda_fourbit import shape_fits
     from .cuda_kernels import supports
 
+    if not all(shape_fits(weight, 1, decoder.dtype) for weight in quantized_weights(decoder.params).values()):
+        return False
     return decoder.config.position_embedding_type == "absolute" and supports(decoder.dtype)
 
 
