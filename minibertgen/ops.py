@@ -204,6 +204,7 @@ def masked_softmax(scores, mask=None, divisor=1.0, dtype=None):
     return probs if dtype is None else probs.astype(dtype)
 
 
+@replaceable
 def log_softmax(scores, axis=-1):
     """log(softmax(scores)) without forming the softmax, in float32 at least."""
     xp = array_module(scores)

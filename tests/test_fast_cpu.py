@@ -85,6 +85,26 @@ def test_softmax_with_nothing_masked_skips_the_mask_and_equals_the_reference():
     np.testing.assert_allclose(got, ops.masked_softmax.reference(scores.copy(), mask, 8.0), rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("shape", [(4, 30522), (1, 1000), (3, 7)])
+def test_log_softmax_matches_the_exact_one(shape):
+    scores = _case(shape, 8, np.float32) * 4
+    scores[0, 1] = 60.0  # one dominant score: the others' log-probabilities near -60
+    exact = scores.astype(np.float64)
+    exact = exact - exact.max(-1, keepdims=True)
+    log_sum = np.log(np.exp(exact).sum(-1, keepdims=True))
+    exact -= log_sum
+    got = cpu.log_softmax(scores)
+    assert got.dtype == np.float32 and got.shape == shape
+    # The shift by the maximum is exact in both; the sum of n exp terms (each rounded, 2**-24
+    # relative) is added by BLAS in its own order: its relative error is at most n * 2**-24, which
+    # is the absolute error of its log; the log and the last subtraction round once each.
+    bound = shape[1] * 2.0**-24 + 2.0**-24 * (np.abs(log_sum) + np.abs(exact)) + 2.0**-24
+    assert (np.abs(got - exact) <= bound).all()
+    assert (np.abs(ops.log_softmax.reference(scores) - exact) <= bound).all()
+    np.testing.assert_array_equal(cpu.log_softmax(scores.astype(np.float16)),
+                                  ops.log_softmax.reference(scores.astype(np.float16)))  # other dtypes: the reference
+
+
 FIXTURES = Path(__file__).parent / "fixtures" / "generation"
 
 

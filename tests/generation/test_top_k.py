@@ -19,6 +19,7 @@ def test_block_top_k_matches_the_definition(n, k):
     values[1, rng.integers(0, n, 50)] = 9.0  # a cluster of large scores in scattered blocks
     values[2, :] = -np.inf  # a row with few finite scores: the k-th best is in no block of its own
     values[2, rng.choice(n, k, replace=False)] = rng.standard_normal(k)
+    values[0, n - 3] = 12.0  # the best score in the last block, which is short unless 256 divides n
     assert n >= 16 * cpu.TOP_K_BLOCK  # the block path is the one under test
     want_values, want_indices = _definition(values, k)
     for top_k in (cpu.top_k, search._top_k.reference):
