@@ -7,7 +7,9 @@ Same random-weight checkpoints as bench_cpu.py (built with transformers once, un
 benchmarks/_checkpoints/), loaded by both libraries in float16 on GPU 0.  For each shape:
 encoder forward 8x128, greedy and beam-4 generation of exactly 32 new tokens from a
 24-token source, and NF4 greedy decoding (--no-fourbit skips it) against our own graphed
-greedy in the benchmark dtype.  minibertgen runs in each of its GPU modes:
+greedy in the benchmark dtype.  ``--preview off`` measures without the kernels of
+fast/preview.py (4-bit products, one-launch attention), for a before/after in one sitting.
+minibertgen runs in each of its GPU modes:
 
 * plain: the readable path, one CuPy call per array operation;
 * fused: fused elementwise kernels (bias+GELU, residual+LayerNorm, masked softmax);
@@ -156,7 +158,6 @@ def fourbit_rows(directory, dtype_name, src, kwargs, reps, sync, float16_graph_s
     from minibertgen.backend import to_numpy
     from minibertgen.fast import cuda as cuda_wing
 
-    cuda_wing.cuda_fourbit.ENABLED = True  # off by default until the GPU tests have passed on a device
     config = mb.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype_name)
     model = mb.EncoderDecoderModel.from_pretrained(directory, device=0, dtype=dtype_name, quantization_config=config)
     kernel_fits = cuda_wing.cuda_fourbit.fits
@@ -210,14 +211,19 @@ def main():
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--no-fourbit", action="store_true", help="skip the NF4 greedy rows")
     parser.add_argument("--json", default=str(HERE / "results" / "gpu.json"))
+    parser.add_argument("--preview", choices=("on", "off"), default="on",
+                        help="the kernels not yet run on a GPU (fast/preview.py): 4-bit products, one-launch attention")
     args = parser.parse_args()
+    from minibertgen.fast import preview
+
+    preview.ENABLED = args.preview == "on"
     import cupy
     import torch
     import transformers
 
     device_name = torch.cuda.get_device_name(0)
     results = {"device": device_name, "torch": torch.__version__, "transformers": transformers.__version__,
-               "cupy": cupy.__version__, "dtype": args.dtype, "shapes": {}}
+               "cupy": cupy.__version__, "dtype": args.dtype, "preview_kernels": preview.ENABLED, "shapes": {}}
     for shape in args.shapes.split(","):
         directory = build_checkpoint(shape)
         rows, memory = run_shape(shape, directory, args.reps, args.modes.split(","), args.dtype,

@@ -29,7 +29,9 @@ import numpy as np
 
 SHIM = r"""
 #include <barrier>
+#include <cmath>
 #include <cstddef>
+#include <cstring>
 #include <thread>
 #include <vector>
 struct emu_dim3 { unsigned x = 0, y = 0, z = 0; };
@@ -41,6 +43,7 @@ static float emu_exchange[1024];
 #define __device__
 #define __forceinline__ inline
 #define __shared__ static
+static inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, sizeof f); return f; }
 static inline void __syncthreads() { emu_barrier->arrive_and_wait(); }
 static inline float __shfl_xor_sync(unsigned, float v, int mask) {
     const unsigned t = threadIdx.x;

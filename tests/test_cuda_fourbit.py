@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import kernel_emulator as emu
-from minibertgen.fast import cuda_fourbit
+from minibertgen.fast import cuda_fourbit, preview
 from minibertgen.quantization.fourbit import dequantize_4bit
 from minibertgen.quantization.weights import QuantizedWeight4bit, QuantizedWeight8bit
 
@@ -114,7 +114,7 @@ def test_emulated_kernel_reads_the_nibbles_in_storage_order():
 
 
 def test_shape_fits_takes_what_the_kernel_handles(monkeypatch):
-    monkeypatch.setattr(cuda_fourbit, "ENABLED", True)
+    monkeypatch.setattr(preview, "ENABLED", True)
     rng = np.random.default_rng(0)
     w = rng.standard_normal((16, 64)).astype(np.float32)
     nf4 = QuantizedWeight4bit.from_float(w, "nf4")
@@ -128,7 +128,7 @@ def test_shape_fits_takes_what_the_kernel_handles(monkeypatch):
     assert not cuda_fourbit.shape_fits(QuantizedWeight8bit.from_float(w))
     assert not cuda_fourbit.shape_fits(w)
     assert not cuda_fourbit.fits(np.zeros((1, 64), np.float32), nf4)  # NumPy codes: not for the GPU kernel
-    monkeypatch.setattr(cuda_fourbit, "ENABLED", False)
+    monkeypatch.setattr(preview, "ENABLED", False)
     assert not cuda_fourbit.shape_fits(nf4, 4, np.float32)  # switched off: the quantization/ route
 
 
@@ -156,7 +156,7 @@ def test_graph_capture_takes_4bit_decoders_the_kernel_handles(flags, graphed, en
     """cuda_graph.graph_supported, asked about a real (CPU-loaded) decoder presented as if on
     a GPU: float and 4-bit decoders are captured, 8-bit ones (cuBLAS) are not, nor 4-bit ones
     while the kernel is switched off."""
-    monkeypatch.setattr(cuda_fourbit, "ENABLED", enabled)
+    monkeypatch.setattr(preview, "ENABLED", enabled)
     if not enabled and flags is not None:
         graphed = False
     from types import SimpleNamespace
@@ -175,7 +175,7 @@ def test_graph_capture_takes_4bit_decoders_the_kernel_handles(flags, graphed, en
 
 
 def test_graph_capture_refuses_4bit_weights_the_kernel_cannot_take(monkeypatch):
-    monkeypatch.setattr(cuda_fourbit, "ENABLED", True)
+    monkeypatch.setattr(preview, "ENABLED", True)
     from types import SimpleNamespace
 
     from minibertgen.fast.cuda_graph import graph_supported

@@ -197,7 +197,13 @@ def test_quantized_model_on_gpu_matches_quantized_cpu(flags):
 
 # -- the fast paths against the readable one --------------------------------------------------
 
-def test_fused_kernels_match_the_readable_path():
+@pytest.mark.parametrize("preview_kernels", [False, True])
+def test_fused_kernels_match_the_readable_path(preview_kernels, monkeypatch):
+    """The fused path against the readable one; with the preview kernels too (fast/preview.py:
+    one-launch attention for the encoder and the prompt, cuda_attention.py)."""
+    from minibertgen.fast import preview
+
+    monkeypatch.setattr(preview, "ENABLED", preview_kernels)
     inputs, _ = load_io("bert2bert")
     reference = mb.EncoderDecoderModel.from_pretrained(REF / "bert2bert")(**inputs)  # CPU, float32
     for dtype in ("float32", "float16"):
@@ -265,9 +271,9 @@ def test_cuda_graph_decoding_matches_eager(name, settings, dtype, replay_counter
 def test_cuda_graph_decodes_4bit_models_like_the_cpu(flags, settings, replay_counter, monkeypatch):
     """4-bit decoding through the fused kernel (fast/cuda_fourbit.py), graphed: the same ids
     as the eager GPU step and as the NumPy route of quantization/."""
-    from minibertgen.fast import cuda_fourbit
+    from minibertgen.fast import preview
 
-    monkeypatch.setattr(cuda_fourbit, "ENABLED", True)  # off by default until this test has passed on a GPU
+    monkeypatch.setattr(preview, "ENABLED", True)  # off by default until this test has passed on a GPU
     config = mb.BitsAndBytesConfig(**flags)
     cpu = mb.EncoderDecoderModel.from_pretrained(GEN / "toy_bert2bert", quantization_config=config)
     gpu = mb.EncoderDecoderModel.from_pretrained(GEN / "toy_bert2bert", quantization_config=config, device=0)
@@ -285,9 +291,9 @@ def test_cuda_graph_decodes_4bit_models_like_the_cpu(flags, settings, replay_cou
 def test_fourbit_kernel_matches_the_quantized_route_on_gpu(compute, x_dtype, double_quant, monkeypatch):
     import cupy
 
-    from minibertgen.fast import cuda_fourbit
+    from minibertgen.fast import preview
 
-    monkeypatch.setattr(cuda_fourbit, "ENABLED", True)
+    monkeypatch.setattr(preview, "ENABLED", True)
     from minibertgen.quantization.weights import QuantizedWeight4bit
     from test_cuda_fourbit import F16_EPS, F32_EPS, exact
 

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from .. import attention, ops
-from . import cuda_fourbit
+from . import cuda_attention, cuda_fourbit
 from . import cuda_kernels as kernels
 
 __all__ = ["KERNELS"]
@@ -63,10 +63,16 @@ def masked_softmax(scores, mask=None, divisor=1.0, dtype=None):
 
 
 def attend(query, key, value, mask, *, head_mask=None, relative=None, record=None):
-    """attention.attend for one new query (a decode step): q . k and p . v without cuBLAS."""
-    if query.shape[2] != 1 or relative is not None or record is not None or not kernels.supports(query.dtype):
+    """attention.attend for one new query (a decode step): q . k and p . v without cuBLAS; for
+    many queries (the encoder, a prompt), one kernel for all of it when the preview kernels
+    are on (cuda_attention.py)."""
+    if relative is not None or record is not None or not kernels.supports(query.dtype):
         return attention.attend.reference(query, key, value, mask, head_mask=head_mask, relative=relative,
                                           record=record)
+    if query.shape[2] != 1:
+        if head_mask is None and cuda_attention.fits(query, key, value, mask):
+            return cuda_attention.prefill_attention(query, key, value, mask, math.sqrt(query.shape[-1]))
+        return attention.attend.reference(query, key, value, mask, head_mask=head_mask)
     scores = kernels.one_query_scores(query, key)  # [batch, heads, 1, keys]
     probs = masked_softmax(scores, mask, math.sqrt(query.shape[-1]), dtype=value.dtype)
     if head_mask is not None:

@@ -26,8 +26,8 @@ quantization/ route.  Under double quantization the block scales are decoded onc
 weight and kept on the device (4 bytes per 64 weights: 0.5 bit per weight more than the
 8-bit scales hold).
 
-Switched off by default until it has run on a GPU: ``MINIBERTGEN_FOURBIT_KERNEL=1`` turns
-it on (tests/test_gpu.py and benchmarks/bench_gpu.py turn it on themselves).
+Switched off by default until it has run on a GPU: ``MINIBERTGEN_GPU_PREVIEW=1`` turns it
+on (fast/preview.py; tests/test_gpu.py and benchmarks/bench_gpu.py turn it on themselves).
 
 The kernel is written without early returns, so that every thread of a block reaches
 every shuffle; tests/kernel_emulator.py runs this very source on the CPU, one host thread
@@ -35,16 +35,16 @@ per CUDA thread, and checks it against quantization/ (tests/test_cuda_fourbit.py
 """
 from __future__ import annotations
 
-import os
 import weakref
 
 import numpy as np
 
 from ..quantization.fourbit import code_book
 from ..quantization.weights import QuantizedWeight4bit
+from . import preview
 from .cuda_kernels import MAX_FEW_ROWS, _CTYPES, _NULL, _raw_kernel
 
-__all__ = ["fits", "shape_fits", "few_rows_linear_4bit", "SOURCE", "WARPS", "ENABLED"]
+__all__ = ["fits", "shape_fits", "few_rows_linear_4bit", "SOURCE", "WARPS"]
 
 SOURCE = r"""
 HALF_HEADER
@@ -114,11 +114,6 @@ extern "C" __global__ void few_rows_linear_4bit(const TX* x, const unsigned int*
 
 WARPS = 4  # output features per thread block
 
-# Off unless MINIBERTGEN_FOURBIT_KERNEL=1: this kernel has been checked on the CPU (the
-# emulator and nvcc) but not yet run on a GPU.  Off, 4-bit weights take quantization/'s
-# route and 4-bit decoders are not graphed, as before.
-ENABLED = os.environ.get("MINIBERTGEN_FOURBIT_KERNEL", "0") == "1"
-
 _ROUNDING = {np.dtype(np.float32): "0", np.dtype(np.float16): "1"}
 _SCALES = weakref.WeakKeyDictionary()  # QuantizedWeight4bit -> its float32 block scales on the device
 _CODES = {}  # (quant_type, device id) -> the 16 levels on the device
@@ -128,8 +123,8 @@ def shape_fits(weight, rows=1, dtype=np.float32) -> bool:
     """Does the kernel handle this weight for ``rows`` rows of ``dtype`` activations?  A 4-bit
     weight whose rows split into whole 8-code words sharing a block scale, a compute dtype
     of float32 or float16, at most MAX_FEW_ROWS rows (cuda_graph.py asks this of every weight).
-    Always False while the kernel is switched off (ENABLED)."""
-    return (ENABLED and isinstance(weight, QuantizedWeight4bit) and np.dtype(dtype) in _CTYPES
+    Always False while the preview kernels are switched off (preview.py)."""
+    return (preview.ENABLED and isinstance(weight, QuantizedWeight4bit) and np.dtype(dtype) in _CTYPES
             and np.dtype(weight.dtype) in _ROUNDING and 0 < rows <= MAX_FEW_ROWS
             and weight.shape[1] % 8 == 0 and weight.q.blocksize % 8 == 0)
 
