@@ -7,9 +7,11 @@ gives CUDA's names a CPU meaning:
 * ``threadIdx`` / ``blockIdx`` are per-thread variables, ``blockDim`` / ``gridDim`` shared;
 * a thread block is ``blockDim.x`` std::threads started together; ``__syncthreads()`` is a
   std::barrier over them, and ``__shared__`` storage is a static array that they share;
-* ``__shfl_xor_sync`` swaps values through a shared array between two barriers, so it
-  needs what a block-wide barrier needs: every thread of the block reaches it, the same
-  number of times (the kernels tested this way are written so);
+* ``__shfl_xor_sync`` swaps values through a shared array between two barriers over the
+  thread's warp, so every lane of the warp still running must reach it (as CUDA's full
+  mask asks).  A thread that returns leaves its warp's barrier and the block's (a warp
+  returning early, as several kernels' warps do, is handled); a shuffle with a lane that
+  has returned reads a stale value, where CUDA leaves it undefined;
 * ``half`` is GCC's ``_Float16``, which rounds to nearest-even as CUDA's conversions do.
 
 Blocks run one after another.  What it cannot catch: anything that depends on real GPU
@@ -28,16 +30,20 @@ from pathlib import Path
 import numpy as np
 
 SHIM = r"""
+#include <algorithm>
 #include <barrier>
 #include <cmath>
+#include <memory>
 #include <cstddef>
 #include <cstring>
 #include <thread>
 #include <vector>
 struct emu_dim3 { unsigned x = 0, y = 0, z = 0; };
+struct alignas(16) float4 { float x, y, z, w; };
 static thread_local emu_dim3 threadIdx, blockIdx;
 static emu_dim3 blockDim, gridDim;
-static std::barrier<>* emu_barrier = nullptr;
+static std::barrier<>* emu_barrier = nullptr;            // the block's threads
+static std::vector<std::barrier<>*> emu_warp_barriers;  // each warp's threads
 static float emu_exchange[1024];
 #define __global__
 #define __device__
@@ -47,11 +53,12 @@ static inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, sizeof 
 static inline void __syncthreads() { emu_barrier->arrive_and_wait(); }
 static inline float __shfl_xor_sync(unsigned, float v, int mask) {
     const unsigned t = threadIdx.x;
+    std::barrier<>* warp = emu_warp_barriers[t / 32];
     emu_exchange[t] = v;
-    __syncthreads();
+    warp->arrive_and_wait();
     const unsigned partner = (t & ~31u) | ((t % 32) ^ (unsigned)mask);
     const float theirs = emu_exchange[partner];
-    __syncthreads();
+    warp->arrive_and_wait();
     return theirs;
 }
 template <class F> static void emu_run(unsigned grid, unsigned block, F body) {
@@ -59,9 +66,20 @@ template <class F> static void emu_run(unsigned grid, unsigned block, F body) {
     for (unsigned b = 0; b < grid; ++b) {
         std::barrier<> barrier((std::ptrdiff_t)block);
         emu_barrier = &barrier;
+        std::vector<std::unique_ptr<std::barrier<>>> warps;
+        emu_warp_barriers.clear();
+        for (unsigned w = 0; w * 32 < block; ++w) {
+            warps.emplace_back(new std::barrier<>((std::ptrdiff_t)std::min(32u, block - 32 * w)));
+            emu_warp_barriers.push_back(warps.back().get());
+        }
         std::vector<std::thread> threads;
         for (unsigned t = 0; t < block; ++t)
-            threads.emplace_back([=] { threadIdx.x = t; blockIdx.x = b; body(); });
+            threads.emplace_back([=] {
+                threadIdx.x = t; blockIdx.x = b;
+                body();
+                emu_warp_barriers[t / 32]->arrive_and_drop();  // a finished (or early-returned)
+                emu_barrier->arrive_and_drop();                // thread waits no more
+            });
         for (auto& thread : threads) thread.join();
     }
 }
