@@ -14,6 +14,7 @@ from .attention import causal_mask, cross_attention, padding_mask, self_attentio
 from .backend import array_module
 from .activation_record import apply_dropout, layer_records, sub_record
 from .ops import activation, cross_entropy, embedding, layer_norm, linear
+from .fast.lookup import replaceable
 
 __all__ = ["embed", "default_positions", "transformer_layer", "bert_stack", "lm_head", "pooler", "decoder_step",
            "causal_lm_loss", "seq2seq_loss", "shift_tokens_right"]
@@ -68,6 +69,7 @@ def default_positions(config, input_ids, seq, past_length, like):
     return (xp.cumsum(real, axis=1) + past_length) * real + pad  # [batch, seq]
 
 
+@replaceable
 def _add_and_norm(p, sublayer_out, residual, eps, record=None):
     """The BERT "output" block: dense projection, residual connection, LayerNorm."""
     projected = linear(sublayer_out, p["dense"]["weight"], p["dense"]["bias"])

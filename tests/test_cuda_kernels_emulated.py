@@ -25,17 +25,27 @@ def test_layer_norm_kernel(dtype, n):
     rng = np.random.default_rng(n)
     x, residual = (rng.standard_normal((5, n)).astype(dtype) for _ in range(2))
     gamma, beta = (rng.standard_normal(n).astype(dtype) for _ in range(2))
+    add = rng.standard_normal(n).astype(dtype)  # a dense layer's bias (the _add_and_norm variant)
     t = CTYPE[np.dtype(dtype)]
-    launch = emu.compile_kernel(source(K._LAYER_NORM, TYPE=t), "layer_norm",
-                                [f"const {t}*"] * 4 + [f"{t}*", "int", "float"])
+    plain = emu.compile_kernel(source(K._LAYER_NORM, TYPE=t, ADDBIAS="0"), "layer_norm",
+                               [f"const {t}*"] * 4 + [f"{t}*", "int", "float"])
+    with_add = emu.compile_kernel(source(K._LAYER_NORM, TYPE=t, ADDBIAS="1"), "layer_norm",
+                                  [f"const {t}*"] * 4 + [f"{t}*", "int", "float", f"const {t}*"])
     for res in (None, residual):
-        out = np.full_like(x, np.nan)
-        launch(x.shape[0], K._threads_for(n), x, res, gamma, beta, out, n, 1e-12)
-        want = ops.layer_norm.reference(x, gamma, beta, 1e-12, residual=res)
-        # float32 statistics summed per thread then across the block (another order than
-        # NumPy's): ~n * 2**-24 relative in the mean and variance; float16 output rounds once more.
-        atol = 2e-5 if dtype == np.float32 else 2 * 2.0**-10 * float(np.abs(want).max())
-        np.testing.assert_allclose(out.astype(np.float32), want.astype(np.float32), rtol=0, atol=atol)
+        for bias in (None, add):
+            out = np.full_like(x, np.nan)
+            if bias is None:
+                plain(x.shape[0], K._threads_for(n), x, res, gamma, beta, out, n, 1e-12)
+                want = ops.layer_norm.reference(x, gamma, beta, 1e-12, residual=res)
+            else:
+                with_add(x.shape[0], K._threads_for(n), x, res, gamma, beta, out, n, 1e-12, bias)
+                want = ops.layer_norm.reference(x + bias, gamma, beta, 1e-12, residual=res)  # x + bias stored in x's dtype
+            # float32 statistics summed per thread then across the block (another order than
+            # NumPy's): ~n * 2**-24 relative in the mean and variance.  float16: the kernel adds the
+            # residual in float32 where the readable path rounds x + residual to float16 first, and
+            # the output rounds once more: up to 2 float16 steps (2**-10 relative) of the largest value.
+            atol = 2e-5 if dtype == np.float32 else 2 * 2.0**-10 * float(np.abs(want).max())
+            np.testing.assert_allclose(out.astype(np.float32), want.astype(np.float32), rtol=0, atol=atol)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
@@ -117,3 +127,26 @@ def test_one_query_kernels(dtype):
     magnitude = np.abs(probs.astype(np.float64)) @ np.abs(value.astype(np.float64))
     bound = keys * 2.0**-24 * magnitude + (2.0**-11 * np.abs(exact) if dtype == np.float16 else 0)
     assert (np.abs(out.astype(np.float64) - exact) <= bound + 1e-30).all()
+
+
+@pytest.mark.skipif(__import__("shutil").which("nvcc") is None, reason="needs nvcc (the CUDA toolkit)")
+@pytest.mark.parametrize("name,text,types", [
+    ("layer_norm", K._LAYER_NORM, dict(TYPE="HALF", ADDBIAS="0")),
+    ("layer_norm", K._LAYER_NORM, dict(TYPE="float", ADDBIAS="1")),
+    ("layer_norm", K._LAYER_NORM, dict(TYPE="HALF", ADDBIAS="1")),
+    ("masked_softmax", K._SOFTMAX, dict(OUTTYPE="float", TYPE="HALF")),
+    ("few_rows_linear", K._FEW_ROWS_LINEAR, dict(TYPE="HALF", MAXROWS="4")),
+    ("one_query_scores", K._ONE_QUERY, dict(TYPE="HALF")),
+])
+def test_kernels_compile_for_the_gpu(tmp_path, name, text, types):
+    import subprocess
+
+    for key, value in types.items():
+        text = text.replace(key, value)
+    text = text.replace("BLOCK_SUM", K._BLOCK_SUM).replace("HALF_HEADER", "#include <cuda_fp16.h>")
+    path = tmp_path / "kernel.cu"
+    path.write_text(text.replace("HALF", "__half"))
+    done = subprocess.run(["nvcc", "-ptx", "-arch=compute_80", str(path), "-o", str(tmp_path / "kernel.ptx")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f".entry {name}" in (tmp_path / "kernel.ptx").read_text()

@@ -227,6 +227,31 @@ def test_fused_kernels_match_the_readable_path(preview_kernels, monkeypatch):
                 assert float(np.abs(path["logits"].astype(np.float32) - reference.logits).max()) <= 2e-2
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_preview_kernels_on_many_rows_match_the_readable_path(dtype, monkeypatch):
+    """More than 32 rows, so that the encoder and the prompt take the preview kernels' many-row
+    paths (fast/preview.py): one-launch attention, and the dense bias + residual + LayerNorm kernel."""
+    from minibertgen.fast import preview
+
+    monkeypatch.setattr(preview, "ENABLED", True)
+    cpu = mb.EncoderDecoderModel.from_pretrained(REF / "bert2bert")  # logits up to ~5 on these inputs
+    model = mb.EncoderDecoderModel.from_pretrained(REF / "bert2bert", device=0, dtype=dtype)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, cpu.config.encoder.vocab_size, (4, 20))  # 80 rows
+    mask = np.ones_like(ids)
+    mask[1, 15:] = 0
+    inputs = dict(input_ids=ids, attention_mask=mask, decoder_input_ids=ids[:, :12])
+    want = cpu(**inputs).logits
+    plain = host(model.use_fast_kernels(False)(**inputs).logits).astype(np.float32)
+    fused = host(model.use_fast_kernels(True)(**inputs).logits).astype(np.float32)
+    if dtype == "float32":
+        # as test_fused_kernels_match_the_readable_path: the same arithmetic in another order
+        assert float(np.abs(fused - plain).max()) <= 1e-5
+        assert float(np.abs(fused - want).max()) <= 1e-4
+    else:  # the float16 target against float32, as for the other fused kernels
+        assert float(np.abs(fused - want).max()) <= 2e-2
+
+
 @pytest.fixture
 def replay_counter(monkeypatch):
     """Counts CUDA-graph replays, and turns a failed capture (a warning) into an error."""

@@ -12,8 +12,8 @@ import math
 
 import numpy as np
 
-from .. import attention, ops
-from . import cuda_attention, cuda_fourbit
+from .. import attention, model, ops
+from . import cuda_attention, cuda_fourbit, preview
 from . import cuda_kernels as kernels
 
 __all__ = ["KERNELS"]
@@ -37,6 +37,24 @@ def linear(x, weight, bias=None):
     if bias is not None:
         y += bias
     return y.reshape(*x.shape[:-1], weight.shape[0])  # -> [..., out]
+
+
+def _add_and_norm(p, sublayer_out, residual, eps, record=None):
+    """model._add_and_norm for many rows (the encoder, a prompt): the dense product by cuBLAS,
+    then its bias, the residual and LayerNorm in one kernel, one launch fewer than the
+    product, the bias add and the LayerNorm apart.  A preview kernel (preview.py); a decode
+    step's few rows (whose product adds its bias itself), training and quantized weights
+    keep the model's own steps."""
+    weight, bias, norm = p["dense"]["weight"], p["dense"]["bias"], p["LayerNorm"]
+    rows = sublayer_out.reshape(-1, sublayer_out.shape[-1])  # [..., in] -> [rows, in]
+    if (not preview.ENABLED or record is not None or bias is None or getattr(weight, "is_quantized", False)
+            or not kernels.supports(rows.dtype) or weight.dtype != rows.dtype
+            or kernels.few_rows_linear_fits(rows, weight)):
+        return model._add_and_norm.reference(p, sublayer_out, residual, eps, record=record)
+    projected = kernels.matmul_nt(rows, weight)  # [rows, out], no bias yet
+    out = kernels.layer_norm(projected, norm["weight"], norm["bias"], eps,
+                             residual=residual.reshape(projected.shape), add=bias)  # [rows, out]
+    return out.reshape(*sublayer_out.shape[:-1], weight.shape[0])  # -> [..., out]
 
 
 def layer_norm(x, weight, bias, eps, residual=None):
@@ -82,6 +100,7 @@ def attend(query, key, value, mask, *, head_mask=None, relative=None, record=Non
 
 KERNELS = {
     "linear": linear,
+    "_add_and_norm": _add_and_norm,
     "layer_norm": layer_norm,
     "apply_activation": apply_activation,
     "masked_softmax": masked_softmax,

@@ -64,25 +64,37 @@ __device__ float block_sum(float v, float* shared) {
 _LAYER_NORM = r"""
 HALF_HEADER
 typedef TYPE T;
+#define HAS_ADD ADDBIAS  // 1: the variant that also adds a bias to x first (fast/cuda.py's _add_and_norm)
 BLOCK_SUM
 // out[row] = (v - mean) / sqrt(var + eps) * gamma + beta, with v = x[row] (+ residual[row]);
-// one block per row, statistics in float32 (two passes over the row: mean, then variance).
+// with HAS_ADD, v = round_T(x[row] + add) (+ residual[row]): a dense layer's bias added and
+// stored as the readable path stores it.  One block per row, statistics in float32 (two
+// passes over the row: mean, then variance).
+#if HAS_ADD
+#define VALUE(j) ((float)(T)((float)x[base + (j)] + (float)add[(j)]) + (residual ? (float)residual[base + (j)] : 0.0f))
+#else
+#define VALUE(j) ((float)x[base + (j)] + (residual ? (float)residual[base + (j)] : 0.0f))
+#endif
 extern "C" __global__ void layer_norm(const T* x, const T* residual, const T* gamma, const T* beta,
-                                      T* out, const int n, const float eps) {
+                                      T* out, const int n, const float eps
+#if HAS_ADD
+                                      , const T* add
+#endif
+                                      ) {
     __shared__ float shared[33];
     const size_t base = (size_t)blockIdx.x * n;
     float sum = 0.0f;
     for (int j = threadIdx.x; j < n; j += blockDim.x)
-        sum += (float)x[base + j] + (residual ? (float)residual[base + j] : 0.0f);
+        sum += VALUE(j);
     const float mean = block_sum(sum, shared) / n;
     float squares = 0.0f;
     for (int j = threadIdx.x; j < n; j += blockDim.x) {
-        const float d = (float)x[base + j] + (residual ? (float)residual[base + j] : 0.0f) - mean;
+        const float d = VALUE(j) - mean;
         squares += d * d;
     }
     const float inv_std = 1.0f / sqrtf(block_sum(squares, shared) / n + eps);
     for (int j = threadIdx.x; j < n; j += blockDim.x) {
-        const float v = (float)x[base + j] + (residual ? (float)residual[base + j] : 0.0f);
+        const float v = VALUE(j);
         out[base + j] = (T)((v - mean) * inv_std * (float)gamma[j] + (float)beta[j]);
     }
 }
@@ -247,8 +259,9 @@ def _raw_kernel(source: str, name: str, **types):
     raise RuntimeError(f"cannot compile the {name} kernel: " + " | ".join(errors))
 
 
-def layer_norm(x, weight, bias, eps, residual=None):
-    """LayerNorm over the last axis of ``x`` (+ ``residual``), in one kernel; returns a new array."""
+def layer_norm(x, weight, bias, eps, residual=None, add=None):
+    """LayerNorm over the last axis of ``x`` (+ ``residual``), in one kernel; returns a new array.
+    ``add``: a bias [n] added to x (and rounded to its dtype) first, as a dense layer's."""
     import cupy
 
     x = cupy.ascontiguousarray(x)
@@ -258,10 +271,12 @@ def layer_norm(x, weight, bias, eps, residual=None):
     out = cupy.empty_like(x)
     rows = x.size // n if n else 0
     if rows:
-        kernel = _raw_kernel(_LAYER_NORM, "layer_norm", TYPE=_CTYPES[x.dtype])
-        kernel((rows,), (_threads_for(n),),
-               (x, _NULL if residual is None else residual, cupy.ascontiguousarray(weight, dtype=x.dtype),
-                cupy.ascontiguousarray(bias, dtype=x.dtype), out, np.int32(n), np.float32(eps)))
+        kernel = _raw_kernel(_LAYER_NORM, "layer_norm", TYPE=_CTYPES[x.dtype], ADDBIAS="0" if add is None else "1")
+        args = (x, _NULL if residual is None else residual, cupy.ascontiguousarray(weight, dtype=x.dtype),
+                cupy.ascontiguousarray(bias, dtype=x.dtype), out, np.int32(n), np.float32(eps))
+        if add is not None:
+            args += (cupy.ascontiguousarray(add, dtype=x.dtype),)
+        kernel((rows,), (_threads_for(n),), args)
     return out
 
 
