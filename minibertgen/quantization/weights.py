@@ -8,8 +8,9 @@ in fourbit.py / int8.py; here it is only glued to a scratch buffer:
 * The weight is dequantized on every call into a float32 scratch buffer shared by all
   weights of that shape (one per shape, dtype, device and thread), so memory stays
   at the packed size plus one layer's worth of float32.  Then BLAS (NumPy) or cuBLAS
-  (CuPy) multiplies.  A fused dequantize-and-multiply CuPy kernel would avoid the
-  buffer round trip on GPU; it is not written yet.
+  (CuPy) multiplies.  On a GPU, a decode step's few rows can skip the buffer: the fused
+  dequantize-and-multiply kernel of fast/cuda_fourbit.py (a preview kernel, off until it
+  has run on a GPU: fast/preview.py).
 * Like bitsandbytes' Linear4bit, the input is cast to the compute dtype and the result
   back to the input's dtype.  float16 compute on NumPy, which has no fast float16
   matmul, is emulated the way GPUs do it: operands rounded to float16, products
