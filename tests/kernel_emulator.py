@@ -144,3 +144,22 @@ def fill(source: str, **placeholders) -> str:
 def as_half(array) -> np.ndarray:
     """float16 NumPy storage is what _Float16 pointers read."""
     return np.ascontiguousarray(array, dtype=np.float16)
+
+
+def nvcc_available() -> bool:
+    return shutil.which("nvcc") is not None
+
+
+def nvcc_ptx(source: str, tmp_path, **placeholders) -> str:
+    """Compile ``source`` (placeholders filled in, half spelled as CUDA's __half) to PTX with
+    nvcc; returns the PTX text, or raises AssertionError with nvcc's errors."""
+    for key, value in placeholders.items():
+        source = source.replace(key, value)
+    source = source.replace("HALF_HEADER", "#include <cuda_fp16.h>").replace("HALF", "__half")
+    path = Path(tmp_path) / "kernel.cu"
+    path.write_text(source)
+    ptx = path.with_suffix(".ptx")
+    done = subprocess.run(["nvcc", "-ptx", "-arch=compute_80", str(path), "-o", str(ptx)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return ptx.read_text()

@@ -2,9 +2,6 @@
 source runs under tests/kernel_emulator.py and must give what the readable attend gives."""
 from __future__ import annotations
 
-import shutil
-import subprocess
-
 import numpy as np
 import pytest
 
@@ -113,17 +110,8 @@ def test_fits_takes_what_the_kernel_handles(monkeypatch):
     assert not cuda_attention.fits(q, q, q, None)  # switched off: the readable attend
 
 
-@pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (the CUDA toolkit) to compile the kernel")
-@pytest.mark.parametrize("ctype", ["float", "__half"])
+@pytest.mark.skipif(not emu.nvcc_available(), reason="needs nvcc (the CUDA toolkit) to compile the kernel")
+@pytest.mark.parametrize("ctype", ["float", "HALF"])
 def test_attention_kernel_compiles_for_the_gpu(tmp_path, ctype):
-    source = cuda_attention.SOURCE
-    spelled = "HALF" if ctype == "__half" else ctype
-    for key, value in dict(OUTTYPE=spelled, TYPE=spelled, NWARPS="4", NMAXKEYS="512").items():
-        source = source.replace(key, value)
-    source = source.replace("HALF_HEADER", "#include <cuda_fp16.h>").replace("HALF", "__half")
-    path = tmp_path / "kernel.cu"
-    path.write_text(source)
-    done = subprocess.run(["nvcc", "-ptx", "-arch=compute_80", str(path), "-o", str(tmp_path / "kernel.ptx")],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert ".entry prefill_attention" in (tmp_path / "kernel.ptx").read_text()
+    ptx = emu.nvcc_ptx(cuda_attention.SOURCE, tmp_path, OUTTYPE=ctype, TYPE=ctype, NWARPS="4", NMAXKEYS="512")
+    assert ".entry prefill_attention" in ptx

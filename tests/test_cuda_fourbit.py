@@ -7,9 +7,6 @@ does not.  The GPU itself checks it in tests/test_gpu.py (graphed 4-bit decoding
 """
 from __future__ import annotations
 
-import shutil
-import subprocess
-
 import numpy as np
 import pytest
 
@@ -132,19 +129,11 @@ def test_shape_fits_takes_what_the_kernel_handles(monkeypatch):
     assert not cuda_fourbit.shape_fits(nf4, 4, np.float32)  # switched off: the quantization/ route
 
 
-@pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (the CUDA toolkit) to compile the kernel")
-@pytest.mark.parametrize("xtype,rounding", [("float", "0"), ("__half", "1"), ("float", "1"), ("__half", "0")])
+@pytest.mark.skipif(not emu.nvcc_available(), reason="needs nvcc (the CUDA toolkit) to compile the kernel")
+@pytest.mark.parametrize("xtype,rounding", [("float", "0"), ("HALF", "1"), ("float", "1"), ("HALF", "0")])
 def test_kernel_compiles_for_the_gpu(tmp_path, xtype, rounding):
-    source = cuda_fourbit.SOURCE
-    for key, value in dict(XTYPE=xtype if xtype == "float" else "HALF", MAXROWS="4", ROUNDING=rounding).items():
-        source = source.replace(key, value)
-    source = source.replace("HALF_HEADER", "#include <cuda_fp16.h>").replace("HALF", "__half")
-    path = tmp_path / "kernel.cu"
-    path.write_text(source)
-    done = subprocess.run(["nvcc", "-ptx", "-arch=compute_80", str(path), "-o", str(tmp_path / "kernel.ptx")],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert ".entry few_rows_linear_4bit" in (tmp_path / "kernel.ptx").read_text()
+    ptx = emu.nvcc_ptx(cuda_fourbit.SOURCE, tmp_path, XTYPE=xtype, MAXROWS="4", ROUNDING=rounding)
+    assert ".entry few_rows_linear_4bit" in ptx
 
 
 @pytest.mark.parametrize("enabled", [True, False])

@@ -129,7 +129,7 @@ def test_one_query_kernels(dtype):
     assert (np.abs(out.astype(np.float64) - exact) <= bound + 1e-30).all()
 
 
-@pytest.mark.skipif(__import__("shutil").which("nvcc") is None, reason="needs nvcc (the CUDA toolkit)")
+@pytest.mark.skipif(not emu.nvcc_available(), reason="needs nvcc (the CUDA toolkit)")
 @pytest.mark.parametrize("name,text,types", [
     ("layer_norm", K._LAYER_NORM, dict(TYPE="HALF", ADDBIAS="0")),
     ("layer_norm", K._LAYER_NORM, dict(TYPE="float", ADDBIAS="1")),
@@ -139,14 +139,4 @@ def test_one_query_kernels(dtype):
     ("one_query_scores", K._ONE_QUERY, dict(TYPE="HALF")),
 ])
 def test_kernels_compile_for_the_gpu(tmp_path, name, text, types):
-    import subprocess
-
-    for key, value in types.items():
-        text = text.replace(key, value)
-    text = text.replace("BLOCK_SUM", K._BLOCK_SUM).replace("HALF_HEADER", "#include <cuda_fp16.h>")
-    path = tmp_path / "kernel.cu"
-    path.write_text(text.replace("HALF", "__half"))
-    done = subprocess.run(["nvcc", "-ptx", "-arch=compute_80", str(path), "-o", str(tmp_path / "kernel.ptx")],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert f".entry {name}" in (tmp_path / "kernel.ptx").read_text()
+    assert f".entry {name}" in emu.nvcc_ptx(text, tmp_path, **types, BLOCK_SUM=K._BLOCK_SUM)
