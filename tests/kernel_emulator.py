@@ -114,7 +114,8 @@ def compile_kernel(source: str, name: str, params: list[str]):
         partial.rename(library)
     function = ctypes.CDLL(str(library)).emu_launch
     function.argtypes = [ctypes.c_uint, ctypes.c_uint, ctypes.POINTER(ctypes.c_void_p)]
-    _SCALARS = {"int": ctypes.c_int, "float": ctypes.c_float, "long": ctypes.c_long}
+    _SCALARS = {"int": ctypes.c_int, "float": ctypes.c_float, "long": ctypes.c_long, "long long": ctypes.c_longlong,
+                "unsigned int": ctypes.c_uint}
 
     def launch(grid: int, block: int, *args):
         if len(args) != len(params):
