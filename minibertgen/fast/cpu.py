@@ -220,29 +220,35 @@ def apply_activation(fn, x):
 BLOCK = 65536  # elements: 256 KiB of float32, a few buffers fit in a 2 MiB L2 cache
 
 
+_HALF_ERF_A = tuple(a / 2 for a in ops.ERF_A)  # halved coefficients: the polynomial then gives h = erfc / 2
+_ERF_P_OVER_ROOT2 = ops.ERF_P / math.sqrt(2.0)
+
+
 def gelu_block(x, out):
-    """ops.gelu of one block into ``out``, in place in one scratch buffer:
-        t = 1 / (1 + p|z|),  poly = t (a1 + t (a2 + ...)),  erf|z| = 1 - poly exp(-z^2)
+    """ops.gelu of one block into ``out``, with two scratch buffers and no sign pass.
+
+    With a = |x| and the erf polynomial of ops.erf (coefficients halved):
+        t = 1 / (1 + p a / sqrt 2),  h = t (a1/2 + t (a2/2 + ...)) exp(-x^2 / 2) = (1 - erf(a / sqrt 2)) / 2,
+    Phi(x) is 1 - h for x >= 0 and h for x < 0, so GELU(x) = x Phi(x) = max(x, 0) - a h.
+    The same polynomial and exponential as the reference, rounded in another order (and
+    without its 1 - (1 - 2h) for negative x, which cancels): equal to float32 rounding.
     """
-    z = x * (1.0 / math.sqrt(2.0))  # the one scratch buffer
-    np.abs(z, out=z)
-    square = z * z  # z^2, needed for exp(-z^2)
-    z *= ops.ERF_P
-    z += 1.0
-    np.reciprocal(z, out=z)  # t
-    a1, a2, a3, a4, a5 = ops.ERF_A
-    poly = np.multiply(z, a5, out=out)  # Horner's rule, in place
+    a = np.abs(x)  # scratch 1: |x|
+    t = np.multiply(a, _ERF_P_OVER_ROOT2)  # scratch 2
+    t += 1.0
+    np.reciprocal(t, out=t)  # t
+    a1, a2, a3, a4, a5 = _HALF_ERF_A
+    poly = np.multiply(t, a5, out=out)  # Horner's rule, in place
     for coefficient in (a4, a3, a2, a1):
         poly += coefficient
-        poly *= z
-    np.negative(square, out=square)
-    np.exp(square, out=square)
-    poly *= square  # 1 - erf(|z|)
-    np.subtract(1.0, poly, out=poly)  # erf(|z|)
-    np.copysign(poly, x, out=poly)  # erf(z): odd function, sign of x
-    poly += 1.0
-    poly *= x
-    poly *= 0.5
+        poly *= t
+    np.multiply(x, x, out=t)  # t is free again: exp(-x^2 / 2) into it
+    t *= -0.5
+    np.exp(t, out=t)
+    poly *= t  # h
+    poly *= a  # |x| h
+    np.maximum(x, 0.0, out=a)
+    np.subtract(a, poly, out=poly)  # max(x, 0) - |x| h
     return poly
 
 
