@@ -1,9 +1,10 @@
 """x @ W.T for a few rows straight from 4-bit codes, in one CUDA kernel (CuPy only).
 
 Why: a decode step multiplies one row (greedy) or a few (beam search) by every weight,
-so it is bound by the bytes of weight it reads.  A 4-bit weight holds an eighth of a
-float32 one and a quarter of a float16 one, so it should decode faster, not only fit in
-less memory.  The route in quantization/weights.py cannot show that: it expands the
+so where it is bound by the bytes of weight it reads, a 4-bit weight (an eighth of a
+float32 one, a quarter of a float16 one) should decode faster, not only fit in less
+memory.  (Where a graphed step is bound by its number of kernels instead, as README's
+GPU section finds for the float16 one, 4 bits alone buy less.)  The route in quantization/weights.py cannot show that: it expands the
 codes into a float32 scratch weight (a full-size write and read), copies it to float16
 for cuBLAS and only then multiplies, so it moves more bytes than the float16 weight would.
 And its cuBLAS call cannot be recorded in a CUDA graph (cuda_graph.py), so a quantized
