@@ -10,7 +10,7 @@ from minibertgen import ops
 from minibertgen.fast import cpu, threads
 
 
-@pytest.mark.parametrize("rows", [1, 2, 4, 32, 33, 96, 200])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 7, 8, 32, 33, 96, 200])
 @pytest.mark.parametrize("shape", [(4100, 64), (300, 40)])
 @pytest.mark.parametrize("order", ["C", "F"])
 def test_linear_matches_the_plain_product(rows, shape, order, monkeypatch):

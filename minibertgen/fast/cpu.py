@@ -7,7 +7,8 @@ Why each exists (measured figures: benchmarks/results and README):
 * ``linear``: one GEMM over all rows (NumPy's matmul on a 3-D x loops over the batch);
   for a few rows (beam steps, short inputs) W @ x.T, which OpenBLAS runs faster than
   x @ W.T; for a few rows times a tall weight (the LM head), 2 MiB of W at a time.
-  A weight stored transposed (layout.py) is already fastest as x @ W.T.
+  A weight stored transposed (layout.py) is already fastest as x @ W.T, and 2 to 7 rows
+  of it faster still as 8 (zeros below).
 * ``apply_activation``: GELU's dozen temporaries the size of x cost nearly as much as
   the matmul before them, so the erf form runs in place on cache-sized blocks.
 * ``masked_softmax`` and ``layer_norm``: the reference's steps, in place in one buffer
@@ -34,6 +35,7 @@ from . import threads
 __all__ = ["KERNELS"]
 
 FEW_ROWS = 96
+PADDED_ROWS = 8  # 2-7 rows times a weight stored transposed run as 8 (padded_to_eight_rows)
 CHUNKED_ROWS, CHUNKED_OUT, CHUNK_BYTES = 32, 2048, 2 << 20
 SPLIT_SIZE = 1 << 16  # elements: smaller work is not worth handing to the second core (threads.py)
 
@@ -64,7 +66,23 @@ def product(rows, weight):
         if rows.shape[0] <= CHUNKED_ROWS and weight.shape[0] >= CHUNKED_OUT:
             return tall_weight_in_chunks(weight, rows)
         return np.ascontiguousarray((weight @ rows.T).T)  # [out, rows] -> [rows, out]
+    if 1 < rows.shape[0] < PADDED_ROWS and weight.T.flags.c_contiguous:
+        return padded_to_eight_rows(rows, weight)
     return rows @ weight.T  # [rows, in] @ [in, out] -> [rows, out]
+
+
+def padded_to_eight_rows(rows, weight):
+    """rows [r, in] @ weight.T for 1 < r < 8 and a weight stored transposed (layout.py), as 8 rows.
+
+    OpenBLAS multiplies 8 rows by such a weight faster than 2 to 7 rows (1.1-2.3x for the
+    small model's LM head and feed-forward weights, benchmarks/results/cpu_padded_rows.txt),
+    so the rows are copied into 8 with zeros below and the extra results dropped.  Each
+    result is the same sum of products, added by another BLAS kernel: equal to float32
+    rounding, not bitwise.  -> [r, out] (the first rows of an [8, out] array)
+    """
+    padded = np.zeros((PADDED_ROWS, rows.shape[1]), dtype=rows.dtype)  # [8, in]
+    padded[:rows.shape[0]] = rows
+    return (padded @ weight.T)[:rows.shape[0]]  # [8, in] @ [in, out] -> [8, out] -> [r, out]
 
 
 def tall_weight_in_chunks(weight, rows):
