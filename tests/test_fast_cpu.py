@@ -49,6 +49,22 @@ def test_blocked_gelu_equals_the_reference(size, dtype):
     np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=2e-6, atol=atol)
 
 
+@pytest.mark.parametrize("size", [3, cpu.BLOCK + 3])
+def test_blocked_gelu_of_infinities_and_nan(size):
+    # torch.nn.functional.gelu gives +inf at +inf and NaN at -inf and NaN (so does ops.gelu);
+    # max(x, 0) - |x| h alone gives inf * 0 = NaN at +inf.  Placed in the last block.
+    x = np.zeros(size, dtype=np.float32)
+    x[-3:] = [np.inf, -np.inf, np.nan]
+    with np.errstate(all="ignore"):
+        got = cpu.apply_activation(ops.gelu, x)
+        want = ops.apply_activation.reference(ops.gelu, x)
+    assert got[-3] == np.inf and np.isnan(got[-2]) and np.isnan(got[-1])
+    np.testing.assert_array_equal(got, want)
+    x[-2:] = [3e38, -3e38]  # +inf without a NaN in its block
+    with np.errstate(all="ignore"):
+        assert cpu.apply_activation(ops.gelu, x)[-3:].tolist() == [np.inf, np.float32(3e38), 0.0]
+
+
 @pytest.mark.parametrize("name", ["gelu_new", "relu", "silu", "mish"])
 def test_other_activations_are_the_reference(name):
     x = _case((3, 5, 8), 1)

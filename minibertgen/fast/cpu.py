@@ -250,6 +250,9 @@ def gelu_block(x, out):
     Phi(x) is 1 - h for x >= 0 and h for x < 0, so GELU(x) = x Phi(x) = max(x, 0) - a h.
     The same polynomial and exponential as the reference, rounded in another order (and
     without its 1 - (1 - 2h) for negative x, which cancels): equal to float32 rounding.
+    At x = +inf, a h is inf * 0 = NaN, so +inf inputs (found by the block's maximum; a
+    block holding a NaN is searched too) are set to +inf afterwards, the reference's (and
+    torch's) GELU(+inf).
     """
     a = np.abs(x)  # scratch 1: |x|
     t = np.multiply(a, _ERF_P_OVER_ROOT2)  # scratch 2
@@ -265,9 +268,21 @@ def gelu_block(x, out):
     np.exp(t, out=t)
     poly *= t  # h
     poly *= a  # |x| h
-    np.maximum(x, 0.0, out=a)
+    np.maximum(x, _zeros(x.size, x.dtype), out=a)  # against an array of zeros: ~5x faster than against 0.0
     np.subtract(a, poly, out=poly)  # max(x, 0) - |x| h
+    if not x.max() < np.inf:  # a fast reduction: +inf or NaN in the block (NaN in gives NaN out, as the reference)
+        poly[x == np.inf] = np.inf
     return poly
+
+
+_ZEROS = {}  # dtype -> a block of zeros (gelu_block's max(x, 0))
+
+
+def _zeros(n, dtype):
+    zeros = _ZEROS.get(np.dtype(dtype))
+    if zeros is None or zeros.size < n:
+        zeros = _ZEROS[np.dtype(dtype)] = np.zeros(max(n, BLOCK), dtype=dtype)
+    return zeros[:n]
 
 
 TOP_K_BLOCK = 256
