@@ -2,7 +2,9 @@
 
 Models accept NumPy arrays, CuPy arrays, nested lists and torch tensors; these helpers
 turn them into arrays on the model's device and reject bad input with a message that
-names the argument, the bad value and what was expected.
+names the argument, the bad value and what was expected.  The last three check what a
+config allows: positions within the table, lengths the feed-forward chunking accepts,
+and token types (which BertGeneration ignores).
 """
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ import numpy as np
 
 from .backend import is_cupy_array, to_device, to_numpy
 
-__all__ = ["as_ids", "as_position_ids", "as_mask", "as_embeds", "as_head_mask"]
+__all__ = ["as_ids", "as_position_ids", "as_mask", "as_embeds", "as_head_mask", "as_token_types",
+           "check_positions", "check_chunking"]
 
 
 def _host_view(value, name):
@@ -104,3 +107,35 @@ def as_head_mask(value, name, device, dtype, layers, heads):
     if arr.shape != (layers, heads):
         raise ValueError(f"{name} has shape {arr.shape}: expected [{heads}] or [{layers}, {heads}]")
     return to_device(np.ascontiguousarray(arr), device, dtype=dtype)
+
+
+def check_positions(config, past, seq, position_ids) -> None:
+    """Positions beyond the position table are an error (RoBERTa's start at pad_token_id + 1)."""
+    if position_ids is not None:
+        return
+    offset = config.pad_token_id + 1 if config.model_type == "roberta" else 0
+    if offset + past + seq > config.max_position_embeddings:
+        start = f" (RoBERTa counts positions from pad_token_id + 1 = {offset})" if offset else ""
+        raise ValueError(f"sequence length {past + seq} (past {past} + new {seq}) exceeds "
+                         f"max_position_embeddings={config.max_position_embeddings}{start}")
+
+
+def check_chunking(config, seq) -> None:
+    """chunk_size_feed_forward: transformers runs the feed-forward over chunks of positions
+    (the same numbers, since it works position by position) and refuses a length that is not
+    a multiple of the chunk size.  minibertgen computes it whole and refuses the same lengths."""
+    chunk = getattr(config, "chunk_size_feed_forward", 0) or 0
+    if chunk > 0 and seq % chunk != 0:
+        raise ValueError(f"sequence length {seq} is not a multiple of chunk_size_feed_forward={chunk}: "
+                         "transformers refuses it; pad to a multiple or set chunk_size_feed_forward=0")
+
+
+def as_token_types(config, token_type_ids, device, shape):
+    """BERT / RoBERTa: token types [batch, seq] in [0, type_vocab_size).  BertGeneration has none
+    and ignores them, as transformers' BertGeneration classes do."""
+    if token_type_ids is None or config.model_type == "bert-generation":
+        return None
+    token_type_ids = as_ids(token_type_ids, "token_type_ids", device, config.type_vocab_size)
+    if tuple(token_type_ids.shape) != tuple(shape):
+        raise ValueError(f"token_type_ids has shape {tuple(token_type_ids.shape)}: expected {tuple(shape)}")
+    return token_type_ids

@@ -26,7 +26,8 @@ from .config import BertConfig, BertGenerationConfig, RobertaConfig
 from .fast import kernels_for
 from .fast.lookup import runs_with_model_kernels
 from .generation import GenerationMixin
-from .inputs import as_embeds, as_head_mask, as_ids, as_mask, as_position_ids
+from .inputs import (as_embeds, as_head_mask, as_ids, as_mask, as_position_ids, as_token_types, check_chunking,
+                     check_positions)
 from .model import bert_stack, causal_lm_loss, lm_head, pooler
 from .modeling_surface import EmbeddingsSurface, generation_config_property, move_generation_parameters
 from .outputs import ModelOutput
@@ -403,10 +404,10 @@ def run_body(model, body_params, *, input_ids, attention_mask, token_type_ids, p
         EncoderDecoderCache(config.num_hidden_layers) if use_cache else None)
     past = cache.get_seq_length() if cache is not None else 0
 
-    _check_positions(config, past, seq, position_ids)
-    _check_chunking(config, seq)
+    check_positions(config, past, seq, position_ids)
+    check_chunking(config, seq)
     position_ids = as_position_ids(position_ids, "position_ids", device, config.max_position_embeddings, batch, seq)
-    token_type_ids = _token_types(config, token_type_ids, device, (batch, seq))
+    token_type_ids = as_token_types(config, token_type_ids, device, (batch, seq))
     attention_mask = as_mask(attention_mask, "attention_mask", device, dtype, (batch, past + seq), queries=seq)
     head_mask = as_head_mask(head_mask, "head_mask", device, dtype, config.num_hidden_layers,
                              config.num_attention_heads)
@@ -428,38 +429,6 @@ def run_body(model, body_params, *, input_ids, attention_mask, token_type_ids, p
                      output_attentions=_flag(output_attentions, config.output_attentions),
                      output_hidden_states=_flag(output_hidden_states, config.output_hidden_states))
     return out, cache
-
-
-def _check_positions(config, past, seq, position_ids) -> None:
-    """Positions beyond the position table are an error (RoBERTa's start at pad_token_id + 1)."""
-    if position_ids is not None:
-        return
-    offset = config.pad_token_id + 1 if config.model_type == "roberta" else 0
-    if offset + past + seq > config.max_position_embeddings:
-        start = f" (RoBERTa counts positions from pad_token_id + 1 = {offset})" if offset else ""
-        raise ValueError(f"sequence length {past + seq} (past {past} + new {seq}) exceeds "
-                         f"max_position_embeddings={config.max_position_embeddings}{start}")
-
-
-def _check_chunking(config, seq) -> None:
-    """chunk_size_feed_forward: transformers runs the feed-forward over chunks of positions
-    (the same numbers, since it works position by position) and refuses a length that is not
-    a multiple of the chunk size.  minibertgen computes it whole and refuses the same lengths."""
-    chunk = getattr(config, "chunk_size_feed_forward", 0) or 0
-    if chunk > 0 and seq % chunk != 0:
-        raise ValueError(f"sequence length {seq} is not a multiple of chunk_size_feed_forward={chunk}: "
-                         "transformers refuses it; pad to a multiple or set chunk_size_feed_forward=0")
-
-
-def _token_types(config, token_type_ids, device, shape):
-    """BERT / RoBERTa: token types [batch, seq] in [0, type_vocab_size).  BertGeneration has none
-    and ignores them, as transformers' BertGeneration classes do."""
-    if token_type_ids is None or config.model_type == "bert-generation":
-        return None
-    token_type_ids = as_ids(token_type_ids, "token_type_ids", device, config.type_vocab_size)
-    if tuple(token_type_ids.shape) != tuple(shape):
-        raise ValueError(f"token_type_ids has shape {tuple(token_type_ids.shape)}: expected {tuple(shape)}")
-    return token_type_ids
 
 
 def _flag(value, default):
