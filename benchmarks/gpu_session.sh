@@ -1,12 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks in one device call, for a session that is lent a GPU (about 7-8 minutes there).
 #
-# Here, once (the wheels of transformers 4.57, which the GPU image does not have; .whl/ is
-# git-ignored through .git/info/exclude):
-#   echo /.whl/ >> .git/info/exclude
-#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-#     -d .whl transformers==4.57.6 huggingface_hub==0.36.0 tokenizers==0.22.1
+# Here, once per checkout: `bash benchmarks/gpu_wheels.sh` (the wheels of transformers 4.57,
+# which the GPU image does not have, into .whl/, git-ignored through .git/info/exclude).
 # Then the device tool: run(command="bash benchmarks/gpu_session.sh", carry=[".whl"], timeout_s=540).
 #
 # 1. the GPU tests: the whole GPU suite, with the kernels of fast/preview.py (4-bit
