@@ -54,6 +54,24 @@ def refuse_non_finite(probs):
                          "is infinite?) or every token was forbidden; use a larger temperature or do_sample=False")
 
 
+def refuse_nan_beam_scores(totals, generated):
+    """Beam search over NaN scores cannot match transformers: refuse, naming the likely cause.
+
+    torch.topk ranks NaN above every number, and among several NaNs (one per beam when the
+    NaN sits in an end token's column) its order is left unspecified, so which hypotheses
+    transformers keeps is not reproducible.  (Greedy search matches it: both argmax pick the
+    first NaN.)  One host sync per beam step.
+    """
+    xp = array_module(totals)
+    if bool(xp.isnan(totals).any()):
+        raise ValueError(f"beam search: the scores of generated token {generated + 1} hold NaN, and transformers "
+                         "ranks NaN candidates in an order torch does not specify, so minibertgen refuses them. "
+                         "A NaN usually comes from exponential_decay_length_penalty raising an end-token score that "
+                         "another setting has made -inf (min_length, min_new_tokens, bad_words_ids, "
+                         "no_repeat_ngram_size, ...: -inf + inf), or from NaN logits. Drop one of the two settings, "
+                         "or use num_beams=1")
+
+
 def greedy_search(step, ids, prompt_len, max_length, processors, eos_ids, pad_token_id, *,
                   rng=None, keep_scores=False, keep_logits=False):
     """Greedy search (``rng`` None) or multinomial sampling (``rng`` a NumPy Generator).
@@ -217,6 +235,7 @@ def beam_search(step, prompt_ids, beams, max_length, processors, eos_ids, fill_v
         totals = totals.reshape(batch, beams * vocab)  # [batch, beams * vocab]
 
         if rng is None:
+            refuse_nan_beam_scores(totals, cur_len - prompt_len)
             cand_scores, cand = _top_k(totals, keep)  # [batch, keep]
         else:  # sampling without replacement = top-k of the scores plus Gumbel noise
             noise = xp.asarray(rng.gumbel(size=totals.shape), dtype=np.float32)
