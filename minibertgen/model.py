@@ -199,7 +199,8 @@ def pooler(p, hidden):
 
 
 def decoder_step(params, config, ids, cache, position, *, attention_mask, position_ids=None,
-                 encoder_states=None, encoder_mask=None, output_attentions=False, output_hidden_states=False):
+                 encoder_states=None, encoder_mask=None, output_attentions=False, output_hidden_states=False,
+                 token_type_ids=None):
     """One decoding step of a decoder with an LM head: the tokens ``ids`` [batch, new] that the
     ``cache`` has not seen, at positions ``position`` .. ``position + new - 1``.
 
@@ -209,7 +210,8 @@ def decoder_step(params, config, ids, cache, position, *, attention_mask, positi
     out = bert_stack(params["bert"], config, input_ids=ids, attention_mask=attention_mask,
                      position_ids=position_ids, encoder_hidden_states=encoder_states,
                      encoder_attention_mask=encoder_mask, cache=cache, past_length=position,
-                     output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+                     token_type_ids=token_type_ids, output_attentions=output_attentions,
+                     output_hidden_states=output_hidden_states)
     out["logits"] = lm_head(params["lm_head"], out["last_hidden_state"], config)  # [batch, new, vocab]
     return out
 

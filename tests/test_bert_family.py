@@ -173,6 +173,27 @@ def test_token_type_ids_are_checked():
         model(input_ids=ids, token_type_ids=ids[:, :3] * 0)
 
 
+def test_generate_checks_token_type_ids_and_refuses_what_it_cannot_use():
+    lm = mb.BertLMHeadModel.from_pretrained(CASES / "bert_lm")
+    prompt = np.full((2, 3), 5, dtype=np.int64)
+    with pytest.raises(ValueError, match=r"token_type_ids has shape \(2, 2\): expected \(2, 3\)"):
+        lm.generate(prompt, token_type_ids=np.zeros((2, 2), dtype=np.int64), max_new_tokens=2)
+    with pytest.raises(ValueError, match=r"token_type_ids contains id 9"):
+        lm.generate(prompt, token_type_ids=np.full((2, 3), 9), max_new_tokens=2)
+    with pytest.raises(NotImplementedError, match="token_type_ids with assisted generation"):
+        lm.generate(prompt, token_type_ids=np.zeros((2, 3), dtype=np.int64), prompt_lookup_num_tokens=2,
+                    max_new_tokens=2)
+    embeds = np.zeros((2, 3, lm.config.hidden_size), dtype=np.float32)
+    with pytest.raises(NotImplementedError, match="token_type_ids with inputs_embeds"):
+        lm.generate(inputs_embeds=embeds, token_type_ids=np.zeros((2, 3), dtype=np.int64), max_new_tokens=2)
+    seq2seq = mb.EncoderDecoderModel.from_pretrained(CASES / "bg2bert")  # a BertGeneration encoder
+    with pytest.raises(ValueError, match=r"token_type_ids: this encoder \(BertGenerationEncoder"):
+        seq2seq.generate(prompt, token_type_ids=np.zeros((2, 3), dtype=np.int64), max_new_tokens=2)
+    decoder = mb.BertGenerationDecoder.from_pretrained(FIXTURES / "generation" / "random_decoder")
+    with pytest.raises(ValueError, match=r"token_type_ids: this model \(BertGenerationDecoder"):
+        decoder.generate(prompt, token_type_ids=np.zeros((2, 3), dtype=np.int64), max_new_tokens=2)
+
+
 TINY = dict(vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)
 
 

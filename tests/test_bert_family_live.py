@@ -109,6 +109,45 @@ def test_pairing_matches_transformers(hf, tmp_path, enc, dec, tie):
                                      do_sample=False)
         ids = ours.generate(src, attention_mask=src_mask, max_new_tokens=5, num_beams=beams)
         np.testing.assert_array_equal(np.asarray(ids), ref_ids.numpy())
+    if types is None:  # a BertGeneration encoder has no token types: transformers' generate refuses them too
+        kinds = np.zeros_like(src)
+        with warnings.catch_warnings(), pytest.raises(ValueError, match="token_type_ids"):
+            warnings.simplefilter("ignore")
+            model.generate(tt(src), attention_mask=tt(src_mask), token_type_ids=tt(kinds), max_new_tokens=5)
+        with pytest.raises(ValueError, match="token_type_ids.*bert-generation"):
+            ours.generate(src, attention_mask=src_mask, token_type_ids=kinds, max_new_tokens=5)
+        return
+    for beams in (1, 3):  # token types reach the encoder (and only it), as in transformers
+        with torch.no_grad():
+            ref_ids = model.generate(tt(src), attention_mask=tt(src_mask), token_type_ids=tt(types), max_new_tokens=5,
+                                     num_beams=beams, do_sample=False)
+        ids = ours.generate(src, attention_mask=src_mask, token_type_ids=types, max_new_tokens=5, num_beams=beams)
+        np.testing.assert_array_equal(np.asarray(ids), ref_ids.numpy())
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_decoder_alone_generates_with_token_types_as_transformers(hf, tmp_path, family):
+    """A BERT / RoBERTa LM alone: the prompt's token types, then each new token with its row's
+    last type (transformers extends token_type_ids that way), with and without the cache."""
+    import torch
+
+    cls = {"bert": hf.BertLMHeadModel, "roberta": hf.RobertaForCausalLM}[family]
+    config = hf_config(hf, family, is_decoder=True, **({} if family == "bert" else {"type_vocab_size": 3}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = spread(cls(config), 11)
+    theirs.save_pretrained(tmp_path)
+    ours = {"bert": mb.BertLMHeadModel, "roberta": mb.RobertaForCausalLM}[family].from_pretrained(tmp_path)
+    rng = np.random.default_rng(11)
+    prompt = rng.integers(3, SMALL["vocab_size"], size=(2, 5))
+    types = np.array([[0, 0, 1, 1, 2], [1, 1, 1, 0, 0]])
+    for settings in ({}, {"num_beams": 3}, {"use_cache": False}, {"num_beams": 2, "use_cache": False}):
+        with torch.no_grad():
+            ref = theirs.generate(tt(prompt), token_type_ids=tt(types), max_new_tokens=6, **settings).numpy()
+            plain = theirs.generate(tt(prompt), max_new_tokens=6, **settings).numpy()
+        got = np.asarray(ours.generate(prompt, token_type_ids=types, max_new_tokens=6, **settings))
+        np.testing.assert_array_equal(got, ref, err_msg=str(settings))
+        assert not np.array_equal(ref, plain), "the token types should change these ids (else the test is blind)"
 
 
 @pytest.mark.parametrize("enc, dec, tie", [("roberta", "bert", False), ("bert", "bert", True),

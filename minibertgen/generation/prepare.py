@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 
 from ..backend import array_module
-from ..inputs import as_embeds, as_ids, as_mask
+from ..inputs import as_embeds, as_ids, as_mask, as_token_types
 from .config import GENERATION_CONFIG_NAME, GenerationConfig
 from .processors import token_ids
 
 __all__ = ["default_generation_config", "resolve_generation_config", "is_encoder_decoder", "special_tokens",
-           "infer_attention_mask", "prepare_seq2seq", "prepare_prompt", "warn_not_a_decoder", "set_lengths",
-           "make_rng"]
+           "infer_attention_mask", "prepare_seq2seq", "prepare_prompt", "prompt_token_types", "warn_not_a_decoder",
+           "set_lengths", "make_rng"]
 
-_MODEL_KWARGS = ("encoder_outputs", "decoder_input_ids", "inputs", "inputs_embeds")
+_MODEL_KWARGS = ("encoder_outputs", "decoder_input_ids", "inputs", "inputs_embeds", "token_type_ids")
 
 
 # -- configuration ---------------------------------------------------------------------------
@@ -135,6 +135,10 @@ def prepare_seq2seq(model, input_ids, attention_mask, extra, tokens, config):
             attention_mask = infer_attention_mask(source, tokens)
         wanted = {name: True for name in ("output_attentions", "output_hidden_states")
                   if config.return_dict_in_generate and getattr(config, name)}
+        token_types = extra.get("token_type_ids")
+        if token_types is not None:  # the encoder's, as in transformers (the decoder gets none)
+            _refuse_unused_token_types(model.encoder, "encoder")
+            wanted["token_type_ids"] = token_types
         encoder_outputs = model.encoder(input_ids=source, attention_mask=attention_mask, **wanted)
     states = _encoder_states(encoder_outputs, model)
     batch = states.shape[0]
@@ -188,6 +192,24 @@ def prepare_prompt(model, input_ids, attention_mask, tokens):
         attention_mask = infer_attention_mask(ids, tokens)
     attention_mask = as_mask(attention_mask, "attention_mask", device, np.int64, ids.shape)
     return ids, ids, attention_mask
+
+
+def prompt_token_types(model, token_type_ids, prompt):
+    """Decoder-only: the prompt's token types [batch, prompt_len] (or None).  Each generated
+    token then takes its row's last type, as transformers extends them (step.py)."""
+    if token_type_ids is None:
+        return None
+    _refuse_unused_token_types(model, "model")
+    return as_token_types(model.config, token_type_ids, model.device, prompt.shape)
+
+
+def _refuse_unused_token_types(model, role):
+    """BertGeneration has no token type embeddings: transformers' generate() refuses
+    token_type_ids for it ("not used by the model"), and so does minibertgen."""
+    if model.config.model_type == "bert-generation":
+        raise ValueError(f"token_type_ids: this {role} ({type(model).__name__}, model_type 'bert-generation') has "
+                         "no token types; transformers' generate() refuses them too. Token types are read by "
+                         "BERT and RoBERTa encoders and decoders")
 
 
 def warn_not_a_decoder(config):

@@ -44,10 +44,12 @@ def wants_cuda_graph(decoder, cache, use_cuda_graph, record) -> bool:
 
 
 def make_step(decoder, cache, encoder_states, encoder_mask, prompt_mask, max_length, *,
-              use_cuda_graph=None, record=()):
-    """The step for one generate() call: eager, or graphed when :func:`wants_cuda_graph`."""
-    step = DecoderStep(decoder, cache, encoder_states, encoder_mask, prompt_mask, max_length, record=record)
-    if wants_cuda_graph(decoder, cache, use_cuda_graph, record):
+              use_cuda_graph=None, record=(), token_types=None):
+    """The step for one generate() call: eager, or graphed when :func:`wants_cuda_graph`
+    (eager with token types: the captured step takes none)."""
+    step = DecoderStep(decoder, cache, encoder_states, encoder_mask, prompt_mask, max_length, record=record,
+                       token_types=token_types)
+    if token_types is None and wants_cuda_graph(decoder, cache, use_cuda_graph, record):
         return GraphedDecoderStep(step)
     return step
 
@@ -64,9 +66,14 @@ class DecoderStep:
     from every call, in ``self.records[name]``: one entry per step, each the decoder's
     tuple over layers for the rows and new positions of that call (all rows as computed,
     before beam search reorders them, as transformers keeps them).
+
+    ``token_types`` [rows, prompt_len] (a BERT or RoBERTa decoder alone): the prompt's token
+    types; every generated token takes its row's last one, as transformers extends them.
+    (Beam search only moves rows among the beams of one input, which share their types.)
     """
 
-    def __init__(self, decoder, cache, encoder_states, encoder_mask, prompt_mask, max_length, *, record=()):
+    def __init__(self, decoder, cache, encoder_states, encoder_mask, prompt_mask, max_length, *, record=(),
+                 token_types=None):
         self.decoder, self.cache = decoder, cache
         self.encoder_states, self.encoder_mask = encoder_states, encoder_mask
         self.records = {name: [] for name in record}
@@ -75,6 +82,11 @@ class DecoderStep:
             xp = array_module(prompt_mask)
             self.mask = xp.ones((prompt_mask.shape[0], max_length), dtype=np.int64)
             self.mask[:, :prompt_mask.shape[1]] = prompt_mask
+        self.types = None
+        if token_types is not None:  # [rows, max_length]: the prompt's types, then the last one repeated
+            xp = array_module(token_types)
+            self.types = xp.repeat(token_types[:, -1:], max_length, axis=1)
+            self.types[:, :token_types.shape[1]] = token_types
 
     def inputs(self, ids, seen):
         """decoder_step's keyword arguments for the tokens after the first ``seen`` of ids [rows, cur_len]."""
@@ -88,6 +100,8 @@ class DecoderStep:
             inputs.update(attention_mask=mask, position_ids=positions[:, seen:])
         else:
             inputs.update(attention_mask=None)  # bert_stack: every token seen, causally
+        if self.types is not None:
+            inputs.update(token_type_ids=self.types[:, seen:ids.shape[1]])  # [rows, new]
         return inputs
 
     def __call__(self, ids):

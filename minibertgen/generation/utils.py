@@ -22,7 +22,8 @@ from .embeds import EmbedsPrompt
 from .assisted import assisted_generate, check_assisted
 from .build import build_processors
 from .prepare import (_repeat_rows, default_generation_config, is_encoder_decoder, make_rng, prepare_prompt,
-                      prepare_seq2seq, resolve_generation_config, set_lengths, special_tokens, warn_not_a_decoder)
+                      prepare_seq2seq, prompt_token_types, resolve_generation_config, set_lengths, special_tokens,
+                      warn_not_a_decoder)
 from .search import beam_search, greedy_search
 from .step import DecoderStep, make_step, recorded_outputs  # noqa: F401 (DecoderStep: re-exported)
 from .transition import compute_transition_scores
@@ -55,7 +56,10 @@ class GenerationMixin:
         input_ids [batch, src] (the source for a seq2seq model, the prompt for a decoder),
         attention_mask [batch, src] (1 = real token; right padding for seq2seq).  Keyword
         arguments override GenerationConfig fields (``max_new_tokens=10, num_beams=4``);
-        ``encoder_outputs`` and ``decoder_input_ids`` are accepted as in transformers.
+        ``encoder_outputs`` and ``decoder_input_ids`` are accepted as in transformers, and so is
+        ``token_type_ids`` [batch, src] for a BERT or RoBERTa model: a seq2seq model's encoder
+        reads them; a decoder alone reads the prompt's and gives each new token its row's last
+        type (no CUDA graph then).
         ``logits_processor``: a list of processors (processors.py: transformers' classes, or
         any ``f(input_ids, scores) -> scores``), merged with the ones the settings build as
         transformers merges them; ``prefix_allowed_tokens_fn(batch_id, ids) -> allowed ids``
@@ -111,13 +115,18 @@ class GenerationMixin:
                 if "inputs_embeds" in extra else None
             source, prompt, attention_mask = (None, embeds.placeholders, embeds.mask) if embeds else \
                 prepare_prompt(self, input_ids, attention_mask, tokens)
+            if embeds is not None and "token_type_ids" in extra:
+                raise NotImplementedError("token_type_ids with inputs_embeds is not supported: pass input_ids")
+            token_types = prompt_token_types(self, extra.get("token_type_ids"), prompt)
             encoder_states = encoder_mask = None
             if not self.config.is_decoder:
                 warn_not_a_decoder(config)
         embeds = None if seq2seq else embeds
+        token_types = None if seq2seq else token_types  # a seq2seq model's went to its encoder
         expand = max(config.num_beams, config.num_return_sequences)
-        prompt, source, encoder_states, encoder_mask, attention_mask = (
-            _repeat_rows(a, expand) for a in (prompt, source, encoder_states, encoder_mask, attention_mask))
+        prompt, source, encoder_states, encoder_mask, attention_mask, token_types = (
+            _repeat_rows(a, expand) for a in (prompt, source, encoder_states, encoder_mask, attention_mask,
+                                              token_types))
         decoder = self.decoder if seq2seq else self
         if embeds is None:
             set_lengths(self, config, prompt.shape[1], kwargs)
@@ -133,6 +142,8 @@ class GenerationMixin:
         if embeds is not None:
             processors, config.max_length = embeds.processors(processors), total
         if assistant_model is not None or config.prompt_lookup_num_tokens is not None:
+            if "token_type_ids" in extra:
+                raise NotImplementedError("token_type_ids with assisted generation is not supported")
             if embeds is not None:
                 raise NotImplementedError("assisted generation with inputs_embeds is not supported: pass input_ids")
             return _assisted(self, assistant_model, prompt, source, encoder_states, encoder_mask, attention_mask,
@@ -141,7 +152,8 @@ class GenerationMixin:
         cache = EncoderDecoderCache(decoder.config.num_hidden_layers, capacity=config.max_length) \
             if config.use_cache else None
         step = make_step(decoder, cache, encoder_states, encoder_mask, attention_mask, config.max_length,
-                         use_cuda_graph=use_cuda_graph, record=recorded_outputs(config, seq2seq))
+                         use_cuda_graph=use_cuda_graph, record=recorded_outputs(config, seq2seq),
+                         token_types=token_types)
         if embeds is not None:
             step = embeds.step(step, decoder)
         rng = make_rng(seed) if config.do_sample else None
