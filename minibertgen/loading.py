@@ -98,13 +98,16 @@ def tie_pairs(config, lm: bool, prefix: str = "") -> list:
 def seq2seq_tie_pairs(config, encoder_names, decoder_names) -> list:
     """The ties of an EncoderDecoderModel, in transformers' order: each half's own, then with
     tie_encoder_decoder every encoder weight becomes the DECODER's weight of the same name
-    (all but the decoder's cross-attention and head, and the encoder's pooler)."""
+    (all but the decoder's cross-attention and head, and the encoder's pooler).  An encoder
+    with more layers than the decoder ties its first ones and keeps the rest, as transformers
+    does (it warns "not tied"); a decoder with more layers transformers cannot build."""
     pairs = tie_pairs(config.decoder, True, "decoder.")
     if config.tie_encoder_decoder:
-        if config.encoder.num_hidden_layers != config.decoder.num_hidden_layers:
+        if config.encoder.num_hidden_layers < config.decoder.num_hidden_layers:
             raise ValueError(f"tie_encoder_decoder=True with encoder.num_hidden_layers="
-                             f"{config.encoder.num_hidden_layers} and decoder.num_hidden_layers="
-                             f"{config.decoder.num_hidden_layers}: minibertgen ties equal stacks only")
+                             f"{config.encoder.num_hidden_layers} < decoder.num_hidden_layers="
+                             f"{config.decoder.num_hidden_layers}: the decoder's extra layers have no encoder layer "
+                             "to tie to (transformers cannot build this model either)")
         shared = set(decoder_names)  # tree names of the decoder, without "decoder."
         pairs += [("encoder." + name, "decoder.bert." + name) for name in encoder_names if "bert." + name in shared]
     return pairs

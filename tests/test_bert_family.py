@@ -139,7 +139,8 @@ def _edited_copy(tmp_path, case, edit):
     (lambda c: c["decoder"].update(position_embedding_type="rotary"), r"position_embedding_type='rotary'"),
     (lambda c: c["encoder"].update(pad_token_id=None), r"pad_token_id=None: RoBERTa counts positions"),
     (lambda c: c["encoder"].update(type_vocab_size=0), r"type_vocab_size=0: expected a positive integer"),
-    (lambda c: c["decoder"].update(num_hidden_layers=1), r"tie_encoder_decoder=True with encoder.num_hidden_layers=2"),
+    (lambda c: c["encoder"].update(num_hidden_layers=1),
+     r"tie_encoder_decoder=True with encoder.num_hidden_layers=1 < decoder.num_hidden_layers=2"),
     (lambda c: c["decoder"].update(cross_attention_hidden_size=8), r"cross_attention_hidden_size=8 must equal"),
 ])
 def test_refused_configs_name_the_field(tmp_path, edit, message):

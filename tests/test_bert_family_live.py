@@ -51,7 +51,7 @@ def hf_config(hf, family, **overrides):
     extra = {"pad_token_id": PAD[family]}
     if family == "bert":
         extra["type_vocab_size"] = 3
-    return cls(**SMALL, **extra, **overrides)
+    return cls(**{**SMALL, **extra, **overrides})
 
 
 def padded(rng, batch, seq, pad):
@@ -125,6 +125,46 @@ def test_pairing_matches_transformers(hf, tmp_path, enc, dec, tie):
         np.testing.assert_array_equal(np.asarray(ids), ref_ids.numpy())
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tied_halves_with_a_deeper_encoder_as_transformers(hf, tmp_path, family):
+    """tie_encoder_decoder with 3 encoder layers over 2 decoder layers: transformers ties the
+    first two and keeps the third (warning "not tied").  (A deeper decoder, which transformers
+    cannot build, is refused: test_bert_family.py's test_refused_configs_name_the_field.)"""
+    import torch
+
+    config = hf.EncoderDecoderConfig.from_encoder_decoder_configs(
+        hf_config(hf, family, num_hidden_layers=3),
+        hf_config(hf, family, num_hidden_layers=2, is_decoder=True, add_cross_attention=True),
+        tie_encoder_decoder=True, decoder_start_token_id=2, pad_token_id=PAD[family])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = spread(hf.EncoderDecoderModel(config=config), 23)
+        model.tie_weights()
+    model.save_pretrained(tmp_path / "theirs")
+    ours = mb.EncoderDecoderModel.from_pretrained(tmp_path / "theirs")
+    enc, dec = ours.encoder.params["encoder"]["layer"], ours.decoder.params["bert"]["encoder"]["layer"]
+    assert all(enc[i]["attention"]["self"]["query"]["weight"] is dec[i]["attention"]["self"]["query"]["weight"]
+               for i in range(2))
+    assert not np.array_equal(enc[2]["attention"]["self"]["query"]["weight"], enc[1]["attention"]["self"]["query"]["weight"])
+    rng = np.random.default_rng(23)
+    src, src_mask = padded(rng, 2, 7, PAD[family])
+    tgt = rng.integers(3, SMALL["vocab_size"], size=(2, 4))
+    with torch.no_grad():
+        ref = model(input_ids=tt(src), attention_mask=tt(src_mask), decoder_input_ids=tt(tgt), use_cache=False)
+        ref_ids = model.generate(tt(src), attention_mask=tt(src_mask), max_new_tokens=5, num_beams=2)
+    assert diff(ours(input_ids=src, attention_mask=src_mask, decoder_input_ids=tgt).logits, ref.logits) <= TOL
+    np.testing.assert_array_equal(np.asarray(ours.generate(src, attention_mask=src_mask, max_new_tokens=5, num_beams=2)),
+                                  ref_ids.numpy())
+    ours.save_pretrained(tmp_path / "ours")  # the untied third layer is written, the tied ones once
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again = hf.EncoderDecoderModel.from_pretrained(tmp_path / "ours").eval()
+    with torch.no_grad():
+        assert diff(ours(input_ids=src, attention_mask=src_mask, decoder_input_ids=tgt).logits,
+                    again(input_ids=tt(src), attention_mask=tt(src_mask), decoder_input_ids=tt(tgt),
+                          use_cache=False).logits) <= TOL
+
+
 @pytest.mark.parametrize("family", ["bert", "roberta"])
 def test_decoder_alone_generates_with_token_types_as_transformers(hf, tmp_path, family):
     """A BERT / RoBERTa LM alone: the prompt's token types, then each new token with its row's
@@ -132,7 +172,7 @@ def test_decoder_alone_generates_with_token_types_as_transformers(hf, tmp_path, 
     import torch
 
     cls = {"bert": hf.BertLMHeadModel, "roberta": hf.RobertaForCausalLM}[family]
-    config = hf_config(hf, family, is_decoder=True, **({} if family == "bert" else {"type_vocab_size": 3}))
+    config = hf_config(hf, family, is_decoder=True, type_vocab_size=3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         theirs = spread(cls(config), 11)
