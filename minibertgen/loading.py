@@ -141,7 +141,9 @@ def half_weights(state, config, report: LoadReport, source: str, rng, *, lm: boo
     for name, shape in shapes.items():
         if name not in flat and name not in later:
             flat[name] = initialise(name, shape, config, rng)
-            report.missing.append(strip + checkpoint_name(name, config.model_type, lm))
+            looked_up = name[len("bert."):] if name.startswith("bert.") else name  # select()'s name
+            if looked_up not in report.mismatched_names:  # those are reported as mismatched
+                report.missing.append(strip + checkpoint_name(name, config.model_type, lm))
     return tie(flat, pairs)
 
 
@@ -164,7 +166,10 @@ def _projection(config, state, report, rng) -> dict:
               "enc_to_dec_proj.bias": (config.decoder.hidden_size,)}
     out = {}
     for name, shape in shapes.items():
-        if name in state:
+        if name in state and tuple(state[name].shape) != shape and report.ignore_mismatched:
+            report.mismatched[name] = (tuple(state[name].shape), shape)
+            out[name] = initialise(name, shape, config.decoder, rng)
+        elif name in state:
             if tuple(state[name].shape) != shape:
                 raise ValueError(f"weight {name!r} has shape {tuple(state[name].shape)}, expected {shape}")
             out[name] = state[name]
@@ -332,7 +337,8 @@ def read_options(config_class, kwargs: dict) -> tuple[dict, dict]:
     """
     kwargs = dict(kwargs)
     options = {name: kwargs.pop(name) for name in ("config", "dtype", "device", "seed", "quantization_config",
-                                                   "output_loading_info", "state_dict", *_HUB_KWARGS)
+                                                   "output_loading_info", "ignore_mismatched_sizes", "state_dict",
+                                                   *_HUB_KWARGS)
                if name in kwargs}
     if "torch_dtype" in kwargs:  # transformers' pre-4.56 spelling
         legacy = kwargs.pop("torch_dtype")
@@ -397,7 +403,7 @@ def from_pretrained(owner: str, name_or_path, config_class, build_flat, kwargs: 
     state = options.get("state_dict")
     state = load_state_dict(directory) if state is None else _as_state(state)
     state, quantization_config = prequantized_state(state, config, options.get("quantization_config"))
-    report = LoadReport()
+    report = LoadReport(ignore_mismatched=bool(options.get("ignore_mismatched_sizes", False)))
     source = os.fspath(name_or_path) if name_or_path is not None else "state_dict"
     flat = build_flat(state, config, report, source, np.random.default_rng(options.get("seed")))
     report.warn(f"{owner}.from_pretrained({source!r})")
@@ -424,7 +430,7 @@ def _as_state(state) -> dict:
 def loading_info(report: LoadReport) -> dict:
     """from_pretrained(..., output_loading_info=True)'s second value, with transformers' keys."""
     return {"missing_keys": list(report.missing), "unexpected_keys": list(report.unexpected),
-            "mismatched_keys": [], "error_msgs": []}
+            "mismatched_keys": list(report.mismatched), "error_msgs": []}
 
 
 # -- saving -------------------------------------------------------------------------------------

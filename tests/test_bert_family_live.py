@@ -364,6 +364,49 @@ def test_bert_generation_encoder_of_a_bert_checkpoint_still_drops_token_types(hf
     assert diff(ours(input_ids=ids, token_type_ids=np.ones_like(ids)).last_hidden_state, ref.last_hidden_state) <= TOL
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_ignore_mismatched_sizes_as_transformers(hf, tmp_path, family):
+    """ignore_mismatched_sizes=True: weights whose stored shape differs from the config's are
+    initialised afresh and listed in mismatched_keys (not missing_keys), the rest load as
+    stored; without it the mismatch is an error.  Here a decoder alone and a seq2seq model."""
+    import torch
+
+    cls = {"bert-generation": (hf.BertGenerationDecoder, mb.BertGenerationDecoder),
+           "bert": (hf.BertLMHeadModel, mb.BertLMHeadModel), "roberta": (hf.RobertaForCausalLM, mb.RobertaForCausalLM)}
+    theirs_cls, ours_cls = cls[family]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        spread(theirs_cls(hf_config(hf, family, is_decoder=True)), 5).save_pretrained(tmp_path / "lm")
+        bigger = dict(vocab_size=SMALL["vocab_size"] + 9, max_position_embeddings=SMALL["max_position_embeddings"] + 4)
+        theirs, their_info = theirs_cls.from_pretrained(tmp_path / "lm", ignore_mismatched_sizes=True,
+                                                        output_loading_info=True, **bigger)
+        ours, info = ours_cls.from_pretrained(tmp_path / "lm", ignore_mismatched_sizes=True, output_loading_info=True,
+                                              **bigger)
+    assert sorted(info["mismatched_keys"]) == sorted(their_info["mismatched_keys"]) != []
+    assert info["missing_keys"] == their_info["missing_keys"] and info["unexpected_keys"] == their_info["unexpected_keys"]
+    from minibertgen.checkpoint.files import load_state_dict
+
+    stored = load_state_dict(tmp_path / "lm")
+    mine = ours.state_dict()
+    for name in set(stored) - set(info["mismatched_keys"]):  # every other stored weight loads as stored
+        np.testing.assert_array_equal(np.asarray(mine[name]), np.asarray(stored[name]), err_msg=name)
+    with pytest.raises(ValueError, match="has shape"):
+        ours_cls.from_pretrained(tmp_path / "lm", **bigger)
+
+    random_pair(hf, family, family, 6).save_pretrained(tmp_path / "pair")
+    config = hf.EncoderDecoderConfig.from_pretrained(tmp_path / "pair")
+    config.decoder.vocab_size += 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, their_info = hf.EncoderDecoderModel.from_pretrained(tmp_path / "pair", config=config,
+                                                               ignore_mismatched_sizes=True, output_loading_info=True)
+        _, info = mb.EncoderDecoderModel.from_pretrained(
+            tmp_path / "pair", config=mb.EncoderDecoderConfig.from_dict(config.to_dict()), ignore_mismatched_sizes=True,
+            output_loading_info=True)
+    assert sorted(info["mismatched_keys"]) == sorted(their_info["mismatched_keys"]) != []
+    del torch
+
+
 def test_return_dict_false_matches_transformers_tuple(hf, tmp_path):
     import torch
 

@@ -130,17 +130,26 @@ def checkpoint_name(name: str, family: str, lm: bool) -> str:
 
 
 class LoadReport:
-    """What loading found: weights missing from the file, unused ones, tied ones."""
+    """What loading found: weights missing from the file, unused ones, tied ones, and (with
+    ``ignore_mismatched``: from_pretrained's ignore_mismatched_sizes=True) those whose
+    stored shape differs from the config's, which are initialised afresh instead."""
 
-    def __init__(self):
+    def __init__(self, ignore_mismatched: bool = False):
         self.missing: list[str] = []
         self.unexpected: list[str] = []
         self.tied: list[str] = []
+        self.ignore_mismatched = ignore_mismatched
+        self.mismatched: dict[str, tuple] = {}  # checkpoint name -> (stored shape, expected shape)
+        self.mismatched_names: set[str] = set()  # the same weights by the names select() looks up
 
     def warn(self, where: str) -> None:
         parts = []
         if self.missing:
             parts.append(f"newly initialised (not in the checkpoint): {', '.join(_summarise(self.missing))}")
+        if self.mismatched:
+            shapes = ", ".join(f"{name} ({stored} in the checkpoint, {expected} in the model)"
+                               for name, (stored, expected) in self.mismatched.items())
+            parts.append(f"newly initialised because the shapes did not match: {shapes}")
         if self.unexpected:
             parts.append(f"unused weights in the checkpoint: {', '.join(_summarise(self.unexpected))}")
         if parts:
@@ -177,7 +186,9 @@ def select(state: dict, shapes: dict, source: str, report: LoadReport, *, family
     """Pick the tensors named in ``shapes`` (tree names) out of ``state`` (names under ``strip``).
 
     Returns {tree name: array} for those found; shape mismatches are errors naming the key
-    and both shapes; found-but-unwanted names go to ``report.unexpected``.
+    and both shapes (with ``report.ignore_mismatched``: left out and listed in
+    ``report.mismatched``, to be initialised afresh); found-but-unwanted names go to
+    ``report.unexpected``.
     """
     found = {}
     for raw_name, array in state.items():
@@ -187,6 +198,10 @@ def select(state: dict, shapes: dict, source: str, report: LoadReport, *, family
         if name not in shapes:
             if name is None or not name.endswith("position_ids"):  # a non-persistent buffer some files carry
                 report.unexpected.append(raw_name)
+            continue
+        if tuple(array.shape) != tuple(shapes[name]) and report.ignore_mismatched:
+            report.mismatched[raw_name] = (tuple(array.shape), tuple(shapes[name]))
+            report.mismatched_names.add(name)
             continue
         if tuple(array.shape) != tuple(shapes[name]):
             raise ValueError(
