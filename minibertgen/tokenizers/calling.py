@@ -143,6 +143,7 @@ class CallMixin:
         rows = [
             self.prepare_for_model(
                 row[0], row[1], padding=False, max_length=max_length, return_attention_mask=False,
+                pad_to_multiple_of=pad_to_multiple_of,  # only checked here (truncation length): rows pad below
                 _padding_for_strategy=padding, _offsets=row[2] if len(row) > 2 else None, **options,
             )  # fmt: skip
             for row in id_pairs

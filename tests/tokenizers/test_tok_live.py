@@ -212,6 +212,24 @@ def test_live_call_options(tf, name, call):
     assert _plain(mine(*args, **kwargs)) == _plain(theirs(*args, **kwargs))
 
 
+@pytest.mark.parametrize("name", ["minilm", "sp_bpe", "bytelevel"])
+@pytest.mark.parametrize("batch", [False, True])
+def test_live_truncation_length_must_be_a_multiple_of_pad_to_multiple_of(tf, name, batch):
+    """Truncating to 7 and padding to a multiple of 3 cannot both hold: transformers raises,
+    for one text and for a batch (the batch path once padded to 9 instead)."""
+    text = ["Hello world, how are you?"] if batch else "Hello world, how are you?"
+    theirs, mine = _reference_setups(tf)[name](), ours(name)
+    for kwargs in ({"padding": "max_length", "truncation": True, "max_length": 7, "pad_to_multiple_of": 3},
+                   {"padding": True, "truncation": True, "pad_to_multiple_of": 3}):  # max_length = model_max_length
+        if name == "minilm" or "max_length" in kwargs:  # the others' model_max_length is unbounded: no truncation
+            with pytest.raises(ValueError, match="multiple of pad_to_multiple_of"):
+                theirs(text, **kwargs)
+            with pytest.raises(ValueError, match="multiple of pad_to_multiple_of"):
+                mine(text, **kwargs)
+        else:
+            assert _plain(mine(text, **kwargs)) == _plain(theirs(text, **kwargs))
+
+
 @pytest.mark.parametrize("name", ["minilm", "bytelevel"])
 def test_live_encode_variants_and_left_truncation(tf, name):
     theirs, mine = _reference_setups(tf)[name](), OUR_SETUPS[name]()
