@@ -37,6 +37,8 @@ __all__ = ["PreTrainedModel", "BertGenerationEncoder", "BertGenerationDecoder", 
            "RobertaModel", "RobertaForCausalLM", "ENCODER_CLASSES", "DECODER_CLASSES"]
 
 WEIGHTS_NAME = "model.safetensors"
+_EMBEDDING_TABLES = ("word_embeddings.weight", "position_embeddings.weight", "token_type_embeddings.weight",
+                     "distance_embedding.weight")  # transformers' nn.Embedding weights in these models
 
 
 class ModelShell(TrainingMixin):
@@ -45,9 +47,23 @@ class ModelShell(TrainingMixin):
 
     main_input_name = "input_ids"
 
-    def num_parameters(self) -> int:
-        unique = {id(a): a for a in self.state_dict().values()}
-        return int(sum(a.size for a in unique.values()))
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """Each distinct array once (a tied weight once), 8-bit and 4-bit weights by the values
+        they stand for, as transformers counts.  ``only_trainable``: without the quantized
+        weights (frozen, as bitsandbytes' are); ``exclude_embeddings``: without the embedding
+        tables (words, positions, token types, relative distances; a head tied to the word
+        embeddings goes with them)."""
+        names = {}  # id -> (array, its checkpoint names)
+        for name, array in self.state_dict().items():
+            names.setdefault(id(array), (array, []))[1].append(name)
+        total = 0
+        for array, aliases in names.values():
+            if only_trainable and getattr(array, "is_quantized", False):
+                continue
+            if exclude_embeddings and any(name.endswith(_EMBEDDING_TABLES) for name in aliases):
+                continue
+            total += array.size
+        return int(total)
 
     def get_memory_footprint(self) -> int:
         return loading.memory_footprint(self.state_dict())

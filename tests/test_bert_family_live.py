@@ -407,6 +407,25 @@ def test_ignore_mismatched_sizes_as_transformers(hf, tmp_path, family):
     del torch
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("tie, position, tied_head", [(False, "absolute", True), (True, "relative_key", True),
+                                                      (False, "relative_key_query", False)])
+def test_num_parameters_as_transformers(hf, tmp_path, family, tie, position, tied_head):
+    config = hf.EncoderDecoderConfig.from_encoder_decoder_configs(
+        hf_config(hf, family, position_embedding_type=position),
+        hf_config(hf, family, position_embedding_type=position, is_decoder=True, add_cross_attention=True,
+                  tie_word_embeddings=tied_head),
+        tie_encoder_decoder=tie, decoder_start_token_id=2, pad_token_id=PAD[family])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = hf.EncoderDecoderModel(config=config)
+    theirs.save_pretrained(tmp_path)
+    ours = mb.EncoderDecoderModel.from_pretrained(tmp_path)
+    for options in ({}, {"exclude_embeddings": True}, {"only_trainable": True}):
+        for mine, reference in ((ours, theirs), (ours.encoder, theirs.encoder), (ours.decoder, theirs.decoder)):
+            assert mine.num_parameters(**options) == reference.num_parameters(**options), (options, type(mine))
+
+
 def test_return_dict_false_matches_transformers_tuple(hf, tmp_path):
     import torch
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import minibertgen as mb
+from conftest import FIXTURES
 from minibertgen.checkpoint.errors import CheckpointError
 
 SMALL = dict(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=20,
@@ -224,3 +225,17 @@ def test_generating_models_save_their_generation_config(decoder, tmp_path):
     again = mb.BertGenerationDecoder.from_pretrained(tmp_path)
     assert again.generation_config.max_new_tokens == 7
     assert json.loads((tmp_path / "generation_config.json").read_text())["max_new_tokens"] == 7
+
+
+def test_num_parameters_only_trainable_leaves_out_quantized_weights():
+    """bitsandbytes' 4-bit and 8-bit weights do not require grad, so transformers'
+    only_trainable count leaves them out; the total counts the values they stand for."""
+    path = FIXTURES / "generation" / "random_seq2seq"
+    full = mb.EncoderDecoderModel.from_pretrained(path)
+    quantized = mb.EncoderDecoderModel.from_pretrained(path, quantization_config=mb.BitsAndBytesConfig(load_in_4bit=True))
+    packed = sum(a.size for a in {id(a): a for a in quantized.state_dict().values()
+                                  if getattr(a, "is_quantized", False)}.values())
+    assert packed > 0 and quantized.num_parameters() == full.num_parameters()
+    assert quantized.num_parameters(only_trainable=True) == full.num_parameters() - packed
+    assert quantized.num_parameters(only_trainable=True) == sum(p.numel() for p in quantized.parameters())
+
