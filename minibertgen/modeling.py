@@ -68,6 +68,18 @@ class ModelShell(TrainingMixin):
     def get_memory_footprint(self) -> int:
         return loading.memory_footprint(self.state_dict())
 
+    def forward(self, *args, **kwargs):
+        """The forward pass, as torch modules spell it: the same as calling the model."""
+        return self(*args, **kwargs)
+
+    def cpu(self):
+        """``to("cpu")``, as torch modules spell it; returns self."""
+        return self.to("cpu")
+
+    def cuda(self, device=None):
+        """``to("cuda")`` (or ``to(device)``: an index or "cuda:N"), as torch modules spell it; returns self."""
+        return self.to("cuda" if device is None else device)
+
     @classmethod
     def can_generate(cls) -> bool:
         return hasattr(cls, "generate")

@@ -239,3 +239,18 @@ def test_num_parameters_only_trainable_leaves_out_quantized_weights():
     assert quantized.num_parameters(only_trainable=True) == full.num_parameters() - packed
     assert quantized.num_parameters(only_trainable=True) == sum(p.numel() for p in quantized.parameters())
 
+
+
+def test_forward_cpu_and_cuda_spellings_of_torch_modules():
+    model = mb.EncoderDecoderModel.from_pretrained(FIXTURES / "generation" / "random_seq2seq")
+    ids, start = np.array([[5, 6, 7]]), np.array([[2, 8]])
+    np.testing.assert_array_equal(model.forward(input_ids=ids, decoder_input_ids=start).logits,
+                                  model(input_ids=ids, decoder_input_ids=start).logits)
+    assert model.cpu() is model and model.device.kind == "cpu"
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        with pytest.raises(RuntimeError, match="needs CuPy"):
+            model.cuda()
+    decoder = mb.BertGenerationDecoder.from_pretrained(FIXTURES / "generation" / "random_decoder")
+    np.testing.assert_array_equal(decoder.forward(ids).logits, decoder(ids).logits)
