@@ -25,6 +25,7 @@ __all__ = [
     "to_device",
     "to_numpy",
     "resolve_dtype",
+    "device_and_dtype",
     "is_cupy_array",
     "scatter_add",
 ]
@@ -223,3 +224,31 @@ def resolve_dtype(dtype, stored=None):
     if resolved.kind != "f":
         raise ValueError(f"dtype={dtype!r}: model weights must be floating point")
     return resolved
+
+
+def device_and_dtype(args, device=None, dtype=None):
+    """Split ``model.to(...)``'s arguments as torch's ``Module.to`` does: positional ones are a
+    device ("cpu", "cuda:1", 0, a torch.device) and/or a dtype ("float16", np.float16,
+    torch.float16); ``device=`` / ``dtype=`` may name them instead.  Returns (device or None,
+    dtype or None), unparsed."""
+    if len(args) > 2:
+        raise TypeError(f"to() takes a device and/or a dtype, got {len(args)} positional arguments")
+    for arg in args:
+        if _looks_like_dtype(arg):
+            if dtype is not None:
+                raise TypeError(f"to(): two dtypes given ({dtype!r} and {arg!r})")
+            dtype = arg
+        else:
+            if device is not None:
+                raise TypeError(f"to(): two devices given ({device!r} and {arg!r})")
+            device = arg
+    return device, dtype
+
+
+def _looks_like_dtype(value) -> bool:
+    if isinstance(value, str):
+        return value.lower() in _DTYPE_NAMES
+    if isinstance(value, (type, np.dtype)):
+        return True
+    return str(value).startswith("torch.") and "device" not in type(value).__name__
+

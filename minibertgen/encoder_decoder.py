@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import loading
-from .backend import parse_device
+from .backend import device_and_dtype, parse_device
 from .checkpoint.mapping import BASE_MODEL_PREFIX, LoadReport, flatten, unflatten
 from .config import _CONFIG_CLASSES, EncoderDecoderConfig, PretrainedConfig
 from .fast import kernels_for
@@ -196,10 +196,13 @@ class EncoderDecoderModel(GenerationMixin, ModelShell):
         self.config.encoder.architectures = [type(self.encoder).__name__]
         self.config.decoder.architectures = [type(self.decoder).__name__]
 
-    def to(self, device):
-        """Move all weights to ``device``; tied weights stay one array.  Returns self."""
-        self.device = parse_device(device)
-        tree = loading.place(self._tree_state(), None, self.device)
+    def to(self, *args, device=None, dtype=None):
+        """Move all weights to ``device`` and/or cast them to ``dtype`` (as torch's ``to`` takes
+        them); tied weights stay one array.  Returns self."""
+        device, dtype = device_and_dtype(args, device, dtype)
+        cast = loading.cast_dtype(self.state_dict(), dtype)
+        self.device = parse_device(device) if device is not None else self.device
+        tree = loading.place(self._tree_state(), cast, self.device)
         for half in (self.encoder, self.decoder):
             half.device = self.device
             half.kernels = kernels_for(self.device, half.kernels is not None)

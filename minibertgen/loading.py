@@ -243,6 +243,17 @@ def place(flat: dict, dtype, device: Device, *, quantization_config=None, config
     return tree
 
 
+def cast_dtype(state: dict, dtype):
+    """``model.to(dtype=...)``'s NumPy dtype (None: keep each weight's).  A quantized model
+    is refused, as transformers refuses to cast a bitsandbytes model."""
+    if dtype is None:
+        return None
+    if any(getattr(array, "is_quantized", False) for array in state.values()):
+        raise ValueError(f"dtype={dtype!r}: this model holds 8-bit / 4-bit weights, which cannot be cast; load it "
+                         "again with the dtype wanted (its quantization_config's compute dtype sets the rest)")
+    return resolve_dtype(dtype)
+
+
 def quantize_if_asked(tree: dict, quantization_config, config, quantized_as=None):
     """Swap linear-layer weights for 8/4-bit ones when a BitsAndBytesConfig is given; the
     config then records it (``quantization_config`` in config.json, as transformers writes).

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import loading
-from .backend import parse_device
+from .backend import device_and_dtype, parse_device
 from .cache import EncoderDecoderCache
 from .checkpoint.mapping import checkpoint_name, flatten
 from .checkpoint.saving import save_model
@@ -71,6 +71,14 @@ class ModelShell(TrainingMixin):
     def forward(self, *args, **kwargs):
         """The forward pass, as torch modules spell it: the same as calling the model."""
         return self(*args, **kwargs)
+
+    def half(self):
+        """``to(dtype="float16")``, as torch modules spell it; returns self."""
+        return self.to(dtype="float16")
+
+    def float(self):
+        """``to(dtype="float32")``, as torch modules spell it; returns self."""
+        return self.to(dtype="float32")
 
     def cpu(self):
         """``to("cpu")``, as torch modules spell it; returns self."""
@@ -232,10 +240,13 @@ class PreTrainedModel(ModelShell):
         model._make_generation_config()  # generation_config.json next to the weights, if there is one
         return (model, loading.loading_info(report)) if options.get("output_loading_info") else model
 
-    def to(self, device):
-        """Move the weights to ``device`` ("cpu", "cuda", 0, ...); returns self."""
-        self.device = parse_device(device)
-        self.params = loading.place(flatten(self.params), None, self.device)
+    def to(self, *args, device=None, dtype=None):
+        """Move the weights to ``device`` ("cpu", "cuda", 0, ...) and/or cast them to ``dtype``
+        ("float16", "float32", torch.float16, ...), given as torch's ``to`` takes them; returns self."""
+        device, dtype = device_and_dtype(args, device, dtype)
+        cast = loading.cast_dtype(self.state_dict(), dtype)
+        self.device = parse_device(device) if device is not None else self.device
+        self.params = loading.place(flatten(self.params), cast, self.device)
         self.kernels = kernels_for(self.device, self.kernels is not None)
         return self
 

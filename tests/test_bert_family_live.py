@@ -426,6 +426,21 @@ def test_num_parameters_as_transformers(hf, tmp_path, family, tie, position, tie
             assert mine.num_parameters(**options) == reference.num_parameters(**options), (options, type(mine))
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_half_then_float_as_transformers(hf, tmp_path, family):
+    """model.half().float(): the weights rounded to float16, then computed in float32, as torch's."""
+    import torch
+
+    model = random_pair(hf, family, family, 31)
+    model.save_pretrained(tmp_path)
+    ours = mb.EncoderDecoderModel.from_pretrained(tmp_path).half().float()
+    model = model.half().float()
+    src, mask = padded(np.random.default_rng(31), 2, 6, PAD[family])
+    with torch.no_grad():
+        ref = model(input_ids=tt(src), attention_mask=tt(mask), decoder_input_ids=tt(src[:, :3]), use_cache=False)
+    assert diff(ours(input_ids=src, attention_mask=mask, decoder_input_ids=src[:, :3]).logits, ref.logits) <= TOL
+
+
 def test_return_dict_false_matches_transformers_tuple(hf, tmp_path):
     import torch
 

@@ -254,3 +254,36 @@ def test_forward_cpu_and_cuda_spellings_of_torch_modules():
             model.cuda()
     decoder = mb.BertGenerationDecoder.from_pretrained(FIXTURES / "generation" / "random_decoder")
     np.testing.assert_array_equal(decoder.forward(ids).logits, decoder(ids).logits)
+
+
+@pytest.mark.parametrize("cast", [lambda m: m.half(), lambda m: m.to("float16"), lambda m: m.to("cpu", np.float16),
+                                  lambda m: m.to(dtype="float16")])
+def test_casting_a_loaded_model_equals_loading_it_in_that_dtype(cast):
+    path = FIXTURES / "generation" / "random_seq2seq"
+    ids, start = np.array([[5, 6, 7, 9]]), np.array([[2, 8, 4]])
+    model = mb.EncoderDecoderModel.from_pretrained(path)
+    assert cast(model) is model and model.dtype == np.float16
+    loaded = mb.EncoderDecoderModel.from_pretrained(path, dtype="float16")
+    np.testing.assert_array_equal(model(input_ids=ids, decoder_input_ids=start).logits,
+                                  loaded(input_ids=ids, decoder_input_ids=start).logits)
+    state = model.state_dict()
+    tied = [(a, b) for a in state for b in state if a < b and state[a] is state[b]]
+    assert tied and tied == [(a, b) for a in loaded.state_dict() for b in loaded.state_dict()
+                             if a < b and loaded.state_dict()[a] is loaded.state_dict()[b]]
+    model.float()
+    assert model.dtype == np.float32
+    for name, array in model.state_dict().items():  # float16 values, widened exactly
+        np.testing.assert_array_equal(array, np.asarray(loaded.state_dict()[name], dtype=np.float32), err_msg=name)
+
+
+def test_casting_is_refused_for_quantized_models_and_bad_arguments():
+    path = FIXTURES / "generation" / "random_seq2seq"
+    quantized = mb.EncoderDecoderModel.from_pretrained(path, quantization_config=mb.BitsAndBytesConfig(load_in_8bit=True))
+    with pytest.raises(ValueError, match="8-bit / 4-bit weights, which cannot be cast"):
+        quantized.half()
+    model = mb.BertGenerationDecoder.from_pretrained(FIXTURES / "generation" / "random_decoder")
+    with pytest.raises(TypeError, match="two devices"):
+        model.to("cpu", "cuda")
+    with pytest.raises(ValueError, match="dtype='int8'"):
+        model.to(dtype="int8")
+    assert model.half().dtype == np.float16 and model(np.array([[4, 5]])).logits.dtype == np.float16
