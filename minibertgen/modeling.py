@@ -29,7 +29,8 @@ from .generation import GenerationMixin
 from .inputs import (as_embeds, as_head_mask, as_ids, as_mask, as_position_ids, as_token_types, check_chunking,
                      check_positions)
 from .model import bert_stack, causal_lm_loss, lm_head, pooler
-from .modeling_surface import EmbeddingsSurface, generation_config_property, move_generation_parameters
+from .modeling_surface import (EmbeddingsSurface, ModuleSpellings, generation_config_property,
+                               move_generation_parameters)
 from .outputs import ModelOutput
 from .training import TrainingMixin, records_activations, sub_record
 
@@ -41,7 +42,7 @@ _EMBEDDING_TABLES = ("word_embeddings.weight", "position_embeddings.weight", "to
                      "distance_embedding.weight")  # transformers' nn.Embedding weights in these models
 
 
-class ModelShell(TrainingMixin):
+class ModelShell(ModuleSpellings, TrainingMixin):
     """What every model class shares around its parameters: counting, saving; training's
     train() / eval() / named_parameters() / zero_grad() come from training.TrainingMixin."""
 
@@ -67,26 +68,6 @@ class ModelShell(TrainingMixin):
 
     def get_memory_footprint(self) -> int:
         return loading.memory_footprint(self.state_dict())
-
-    def forward(self, *args, **kwargs):
-        """The forward pass, as torch modules spell it: the same as calling the model."""
-        return self(*args, **kwargs)
-
-    def half(self):
-        """``to(dtype="float16")``, as torch modules spell it; returns self."""
-        return self.to(dtype="float16")
-
-    def float(self):
-        """``to(dtype="float32")``, as torch modules spell it; returns self."""
-        return self.to(dtype="float32")
-
-    def cpu(self):
-        """``to("cpu")``, as torch modules spell it; returns self."""
-        return self.to("cpu")
-
-    def cuda(self, device=None):
-        """``to("cuda")`` (or ``to(device)``: an index or "cuda:N"), as torch modules spell it; returns self."""
-        return self.to("cuda" if device is None else device)
 
     @classmethod
     def can_generate(cls) -> bool:

@@ -1,6 +1,7 @@
 """transformers' model surface that is not the forward pass: embedding accessors, vocabulary
-resizing, step inputs, and the legacy rule that rebuilds a generation config from the
-model config.  Kept apart so that modeling.py stays the classes and their forward calls.
+resizing, step inputs, the legacy rule that rebuilds a generation config from the model
+config, and torch modules' spellings (forward, cpu, cuda, half, float).  Kept apart so that
+modeling.py stays the classes and their forward calls.
 """
 from __future__ import annotations
 
@@ -10,8 +11,33 @@ import numpy as np
 
 from .backend import array_module
 
-__all__ = ["EmbeddingsSurface", "resize_vocabulary", "step_inputs", "legacy_generation_config",
+__all__ = ["ModuleSpellings", "EmbeddingsSurface", "resize_vocabulary", "step_inputs", "legacy_generation_config",
            "non_default_generation_parameters", "move_generation_parameters"]
+
+
+class ModuleSpellings:
+    """torch modules' names for calling, moving and casting a model, over its own ``__call__``
+    and ``to`` (every model class has both)."""
+
+    def forward(self, *args, **kwargs):
+        """The forward pass, as torch modules spell it: the same as calling the model."""
+        return self(*args, **kwargs)
+
+    def half(self):
+        """``to(dtype="float16")``, as torch modules spell it; returns self."""
+        return self.to(dtype="float16")
+
+    def float(self):
+        """``to(dtype="float32")``, as torch modules spell it; returns self."""
+        return self.to(dtype="float32")
+
+    def cpu(self):
+        """``to("cpu")``, as torch modules spell it; returns self."""
+        return self.to("cpu")
+
+    def cuda(self, device=None):
+        """``to("cuda")`` (or ``to(device)``: an index or "cuda:N"), as torch modules spell it; returns self."""
+        return self.to("cuda" if device is None else device)
 
 
 class EmbeddingsSurface:
