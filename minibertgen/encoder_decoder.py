@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import loading
-from .backend import device_and_dtype, parse_device
+from .backend import parse_device
 from .checkpoint.mapping import BASE_MODEL_PREFIX, LoadReport, flatten, unflatten
 from .config import _CONFIG_CLASSES, EncoderDecoderConfig, PretrainedConfig
 from .fast import kernels_for
@@ -199,9 +199,7 @@ class EncoderDecoderModel(GenerationMixin, ModelShell):
     def to(self, *args, device=None, dtype=None):
         """Move all weights to ``device`` and/or cast them to ``dtype`` (as torch's ``to`` takes
         them); tied weights stay one array.  Returns self."""
-        device, dtype = device_and_dtype(args, device, dtype)
-        cast = loading.cast_dtype(self.state_dict(), dtype)
-        self.device = parse_device(device) if device is not None else self.device
+        self.device, cast = self._move_and_cast(args, device, dtype)
         tree = loading.place(self._tree_state(), cast, self.device)
         for half in (self.encoder, self.decoder):
             half.device = self.device

@@ -166,13 +166,13 @@ def _projection(config, state, report, rng) -> dict:
               "enc_to_dec_proj.bias": (config.decoder.hidden_size,)}
     out = {}
     for name, shape in shapes.items():
-        if name in state and tuple(state[name].shape) != shape and report.ignore_mismatched:
+        if name in state and tuple(state[name].shape) == shape:
+            out[name] = state[name]
+        elif name in state and not report.ignore_mismatched:
+            raise ValueError(f"weight {name!r} has shape {tuple(state[name].shape)}, expected {shape}")
+        elif name in state:  # ignore_mismatched_sizes=True: initialised afresh, reported as mismatched
             report.mismatched[name] = (tuple(state[name].shape), shape)
             out[name] = initialise(name, shape, config.decoder, rng)
-        elif name in state:
-            if tuple(state[name].shape) != shape:
-                raise ValueError(f"weight {name!r} has shape {tuple(state[name].shape)}, expected {shape}")
-            out[name] = state[name]
         else:
             out[name] = initialise(name, shape, config.decoder, rng)
             report.missing.append(name)

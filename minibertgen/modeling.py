@@ -69,6 +69,12 @@ class ModelShell(ModuleSpellings, TrainingMixin):
     def get_memory_footprint(self) -> int:
         return loading.memory_footprint(self.state_dict())
 
+    def _move_and_cast(self, args, device, dtype):
+        """``to(...)``'s arguments -> (the Device to use, the NumPy dtype to cast to or None)."""
+        device, dtype = device_and_dtype(args, device, dtype)
+        cast = loading.cast_dtype(self.state_dict(), dtype)
+        return (parse_device(device) if device is not None else self.device), cast
+
     @classmethod
     def can_generate(cls) -> bool:
         return hasattr(cls, "generate")
@@ -224,9 +230,7 @@ class PreTrainedModel(ModelShell):
     def to(self, *args, device=None, dtype=None):
         """Move the weights to ``device`` ("cpu", "cuda", 0, ...) and/or cast them to ``dtype``
         ("float16", "float32", torch.float16, ...), given as torch's ``to`` takes them; returns self."""
-        device, dtype = device_and_dtype(args, device, dtype)
-        cast = loading.cast_dtype(self.state_dict(), dtype)
-        self.device = parse_device(device) if device is not None else self.device
+        self.device, cast = self._move_and_cast(args, device, dtype)
         self.params = loading.place(flatten(self.params), cast, self.device)
         self.kernels = kernels_for(self.device, self.kernels is not None)
         return self

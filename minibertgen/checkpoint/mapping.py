@@ -199,11 +199,11 @@ def select(state: dict, shapes: dict, source: str, report: LoadReport, *, family
             if name is None or not name.endswith("position_ids"):  # a non-persistent buffer some files carry
                 report.unexpected.append(raw_name)
             continue
-        if tuple(array.shape) != tuple(shapes[name]) and report.ignore_mismatched:
-            report.mismatched[raw_name] = (tuple(array.shape), tuple(shapes[name]))
-            report.mismatched_names.add(name)
-            continue
         if tuple(array.shape) != tuple(shapes[name]):
+            if report.ignore_mismatched:  # initialised afresh by the caller, reported as mismatched
+                report.mismatched[raw_name] = (tuple(array.shape), tuple(shapes[name]))
+                report.mismatched_names.add(name)
+                continue
             raise ValueError(
                 f"{source}: weight {raw_name!r} has shape {tuple(array.shape)} but the config "
                 f"expects {tuple(shapes[name])} for {name!r}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import array_module
+from ..backend import array_module, to_numpy
 from ..fast.lookup import replaceable
 from ..ops import log_softmax, softmax
 from .logits_process import apply_processors
@@ -54,22 +54,20 @@ def refuse_non_finite(probs):
                          "is infinite?) or every token was forbidden; use a larger temperature or do_sample=False")
 
 
-def refuse_nan_beam_scores(totals, generated):
+def refuse_nan_beam_scores(generated):
     """Beam search over NaN scores cannot match transformers: refuse, naming the likely cause.
 
     torch.topk ranks NaN above every number, and among several NaNs (one per beam when the
     NaN sits in an end token's column) its order is left unspecified, so which hypotheses
     transformers keeps is not reproducible.  (Greedy search matches it: both argmax pick the
-    first NaN.)  One host sync per beam step.
+    first NaN.)  The NaN test itself rides on the step's one host read (_keep_going).
     """
-    xp = array_module(totals)
-    if bool(xp.isnan(totals).any()):
-        raise ValueError(f"beam search: the scores of generated token {generated + 1} hold NaN, and transformers "
-                         "ranks NaN candidates in an order torch does not specify, so minibertgen refuses them. "
-                         "A NaN usually comes from exponential_decay_length_penalty raising an end-token score that "
-                         "another setting has made -inf (min_length, min_new_tokens, bad_words_ids, "
-                         "no_repeat_ngram_size, ...: -inf + inf), or from NaN logits. Drop one of the two settings, "
-                         "or use num_beams=1")
+    raise ValueError(f"beam search: the scores of generated token {generated} hold NaN, and transformers "
+                     "ranks NaN candidates in an order torch does not specify, so minibertgen refuses them. "
+                     "A NaN usually comes from exponential_decay_length_penalty raising an end-token score that "
+                     "another setting has made -inf (min_length, min_new_tokens, bad_words_ids, "
+                     "no_repeat_ngram_size, ...: -inf + inf), or from NaN logits. Drop one of the two settings, "
+                     "or use num_beams=1")
 
 
 def greedy_search(step, ids, prompt_len, max_length, processors, eos_ids, pad_token_id, *,
@@ -234,8 +232,9 @@ def beam_search(step, prompt_ids, beams, max_length, processors, eos_ids, fill_v
         totals = log_probs.reshape(batch, beams, vocab) + state.running_scores[:, :, None]
         totals = totals.reshape(batch, beams * vocab)  # [batch, beams * vocab]
 
+        nan_scores = None  # sampling refuses non-finite scores itself (refuse_non_finite)
         if rng is None:
-            refuse_nan_beam_scores(totals, cur_len - prompt_len)
+            nan_scores = xp.isnan(totals).any()  # read with the step's other flags (_keep_going)
             cand_scores, cand = _top_k(totals, keep)  # [batch, keep]
         else:  # sampling without replacement = top-k of the scores plus Gumbel noise
             noise = xp.asarray(rng.gumbel(size=totals.shape), dtype=np.float32)
@@ -261,7 +260,7 @@ def beam_search(step, prompt_ids, beams, max_length, processors, eos_ids, fill_v
 
         cur_len += 1
         _update_improvable(state, cur_len, prompt_len, max_length, length_penalty, early_stopping)
-        if not _keep_going(state, hits_stop, early_stopping):
+        if not _keep_going(state, hits_stop, early_stopping, nan_scores, cur_len - prompt_len):
             break
 
     return _best_hypotheses(state, num_return_sequences, prompt_len, all_scores, all_logits)
@@ -280,9 +279,15 @@ def _best_hypotheses(state, n, prompt_len, all_scores, all_logits):
     )
 
 
-def _keep_going(state, hits_stop, early_stopping):
-    """One host sync per step: continue while some batch item can still improve."""
-    improvable = bool(state.improvable.any())
-    all_full = bool(state.is_finished.all()) and early_stopping is True
-    all_stopped = bool(hits_stop.all())
+def _keep_going(state, hits_stop, early_stopping, nan_scores=None, generated=0):
+    """One host read per step: continue while some batch item can still improve; refuse the
+    step's scores first if they held a NaN (``nan_scores``, a device flag, or None)."""
+    xp = array_module(hits_stop)
+    flags = [state.improvable.any(), state.is_finished.all(), hits_stop.all()]
+    if nan_scores is not None:
+        flags.append(nan_scores)
+    improvable, all_finished, all_stopped, *nan = to_numpy(xp.stack(flags)).tolist()  # [3 or 4] -> host
+    if nan and nan[0]:
+        refuse_nan_beam_scores(generated)
+    all_full = all_finished and early_stopping is True
     return improvable and not all_full and not all_stopped
