@@ -18,6 +18,7 @@ from .outputs import ModelOutput
 from .pipeline import Text2TextGenerationPipeline, pipeline
 from .progress import set_progress_bars
 from .quantization import BitsAndBytesConfig
+from .seeding import set_seed
 from .tokenizers import (AddedToken, AutoTokenizer, BatchEncoding, BertGenerationTokenizer, BertTokenizer,
                          PreTrainedTokenizer, RobertaTokenizer)
 
@@ -54,5 +55,6 @@ __all__ = [
     "parse_device",
     "pipeline",
     "set_progress_bars",
+    "set_seed",
     *_processor_names,
 ]

@@ -88,7 +88,7 @@ class EncoderDecoderModel(GenerationMixin, ModelShell):
         if config.tie_encoder_decoder:
             self._tie_halves()
         if loading.needs_projection(config) and projection is None:
-            flat = loading._projection(config, {}, LoadReport(), np.random.default_rng(seed))
+            flat = loading._projection(config, {}, LoadReport(), loading._init_generator(seed))
             projection = loading.place(flat, encoder.dtype, self.device)["enc_to_dec_proj"]
         self.enc_to_dec_proj = projection if loading.needs_projection(config) else None
         self._make_generation_config()

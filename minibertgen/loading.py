@@ -20,6 +20,7 @@ import warnings
 
 import numpy as np
 
+from . import seeding
 from .backend import Device, parse_device, resolve_dtype, to_device
 from .checkpoint.files import load_state_dict
 from .checkpoint.hub import resolve_model_dir
@@ -334,7 +335,7 @@ def stored_float_dtype(state: dict):
 def random_params(build_flat, config, dtype, device: Device, seed) -> dict:
     """A fresh model's tree, initialised as transformers' constructor does.
     ``build_flat(state, config, report, source, rng)`` is the class's weight mapping."""
-    flat = build_flat({}, config, LoadReport(), "init", np.random.default_rng(seed))
+    flat = build_flat({}, config, LoadReport(), "init", _init_generator(seed))
     return place(flat, resolve_dtype(dtype), device)
 
 
@@ -416,13 +417,18 @@ def from_pretrained(owner: str, name_or_path, config_class, build_flat, kwargs: 
     state, quantization_config = prequantized_state(state, config, options.get("quantization_config"))
     report = LoadReport(ignore_mismatched=bool(options.get("ignore_mismatched_sizes", False)))
     source = os.fspath(name_or_path) if name_or_path is not None else "state_dict"
-    flat = build_flat(state, config, report, source, np.random.default_rng(options.get("seed")))
+    flat = build_flat(state, config, report, source, _init_generator(options.get("seed")))
     report.warn(f"{owner}.from_pretrained({source!r})")
     device = parse_device(options.get("device"))
     tree = place(flat, resolve_dtype(options.get("dtype"), stored_float_dtype(state)), device,
                  quantization_config=quantization_config, config=config,
                  quantized_as=None if quantized_as is None else quantized_as(config))
     return config, tree, device, directory, report, options
+
+
+def _init_generator(seed):
+    """The generator new weights are drawn from: ``seed=``, else the seeded source (set_seed)."""
+    return seeding.generator() if seed is None else np.random.default_rng(seed)
 
 
 def _as_state(state) -> dict:

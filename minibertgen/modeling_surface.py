@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 
+from . import seeding
 from .backend import array_module
 
 __all__ = ["ModuleSpellings", "EmbeddingsSurface", "resize_vocabulary", "step_inputs", "legacy_generation_config",
@@ -93,7 +94,7 @@ def resize_vocabulary(model, new_num_tokens, pad_to_multiple_of=None, mean_resiz
         if isinstance(pad_to_multiple_of, bool) or not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of <= 0:
             raise ValueError(f"pad_to_multiple_of={pad_to_multiple_of!r}: expected a positive integer")
         rows = -(-rows // pad_to_multiple_of) * pad_to_multiple_of
-    rng = np.random.default_rng()
+    rng = seeding.generator()
     head = model.get_output_embeddings()
     tied = head is not None and head.weight is old.weight
     new_table = _resized(old.weight, rows, mean_resizing, config.initializer_range, rng)

@@ -29,6 +29,7 @@ import inspect
 
 import numpy as np
 
+from . import seeding
 from .activation_record import sub_record
 from .backend import array_module, to_numpy
 from .fast import training_kernels
@@ -198,7 +199,7 @@ class TrainingMixin:
 
     def _generator(self):
         if getattr(self, "_dropout_generator", None) is None:
-            self._dropout_generator = self._xp().random.default_rng()
+            self._dropout_generator = seeding.generator(self._xp())
         return self._dropout_generator
 
     def _named_arrays(self) -> dict:

@@ -16,6 +16,20 @@ FIXTURES = Path(__file__).parent / "fixtures"
 STRICT = os.environ.get("MINIBERTGEN_REQUIRE_REFERENCE") == "1"
 
 
+@pytest.fixture(autouse=True)
+def _seed_every_draw():
+    """Every test starts from the same random state: NumPy's and Python's global generators,
+    minibertgen's unseeded draws (new weights, dropout, sampling: minibertgen.set_seed) and,
+    when a test has imported it, torch's.  A test then sees the same numbers on every run."""
+    import sys
+
+    import minibertgen
+
+    minibertgen.set_seed(0)
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(0)
+
+
 def require_module(name):
     """Import ``name`` or skip (fail under MINIBERTGEN_REQUIRE_REFERENCE=1)."""
     try:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import seeding
 from ..backend import array_module
 from ..inputs import as_embeds, as_ids, as_mask, as_token_types
 from .config import GENERATION_CONFIG_NAME, GenerationConfig
@@ -250,7 +251,7 @@ def set_lengths(model, config, prompt_len, kwargs):
 
 def make_rng(seed):
     if seed is None:
-        return np.random.default_rng()
+        return seeding.generator()
     if isinstance(seed, np.random.Generator):
         return seed
     if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):

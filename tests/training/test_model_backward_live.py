@@ -28,7 +28,9 @@ LABELS = np.where(MASK == 1, IDS, -100)
 
 
 def compare_with_torch(ours, theirs, our_loss, their_loss):
-    assert abs(float(our_loss) - float(their_loss)) <= 1e-5
+    # 1e-5 relative: a float32 loss over a 30k vocabulary differs from torch's by up to ~4e-6
+    # relative from summation order alone (DESIGN.md, validation policy)
+    assert abs(float(our_loss) - float(their_loss)) <= 1e-5 * abs(float(their_loss))
     grads = {name: p.grad for name, p in theirs.named_parameters()}
     total = float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads.values() if g is not None)))
     assert total > 0
