@@ -26,15 +26,16 @@ from .checkpoint.files import load_state_dict
 from .checkpoint.hub import resolve_model_dir
 from .checkpoint.mapping import (LoadReport, body_shapes, check_layer_count, checkpoint_name, head_shapes, initialise,
                                  select, tree_name, unflatten)
+from .families import MODEL_TYPES
 from .fast.layout import arrange_for_cpu
 from .progress import progress
 
-__all__ = ["FAMILIES", "check_supported", "require_stored_pooler", "half_quantization", "seq2seq_quantization",
+__all__ = ["FAMILIES", "new_projection", "needs_projection", "check_supported", "require_stored_pooler", "half_quantization", "seq2seq_quantization",
            "half_weights", "seq2seq_weights", "tie_pairs", "seq2seq_tie_pairs",
            "tie", "place", "materialise", "random_params", "read_options", "from_pretrained", "loading_info",
            "saved_state", "memory_footprint"]
 
-FAMILIES = ("bert-generation", "bert", "roberta")
+FAMILIES = MODEL_TYPES  # (families.py: the one registry)
 _HUB_KWARGS = ("revision", "cache_dir", "local_files_only", "subfolder")
 # transformers loading options that change nothing here (accepted, as transformers accepts them).
 _NO_EFFECT = ("low_cpu_mem_usage", "use_safetensors", "trust_remote_code", "force_download")
@@ -178,6 +179,13 @@ def _projection(config, state, report, rng) -> dict:
             out[name] = initialise(name, shape, config.decoder, rng)
             report.missing.append(name)
     return out
+
+
+def new_projection(config, dtype, device, seed=None):
+    """A freshly initialised enc_to_dec_proj ({"weight", "bias"}) placed on ``device`` in
+    ``dtype``, as transformers makes it when it joins two halves of different widths."""
+    flat = _projection(config, {}, LoadReport(), _init_generator(seed))
+    return place(flat, dtype, device)["enc_to_dec_proj"]
 
 
 def needs_projection(config) -> bool:

@@ -111,7 +111,7 @@ extern "C" __global__ void prefill_attention(const T* query, const T* key, const
 
 def fits(query, key, value, mask) -> bool:
     """Can prefill_attention take these [batch, heads, positions, d] CuPy arrays and mask?"""
-    if not preview.ENABLED or query.ndim != 4 or key.shape[2] > MAX_KEYS or key.shape[2] == 0:
+    if not preview.enabled() or query.ndim != 4 or key.shape[2] > MAX_KEYS or key.shape[2] == 0:
         return False
     if not (query.dtype == key.dtype == value.dtype and np.dtype(query.dtype) in _CTYPES):
         return False

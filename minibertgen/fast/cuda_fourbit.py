@@ -125,7 +125,7 @@ def shape_fits(weight, rows=1, dtype=np.float32) -> bool:
     weight whose rows split into whole 8-code words sharing a block scale, a compute dtype
     of float32 or float16, at most MAX_FEW_ROWS rows (cuda_graph.py asks this of every weight).
     Always False while the preview kernels are switched off (preview.py)."""
-    return (preview.ENABLED and isinstance(weight, QuantizedWeight4bit) and np.dtype(dtype) in _CTYPES
+    return (preview.enabled() and isinstance(weight, QuantizedWeight4bit) and np.dtype(dtype) in _CTYPES
             and np.dtype(weight.dtype) in _ROUNDING and 0 < rows <= MAX_FEW_ROWS
             and weight.shape[1] % 8 == 0 and weight.q.blocksize % 8 == 0)
 

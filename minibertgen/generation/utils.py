@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from ..backend import array_module
 from ..cache import EncoderDecoderCache
-from ..fast.lookup import runs_with_model_kernels
+from ..dispatch import runs_with_model_kernels
 from ..outputs import ModelOutput
-from .config import GenerationConfig
+from .config import GenerationConfig, legacy_generation_config
 from .embeds import EmbedsPrompt
 from .assisted import assisted_generate, check_assisted
 from .build import build_processors
@@ -28,7 +28,7 @@ from .search import beam_search, greedy_search
 from .step import DecoderStep, make_step, recorded_outputs  # noqa: F401 (DecoderStep: re-exported)
 from .transition import compute_transition_scores
 
-__all__ = ["GenerationMixin"]
+__all__ = ["GenerationMixin", "generation_config_property"]
 
 
 class GenerationMixin:
@@ -255,3 +255,18 @@ def generate_output(config, seq2seq, step, cache, encoder_fields, *, sequences, 
     else:
         fields.update(attentions=records.get("attentions"), hidden_states=records.get("hidden_states"))
     return ModelOutput(**fields, past_key_values=cache)
+
+
+def _generation_config_get(model):
+    return legacy_generation_config(model, GenerationMixin.generation_config.fget(model))
+
+
+def _generation_config_set(model, value):
+    GenerationMixin.generation_config.fset(model, value)
+    model._generation_snapshot = None
+
+
+# The generation_config property of the models that generate: GenerationMixin's, read
+# through legacy_generation_config's rule (one definition for every such class).
+generation_config_property = property(_generation_config_get, _generation_config_set,
+                                      doc="The generation config generate() uses (see legacy_generation_config).")
