@@ -8,7 +8,7 @@ model_type, in any pairing.  Loading, name mapping and tying live in loading.py.
 """
 from __future__ import annotations
 
-from . import loading
+from . import loading, placement
 from .backend import parse_device
 from .checkpoint.mapping import flatten, unflatten
 from .config import EncoderDecoderConfig, config_for_checkpoint
@@ -196,7 +196,7 @@ class EncoderDecoderModel(GenerationMixin, ModelShell):
         """Move all weights to ``device`` and/or cast them to ``dtype`` (as torch's ``to`` takes
         them); tied weights stay one array.  Returns self."""
         self.device, cast = self._move_and_cast(args, device, dtype)
-        tree = loading.place(self._tree_state(), cast, self.device)
+        tree = placement.place(self._tree_state(), cast, self.device)
         for half in (self.encoder, self.decoder):
             half.device = self.device
             half.kernels = kernels_for(self.device, half.kernels is not None)

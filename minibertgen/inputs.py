@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import is_cupy_array, to_device, to_numpy
-from .cache import EncoderDecoderCache
+from .cache_surface import EncoderDecoderCache
 
 __all__ = ["as_ids", "as_position_ids", "as_mask", "as_embeds", "as_head_mask", "as_token_types",
            "check_positions", "check_chunking", "body_inputs"]

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import loading
+from . import loading, placement
 from .backend import device_and_dtype, parse_device
 from .checkpoint.mapping import checkpoint_name, flatten
-from .checkpoint.saving import save_model
+from .checkpoint.saving import save_model, saved_state
 from .config import BertConfig, BertGenerationConfig, RobertaConfig
 from .families import FAMILIES
 from .fast import kernels_for
@@ -67,12 +67,12 @@ class ModelShell(ModuleSpellings, TrainingMixin):
         return int(total)
 
     def get_memory_footprint(self) -> int:
-        return loading.memory_footprint(self.state_dict())
+        return placement.memory_footprint(self.state_dict())
 
     def _move_and_cast(self, args, device, dtype):
         """``to(...)``'s arguments -> (the Device to use, the NumPy dtype to cast to or None)."""
         device, dtype = device_and_dtype(args, device, dtype)
-        cast = loading.cast_dtype(self.state_dict(), dtype)
+        cast = placement.cast_dtype(self.state_dict(), dtype)
         return (parse_device(device) if device is not None else self.device), cast
 
     @classmethod
@@ -126,7 +126,7 @@ class ModelShell(ModuleSpellings, TrainingMixin):
             raise TypeError(f"save_pretrained() got unsupported keyword argument(s): "
                             f"{', '.join(unknown or ['push_to_hub'])}")
         directory = Path(save_directory)
-        flat = loading.saved_state(self.state_dict(), self._tied_checkpoint_pairs())
+        flat = saved_state(self.state_dict(), self._tied_checkpoint_pairs())
         if any(getattr(v, "is_quantized", False) for v in flat.values()):
             from .quantization.serialization import serialize_quantized
 
@@ -160,7 +160,7 @@ class PreTrainedModel(ModelShell):
         if params is None:  # a fresh model with random weights, as transformers' constructor
             params = loading.random_params(partial(self.weights_from_state, pooler=self.has_pooler), config, dtype,
                                            self.device, seed)
-        self.params = params  # the tree as given: loading.place() arranged it for the device
+        self.params = params  # the tree as given: placement.place() arranged it for the device
         self._make_generation_config()
 
     # -- weights ----------------------------------------------------------------------------
@@ -231,7 +231,7 @@ class PreTrainedModel(ModelShell):
         """Move the weights to ``device`` ("cpu", "cuda", 0, ...) and/or cast them to ``dtype``
         ("float16", "float32", torch.float16, ...), given as torch's ``to`` takes them; returns self."""
         self.device, cast = self._move_and_cast(args, device, dtype)
-        self.params = loading.place(flatten(self.params), cast, self.device)
+        self.params = placement.place(flatten(self.params), cast, self.device)
         self.kernels = kernels_for(self.device, self.kernels is not None)
         return self
 

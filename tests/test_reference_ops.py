@@ -7,7 +7,7 @@ import pytest
 
 from conftest import require_module
 from minibertgen import attention, ops
-from minibertgen.cache import EncoderDecoderCache
+from minibertgen.cache_surface import EncoderDecoderCache
 from minibertgen.dispatch import using
 
 torch = require_module("torch")

@@ -31,7 +31,7 @@ from .errors import CheckpointError
 from .safetensors_io import safetensors_writer
 
 __all__ = ["SAVE_MARKER", "IncompleteSaveError", "write_atomically", "save_model", "save_model_files",
-           "check_save_complete", "prepare_directory"]
+           "check_save_complete", "prepare_directory", "saved_state"]
 
 SAVE_MARKER = ".minibertgen-save-in-progress"
 
@@ -87,3 +87,11 @@ def save_model(save_directory, config, weights: dict, generation_config=None) ->
         files["generation_config.json"] = text_writer(generation_config.to_json_string())
     files["config.json"] = text_writer(config.to_json_string(use_diff=True))
     return save_model_files(save_directory, files)
+
+
+def saved_state(flat: dict, pairs) -> dict:
+    """The tensors save_pretrained writes: a tied name whose array is its source's is left
+    out (transformers writes each shared tensor once, under the name it ties to)."""
+    dropped = {target for target, source in pairs if target in flat and source in flat
+               and flat[target] is flat[source]}
+    return {name: array for name, array in flat.items() if name not in dropped}

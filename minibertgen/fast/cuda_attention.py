@@ -24,8 +24,8 @@ float16 storage; anything else keeps the readable attend (cuda.py).
 
 Switched off by default until it has run on a GPU: ``MINIBERTGEN_GPU_PREVIEW=1`` turns
 it on, with the fused 4-bit kernel (cuda_fourbit.py).  Written without early returns
-and with block-wide barriers only, so tests/kernel_emulator.py can run this source on the
-CPU against the readable attend (tests/test_cuda_attention.py).
+and with block-wide barriers only, so tests/fast/kernel_emulator.py can run this source on the
+CPU against the readable attend (tests/fast/test_cuda_attention.py).
 """
 from __future__ import annotations
 

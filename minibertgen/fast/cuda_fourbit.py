@@ -28,11 +28,11 @@ weight and kept on the device (4 bytes per 64 weights: 0.5 bit per weight more t
 8-bit scales hold).
 
 Switched off by default until it has run on a GPU: ``MINIBERTGEN_GPU_PREVIEW=1`` turns it
-on (fast/preview.py; tests/test_gpu.py and benchmarks/bench_gpu.py turn it on themselves).
+on (fast/preview.py; tests/fast/test_gpu.py and benchmarks/bench_gpu.py turn it on themselves).
 
 The kernel is written without early returns, so that every thread of a block reaches
-every shuffle; tests/kernel_emulator.py runs this very source on the CPU, one host thread
-per CUDA thread, and checks it against quantization/ (tests/test_cuda_fourbit.py).
+every shuffle; tests/fast/kernel_emulator.py runs this very source on the CPU, one host thread
+per CUDA thread, and checks it against quantization/ (tests/fast/test_cuda_fourbit.py).
 """
 from __future__ import annotations
 

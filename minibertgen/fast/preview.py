@@ -2,8 +2,8 @@
 
 cuda_fourbit.py (4-bit few-row products, and with them graphed 4-bit decoding) and
 cuda_attention.py (many-query attention in one launch) were written in a session without
-a GPU: their CUDA source is run on the CPU by tests/kernel_emulator.py and compiled by
-nvcc where it is installed, but no GPU has run them.  Until one has (tests/test_gpu.py,
+a GPU: their CUDA source is run on the CPU by tests/fast/kernel_emulator.py and compiled by
+nvcc where it is installed, but no GPU has run them.  Until one has (tests/fast/test_gpu.py,
 benchmarks/bench_gpu.py), they are off and the GPU computes as before; set
 ``MINIBERTGEN_GPU_PREVIEW=1`` to turn them on.  The option is read when the CUDA table is
 first chosen (fast.kernels_for), not when minibertgen is imported; setting ``ENABLED``

@@ -14,7 +14,7 @@ It matches transformers 4.57's generate() token for token for greedy and beam se
 from __future__ import annotations
 
 from ..backend import array_module
-from ..cache import EncoderDecoderCache
+from ..cache_surface import EncoderDecoderCache
 from ..dispatch import runs_with_model_kernels
 from ..outputs import ModelOutput
 from .config import GenerationConfig, legacy_generation_config
@@ -104,29 +104,12 @@ class GenerationMixin:
         input_ids = extra.pop("inputs", input_ids) if input_ids is None else input_ids
         tokens = special_tokens(self, config)
         seq2seq = is_encoder_decoder(self)
-        encoder_fields = {}
-        if seq2seq:
-            source, prompt, encoder_states, encoder_mask, encoder_outputs = prepare_seq2seq(
-                self, input_ids, attention_mask, extra, tokens, config)
-            encoder_fields = returned_encoder_outputs(encoder_outputs, config)
-            attention_mask = None  # it was the encoder's; the decoder needs no mask of its own
-        else:
-            embeds = EmbedsPrompt(self, extra.pop("inputs_embeds"), attention_mask, input_ids, config) \
-                if "inputs_embeds" in extra else None
-            source, prompt, attention_mask = (None, embeds.placeholders, embeds.mask) if embeds else \
-                prepare_prompt(self, input_ids, attention_mask, tokens)
-            if embeds is not None and "token_type_ids" in extra:
-                raise NotImplementedError("token_type_ids with inputs_embeds is not supported: pass input_ids")
-            token_types = prompt_token_types(self, extra.get("token_type_ids"), prompt)
-            encoder_states = encoder_mask = None
-            if not self.config.is_decoder:
-                warn_not_a_decoder(config)
-        embeds = None if seq2seq else embeds
-        token_types = None if seq2seq else token_types  # a seq2seq model's went to its encoder
+        inputs = _search_inputs(self, seq2seq, input_ids, attention_mask, extra, tokens, config)
+        embeds, encoder_fields = inputs["embeds"], inputs["encoder_fields"]
         expand = max(config.num_beams, config.num_return_sequences)
         prompt, source, encoder_states, encoder_mask, attention_mask, token_types = (
-            _repeat_rows(a, expand) for a in (prompt, source, encoder_states, encoder_mask, attention_mask,
-                                              token_types))
+            _repeat_rows(inputs[name], expand) for name in ("prompt", "source", "encoder_states", "encoder_mask",
+                                                             "attention_mask", "token_types"))
         decoder = self.decoder if seq2seq else self
         if embeds is None:
             set_lengths(self, config, prompt.shape[1], kwargs)
@@ -178,6 +161,30 @@ class GenerationMixin:
         decoder = self.decoder if is_encoder_decoder(self) else self
         return compute_transition_scores(sequences, scores, beam_indices, normalize_logits,
                                          vocab_size=decoder.config.vocab_size)
+
+
+def _search_inputs(model, seq2seq, input_ids, attention_mask, extra, tokens, config) -> dict:
+    """generate()'s inputs before the rows are repeated for beams: the prompt [batch, len], the
+    source ids, the encoder's states and mask (seq2seq), the decoder-alone mask and token types,
+    an embedded prompt (EmbedsPrompt, or None) and the encoder outputs to return."""
+    if seq2seq:
+        source, prompt, encoder_states, encoder_mask, encoder_outputs = prepare_seq2seq(
+            model, input_ids, attention_mask, extra, tokens, config)
+        # the mask was the encoder's; the decoder needs no mask of its own; token types went to the encoder
+        return dict(source=source, prompt=prompt, encoder_states=encoder_states, encoder_mask=encoder_mask,
+                    attention_mask=None, token_types=None, embeds=None,
+                    encoder_fields=returned_encoder_outputs(encoder_outputs, config))
+    embeds = EmbedsPrompt(model, extra.pop("inputs_embeds"), attention_mask, input_ids, config) \
+        if "inputs_embeds" in extra else None
+    source, prompt, attention_mask = (None, embeds.placeholders, embeds.mask) if embeds else \
+        prepare_prompt(model, input_ids, attention_mask, tokens)
+    if embeds is not None and "token_type_ids" in extra:
+        raise NotImplementedError("token_type_ids with inputs_embeds is not supported: pass input_ids")
+    token_types = prompt_token_types(model, extra.get("token_type_ids"), prompt)
+    if not model.config.is_decoder:
+        warn_not_a_decoder(config)
+    return dict(source=source, prompt=prompt, encoder_states=None, encoder_mask=None, attention_mask=attention_mask,
+                token_types=token_types, embeds=embeds, encoder_fields={})
 
 
 def _assisted(model, assistant_model, prompt, source, encoder_states, encoder_mask, prompt_mask, config,
