@@ -54,6 +54,16 @@ def adamw_update(w, g, m, v, *, step, lr, beta1, beta2, eps, weight_decay):
     w -= scratch  # w -= step_size m / denom
 
 
+def zero_grads(params, set_to_none=True):
+    """Forget the gradients of ``params``: set to None (torch's default) or, with
+    set_to_none=False, to zeros (a parameter without one keeps None)."""
+    for param in params:
+        if set_to_none or param.grad is None:
+            param.grad = None
+        else:
+            param.grad = array_module(param.grad).zeros_like(param.grad)
+
+
 def _distinct_parameters(params, argument="params"):
     """A list of parameters, each array once (tied weights appear once), in the order given."""
     if hasattr(params, "data") and hasattr(params, "grad"):
@@ -126,12 +136,7 @@ class AdamW:
 
     def zero_grad(self, set_to_none=True):
         """Forget every gradient (set to None, as torch's default; or to zeros)."""
-        for group in self.param_groups:
-            for param in group["params"]:
-                if set_to_none or param.grad is None:
-                    param.grad = None
-                else:
-                    param.grad = array_module(param.grad).zeros_like(param.grad)
+        zero_grads((param for group in self.param_groups for param in group["params"]), set_to_none)
 
     def step(self, closure=None):
         """One update of every parameter that has a gradient.  Returns closure() if given."""

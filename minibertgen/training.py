@@ -33,9 +33,10 @@ import numpy as np
 
 from . import seeding
 from .activation_record import dropout_rates
-from .backend import array_module, to_numpy
+from .backend import to_numpy
 from .dispatch import training_part, using
 from .model_backward import bert_stack_backward, causal_lm_backward, seq2seq_backward
+from .optim import zero_grads
 
 __all__ = ["Parameter", "Loss", "TrainingMixin", "records_activations", "backward"]
 
@@ -194,8 +195,7 @@ class TrainingMixin:
         return self._parameters_by_array()[id(self._named_arrays()[name])]
 
     def zero_grad(self, set_to_none: bool = True):
-        for param in self._parameters_by_array().values():
-            param.grad = None if set_to_none or param.grad is None else array_module(param.grad).zeros_like(param.grad)
+        zero_grads(self._parameters_by_array().values(), set_to_none)
 
     # -- helpers ------------------------------------------------------------------------
     def _halves(self):
