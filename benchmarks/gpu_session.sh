@@ -20,8 +20,8 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/device.txt"
 python3 -c "import transformers, cupy, torch; print('transformers', transformers.__version__, 'cupy', cupy.__version__, 'torch', torch.__version__)" | tee -a "$OUT/device.txt"
 
-timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_cuda_fourbit.py \
-  tests/test_cuda_attention.py tests/training/test_training_gpu.py tests/quantization 2>&1 | tee "$OUT/gpu_tests.log"
+timeout 240 python3 -m pytest -q -p no:cacheprovider tests/fast/test_gpu.py tests/fast/test_cuda_fourbit.py \
+  tests/fast/test_cuda_attention.py tests/training/test_training_gpu.py tests/quantization 2>&1 | tee "$OUT/gpu_tests.log"
 tests=$?
 
 timeout 150 python3 benchmarks/bench_gpu.py --shapes large --reps 5 --preview on \

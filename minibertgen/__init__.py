@@ -6,7 +6,7 @@ The public names are transformers': swap ``transformers`` for ``minibertgen`` (a
 from . import checkpoint  # noqa: F401  (minibertgen.checkpoint.hub etc.)
 from . import optim  # noqa: F401  (minibertgen.optim.AdamW, as torch.optim)
 from .backend import Device, parse_device
-from .cache import EncoderDecoderCache
+from .cache_surface import EncoderDecoderCache
 from .config import BertConfig, BertGenerationConfig, EncoderDecoderConfig, PretrainedConfig, RobertaConfig
 from .encoder_decoder import EncoderDecoderModel
 from .generation import GenerationConfig, GenerationMixin

@@ -11,12 +11,16 @@ to ``params["encoder"]["layer"][2]["attention"]["self"]``.  The backward functio
 Nothing is copied: the reference forward never writes into an array it has returned, so
 keeping a reference is enough.
 
-A record may carry a dropout function (``record["dropout"]``, set by training.py from
-the config and a seeded generator); sub-records inherit it.  Without one, dropout is off.
+A record may carry dropout as data: ``record["dropout"]``, the probabilities of one half
+({"hidden": p, "attention": p}, from its config: :func:`dropout_rates`), and
+``record["generator"]``, the seeded generator the masks are drawn from (set by
+training.py); sub-records inherit both.  Without them, dropout is off.
 """
 from __future__ import annotations
 
-__all__ = ["sub_record", "layer_records", "apply_dropout"]
+from .ops import dropout
+
+__all__ = ["sub_record", "layer_records", "half_record", "dropout_rates", "apply_dropout"]
 
 
 _INHERITED = ("dropout", "training", "generator")
@@ -42,11 +46,26 @@ def layer_records(record, count):
     return record["layer"]
 
 
+def dropout_rates(config):
+    """The dropout probabilities of one half, as a record carries them."""
+    return {"hidden": config.hidden_dropout_prob, "attention": config.attention_probs_dropout_prob}
+
+
+def half_record(record, key, config):
+    """The record of one half (an encoder or a decoder) of a larger forward, under ``key``:
+    in train mode it applies that half's own dropout probabilities."""
+    child = sub_record(record, key)
+    if child is not None:
+        child["dropout"] = dropout_rates(config) if child.get("training") else None
+    return child
+
+
 def apply_dropout(record, x, kind):
-    """Apply the record's dropout of ``kind`` ("hidden" or "attention") to ``x`` and keep
-    its mask in record["dropout_mask"] for the backward.  No record, or no dropout: x."""
+    """Apply the record's dropout of ``kind`` ("hidden" or "attention") to ``x`` (ops.dropout,
+    drawing from record["generator"]) and keep its mask in record["dropout_mask"] for the
+    backward.  No record, or no dropout: x."""
     if record is None or record.get("dropout") is None:
         return x
-    y, mask = record["dropout"](x, kind)
+    y, mask = dropout(x, record["dropout"][kind], record["generator"])
     record["dropout_mask"] = mask
     return y

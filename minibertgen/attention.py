@@ -10,7 +10,7 @@ import math
 
 from .activation_record import apply_dropout
 from .backend import array_module
-from .fast.lookup import replaceable
+from .dispatch import replaceable
 from .ops import linear, masked_softmax
 
 __all__ = [

@@ -12,17 +12,18 @@ memory.  This cache keeps them:
   reused for every later one, because the encoder output does not change.
 * **beam search** reorders rows (``reorder(beam_idx)``) when beams are re-ranked.
 
-``past_key_values`` returned by the models is an :class:`EncoderDecoderCache`; pass it
-back in to continue decoding from where it stopped.
+This is the teaching cache.  ``past_key_values`` returned by the models is its
+transformers-shaped subclass, cache_surface.EncoderDecoderCache (the same buffers, plus
+transformers' read-only views); pass it back in to continue decoding from where it stopped.
 """
 from __future__ import annotations
 
 from .backend import array_module
 
-__all__ = ["EncoderDecoderCache"]
+__all__ = ["KVCache"]
 
 
-class EncoderDecoderCache:
+class KVCache:
     """Self-attention keys/values (growing) and cross-attention keys/values (fixed), per layer."""
 
     def __init__(self, num_layers: int, capacity: int | None = None):
@@ -57,8 +58,9 @@ class EncoderDecoderCache:
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
     def set_seq_length(self, length: int) -> None:
-        """Record that positions 0 .. length - 1 hold keys/values (written by a replayed CUDA
-        graph, fast/cuda_graph.py, which updates the buffers without calling update_self)."""
+        """Record that positions 0 .. length - 1 hold keys/values: fewer drops the last ones
+        (assisted decoding rejects candidates); a replayed CUDA graph (fast/cuda_graph.py)
+        writes the buffers without calling update_self and records the length here."""
         self.length = length
 
     def _grow(self, layer, key, value, needed, keep):
@@ -100,57 +102,3 @@ class EncoderDecoderCache:
             if cross and self.cross[layer] is not None:
                 key, value = self.cross[layer]
                 self.cross[layer] = (key[beam_idx], value[beam_idx])
-
-    def to_legacy_cache(self):
-        """The transformers tuple form: per layer (self_k, self_v, cross_k, cross_v)."""
-        out = []
-        for layer in range(self.num_layers):
-            k = self.keys[layer][:, :, :self.length] if self.keys[layer] is not None else None
-            v = self.values[layer][:, :, :self.length] if self.values[layer] is not None else None
-            cross = self.cross[layer] or (None, None)
-            out.append((k, v, *cross))
-        return tuple(out)
-
-    # -- transformers' Cache surface (read-only views) ---------------------------------------
-    @property
-    def self_attention_cache(self):
-        """``cache.self_attention_cache.layers[i].keys`` [batch, heads, length, head_dim], as transformers."""
-        return CacheLayers([(self.keys[i], self.values[i]) for i in range(self.num_layers)], self.length)
-
-    @property
-    def cross_attention_cache(self):
-        """``cache.cross_attention_cache.layers[i].keys`` [batch, heads, src, head_dim]."""
-        return CacheLayers([self.cross[i] or (None, None) for i in range(self.num_layers)], None)
-
-    @property
-    def layers(self):
-        """The self-attention layers (``cache.layers[i].keys`` / ``.values``)."""
-        return self.self_attention_cache.layers
-
-    def __getitem__(self, layer: int):
-        """(self keys, self values, cross keys, cross values) of one layer, as to_legacy_cache."""
-        if not -self.num_layers <= layer < self.num_layers:
-            raise KeyError(f"the cache has {self.num_layers} layers: no layer {layer}")
-        return self.to_legacy_cache()[layer]
-
-    def __iter__(self):
-        return iter(self.to_legacy_cache())
-
-
-class CacheLayer:
-    """One layer's keys and values, viewed as transformers' cache layers show them."""
-
-    def __init__(self, keys, values):
-        self.keys, self.values = keys, values
-
-
-class CacheLayers:
-    """Per-layer views (``.layers[i].keys``) of buffers filled up to ``length`` (None: all)."""
-
-    def __init__(self, pairs, length):
-        self.layers = [CacheLayer(*(None if a is None else (a if length is None else a[:, :, :length])
-                                    for a in pair)) for pair in pairs]
-        self.length = length
-
-    def get_seq_length(self) -> int:
-        return self.length or 0

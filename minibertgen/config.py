@@ -15,7 +15,8 @@ from __future__ import annotations
 import copy
 import math
 
-from .pretrained_config import PretrainedConfig
+from .families import FAMILIES
+from .pretrained_config import PretrainedConfig, config_file, read_json
 
 __all__ = ["PretrainedConfig", "BertGenerationConfig", "BertConfig", "RobertaConfig", "EncoderDecoderConfig",
            "ACTIVATIONS"]
@@ -136,8 +137,18 @@ class EncoderDecoderConfig(PretrainedConfig):
         return cls(encoder=copy.deepcopy(encoder_config), decoder=decoder_config, **kwargs)
 
 
-# The halves EncoderDecoderModel combines, by their config.json model_type.
-_CONFIG_CLASSES = {"bert-generation": BertGenerationConfig, "bert": BertConfig, "roberta": RobertaConfig}
+# The halves EncoderDecoderModel combines, by their config.json model_type (families.py).
+CONFIG_CLASSES = {model_type: globals()[family.config] for model_type, family in FAMILIES.items()}
+
+
+def config_for_checkpoint(name_or_path, hub_kwargs) -> PretrainedConfig:
+    """The config of a half's checkpoint, of the class its model_type names (AutoConfig's
+    choice), refusing other model types."""
+    model_type = read_json(config_file(name_or_path, **hub_kwargs), "config.json").get("model_type")
+    if model_type not in CONFIG_CLASSES:
+        raise ValueError(f"{name_or_path}: model_type={model_type!r} is not supported; minibertgen builds the "
+                         f"BERT-family halves {', '.join(CONFIG_CLASSES)}")
+    return CONFIG_CLASSES[model_type].from_pretrained(name_or_path, **hub_kwargs)
 
 
 def _as_config(value, name):
@@ -145,10 +156,10 @@ def _as_config(value, name):
         return value
     if isinstance(value, dict):
         model_type = value.get("model_type", "bert-generation")
-        if model_type not in _CONFIG_CLASSES:
+        if model_type not in CONFIG_CLASSES:
             raise ValueError(
                 f"{name}.model_type={model_type!r}: minibertgen builds the BERT-family halves only; "
-                f"expected one of {', '.join(_CONFIG_CLASSES)}"
+                f"expected one of {', '.join(CONFIG_CLASSES)}"
             )
-        return _CONFIG_CLASSES[model_type](**value)
+        return CONFIG_CLASSES[model_type](**value)
     raise TypeError(f"{name}: expected a config or a dict, got {type(value).__name__}")

@@ -8,23 +8,20 @@ model_type, in any pairing.  Loading, name mapping and tying live in loading.py.
 """
 from __future__ import annotations
 
-import numpy as np
-
-from . import loading
+from . import loading, placement
 from .backend import parse_device
-from .checkpoint.mapping import BASE_MODEL_PREFIX, LoadReport, flatten, unflatten
-from .config import _CONFIG_CLASSES, EncoderDecoderConfig, PretrainedConfig
+from .checkpoint.mapping import flatten, unflatten
+from .config import EncoderDecoderConfig, config_for_checkpoint
+from .families import BASE_MODEL_PREFIX
 from .fast import kernels_for
-from .fast.lookup import runs_with_model_kernels
 from .generation import GenerationMixin
-from .inputs import as_ids
-from .model import seq2seq_loss, shift_tokens_right
+from .inputs import as_ids, body_inputs
+from .model import project_states, seq2seq, shift_tokens_right
 from .modeling import DECODER_CLASSES, ENCODER_CLASSES, ModelShell
-from .modeling_surface import generation_config_property
-from .ops import linear
+from .generation.utils import generation_config_property
 from .outputs import ModelOutput
-from .pretrained_config import _config_file, _read_json
-from .training import records_activations, sub_record
+from .activation_record import sub_record
+from .training import records_activations
 
 __all__ = ["EncoderDecoderModel"]
 
@@ -88,8 +85,7 @@ class EncoderDecoderModel(GenerationMixin, ModelShell):
         if config.tie_encoder_decoder:
             self._tie_halves()
         if loading.needs_projection(config) and projection is None:
-            flat = loading._projection(config, {}, LoadReport(), loading._init_generator(seed))
-            projection = loading.place(flat, encoder.dtype, self.device)["enc_to_dec_proj"]
+            projection = loading.new_projection(config, encoder.dtype, self.device, seed)
         self.enc_to_dec_proj = projection if loading.needs_projection(config) else None
         self._make_generation_config()
 
@@ -200,7 +196,7 @@ class EncoderDecoderModel(GenerationMixin, ModelShell):
         """Move all weights to ``device`` and/or cast them to ``dtype`` (as torch's ``to`` takes
         them); tied weights stay one array.  Returns self."""
         self.device, cast = self._move_and_cast(args, device, dtype)
-        tree = loading.place(self._tree_state(), cast, self.device)
+        tree = placement.place(self._tree_state(), cast, self.device)
         for half in (self.encoder, self.decoder):
             half.device = self.device
             half.kernels = kernels_for(self.device, half.kernels is not None)
@@ -248,13 +244,10 @@ class EncoderDecoderModel(GenerationMixin, ModelShell):
                             **kwargs)
 
     def project_encoder_states(self, states):
-        """The encoder's states as the decoder's cross-attention reads them: through
-        enc_to_dec_proj when the widths differ.  [batch, src, enc_hidden] -> [batch, src, dec_hidden]."""
-        if self.enc_to_dec_proj is None:
-            return states
-        return linear(states, self.enc_to_dec_proj["weight"], self.enc_to_dec_proj["bias"])
+        """The encoder's states as the decoder's cross-attention reads them (model.project_states:
+        through enc_to_dec_proj when the widths differ).  [batch, src, enc_hidden] -> [batch, src, dec_hidden]."""
+        return project_states(self.enc_to_dec_proj, states)
 
-    @runs_with_model_kernels
     @records_activations
     def __call__(self, input_ids=None, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None,
                  encoder_outputs=None, past_key_values=None, inputs_embeds=None, decoder_inputs_embeds=None,
@@ -270,35 +263,59 @@ class EncoderDecoderModel(GenerationMixin, ModelShell):
         elif not isinstance(encoder_outputs, dict):  # a tuple (last_hidden_state, ...) or an array
             first = encoder_outputs[0] if isinstance(encoder_outputs, (tuple, list)) else encoder_outputs
             encoder_outputs = ModelOutput(last_hidden_state=first)
-        if record is not None:
-            record["projection_input"] = encoder_outputs["last_hidden_state"]
-        encoder_states = self.project_encoder_states(encoder_outputs["last_hidden_state"])  # [batch, src, dec_hidden]
-
         if labels is not None:
             labels = as_ids(labels, "labels", self.device, self.config.decoder.vocab_size, allow_ignore=True)
             if decoder_input_ids is None and decoder_inputs_embeds is None:
                 decoder_input_ids = self._shift_labels(labels)
                 if decoder_attention_mask is None:
                     decoder_attention_mask = decoder_input_ids != self.config.pad_token_id
-        decoder_out = self.decoder(input_ids=decoder_input_ids, attention_mask=decoder_attention_mask,
-                                   encoder_hidden_states=encoder_states, encoder_attention_mask=attention_mask,
-                                   inputs_embeds=decoder_inputs_embeds, past_key_values=past_key_values,
-                                   use_cache=use_cache, output_attentions=output_attentions,
-                                   output_hidden_states=output_hidden_states,
-                                   record=sub_record(record, "decoder"), **decoder_kwargs)
-        logits = decoder_out["logits"]  # [batch, tgt, vocab]
-        loss = None
+        states, inputs, cache = self._decoder_inputs(
+            encoder_outputs["last_hidden_state"], attention_mask, decoder_kwargs, input_ids=decoder_input_ids,
+            attention_mask=decoder_attention_mask, inputs_embeds=decoder_inputs_embeds,
+            past_key_values=past_key_values, use_cache=use_cache, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states)
         if labels is not None:
-            if labels.shape != logits.shape[:2]:
-                raise ValueError(f"labels has shape {tuple(labels.shape)}: expected {tuple(logits.shape[:2])}")
-            loss = seq2seq_loss(logits, labels)
+            expected = (inputs["input_ids"] if inputs["input_ids"] is not None else inputs["inputs_embeds"]).shape[:2]
+            if labels.shape != expected:
+                raise ValueError(f"labels has shape {tuple(labels.shape)}: expected {tuple(expected)}")
+        out = seq2seq(self._decoder_params(), self.config, states, labels=labels, record=record, **inputs)
+        return self._seq2seq_output(out, cache, encoder_outputs, return_dict)
+
+    def _decoder_params(self) -> dict:
+        tree = {"decoder": self.decoder.params}
+        if self.enc_to_dec_proj is not None:
+            tree["enc_to_dec_proj"] = self.enc_to_dec_proj
+        return tree
+
+    def _decoder_inputs(self, states, encoder_mask, decoder_kwargs, **decoder_inputs):
+        """The decoder's inputs checked as the decoder checks them (inputs.body_inputs), with the
+        encoder states it will cross-attend to.  -> (the encoder states model.seq2seq takes,
+        bert_stack's keyword arguments for the decoder, the cache).  Through a projection the
+        states are checked by their projected shape (a stand-in that costs no memory)."""
+        cross = states
+        if self.enc_to_dec_proj is not None:
+            xp = self.device.xp
+            width = self.enc_to_dec_proj["weight"].shape[0]
+            cross = xp.broadcast_to(xp.zeros((), dtype=self.dtype), (*states.shape[:2], width))  # [batch, src, dec]
+        named = {k: decoder_kwargs.pop(k) for k in ("token_type_ids", "position_ids", "head_mask")
+                 if k in decoder_kwargs}
+        inputs, cache = body_inputs(self.decoder, encoder_hidden_states=cross, encoder_attention_mask=encoder_mask,
+                                    extra=decoder_kwargs, **named, **decoder_inputs)
+        checked = inputs.pop("encoder_hidden_states")
+        return (states if self.enc_to_dec_proj is not None else checked), inputs, cache
+
+    def _seq2seq_output(self, out, cache, encoder_outputs, return_dict):
+        """model.seq2seq's dict as transformers' Seq2SeqLMOutput (or its tuple)."""
+        decoder_out = ModelOutput(logits=out["logits"], past_key_values=cache, hidden_states=out.get("hidden_states"),
+                                  attentions=out.get("attentions"), cross_attentions=out.get("cross_attentions"))
+        loss = out.get("loss")
         if self._return_tuple(return_dict):  # transformers: (loss,) + decoder outputs + encoder outputs
             head = (loss,) if loss is not None else ()
             return head + decoder_out.to_tuple() + ModelOutput(**encoder_outputs).to_tuple()
-        return ModelOutput(loss=loss, logits=logits, past_key_values=decoder_out.get("past_key_values"),
-                           decoder_hidden_states=decoder_out.get("hidden_states"),
-                           decoder_attentions=decoder_out.get("attentions"),
-                           cross_attentions=decoder_out.get("cross_attentions"),
+        return ModelOutput(loss=loss, logits=out["logits"], past_key_values=cache,
+                           decoder_hidden_states=out.get("hidden_states"),
+                           decoder_attentions=out.get("attentions"),
+                           cross_attentions=out.get("cross_attentions"),
                            encoder_last_hidden_state=encoder_outputs["last_hidden_state"],
                            encoder_hidden_states=encoder_outputs.get("hidden_states"),
                            encoder_attentions=encoder_outputs.get("attentions"))
@@ -319,7 +336,7 @@ def _warm_start(name_or_path, role: str, kwargs: dict):
                          f"or {role}_model=")
     config = kwargs.pop("config", None)
     if config is None:
-        config = _auto_config(name_or_path, {k: kwargs[k] for k in ("revision", "cache_dir", "local_files_only")
+        config = config_for_checkpoint(name_or_path, {k: kwargs[k] for k in ("revision", "cache_dir", "local_files_only")
                                              if k in kwargs})
         overrides = {k: kwargs.pop(k) for k in list(kwargs) if hasattr(config, k)}
         for key, value in overrides.items():
@@ -333,12 +350,3 @@ def _warm_start(name_or_path, role: str, kwargs: dict):
     # an EncoderDecoderModel never uses it (BertModel.from_pretrained alone refuses that).
     return table[config.model_type].from_pretrained(name_or_path, config=config, _missing_pooler="initialise",
                                                     **kwargs)
-
-
-def _auto_config(name_or_path, hub_kwargs) -> PretrainedConfig:
-    """The config class for a checkpoint's model_type (AutoConfig's choice), refusing others."""
-    model_type = _read_json(_config_file(name_or_path, **hub_kwargs), "config.json").get("model_type")
-    if model_type not in _CONFIG_CLASSES:
-        raise ValueError(f"{name_or_path}: model_type={model_type!r} is not supported; minibertgen builds the "
-                         f"BERT-family halves {', '.join(_CONFIG_CLASSES)}")
-    return _CONFIG_CLASSES[model_type].from_pretrained(name_or_path, **hub_kwargs)

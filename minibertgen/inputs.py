@@ -4,16 +4,18 @@ Models accept NumPy arrays, CuPy arrays, nested lists and torch tensors; these h
 turn them into arrays on the model's device and reject bad input with a message that
 names the argument, the bad value and what was expected.  The last three check what a
 config allows: positions within the table, lengths the feed-forward chunking accepts,
-and token types (which BertGeneration ignores).
+and token types (which BertGeneration ignores).  :func:`body_inputs` applies them all to
+the call of a model's body.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .backend import is_cupy_array, to_device, to_numpy
+from .cache_surface import EncoderDecoderCache
 
 __all__ = ["as_ids", "as_position_ids", "as_mask", "as_embeds", "as_head_mask", "as_token_types",
-           "check_positions", "check_chunking"]
+           "check_positions", "check_chunking", "body_inputs"]
 
 
 def _host_view(value, name):
@@ -139,3 +141,66 @@ def as_token_types(config, token_type_ids, device, shape):
     if tuple(token_type_ids.shape) != tuple(shape):
         raise ValueError(f"token_type_ids has shape {tuple(token_type_ids.shape)}: expected {tuple(shape)}")
     return token_type_ids
+
+
+_TOLERATED_EXTRA = ("return_dict", "cache_position")
+
+
+def body_inputs(model, *, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                head_mask=None, inputs_embeds=None, encoder_hidden_states=None, encoder_attention_mask=None,
+                past_key_values=None, use_cache=None, output_attentions=None, output_hidden_states=None,
+                extra=()):
+    """Validate the inputs of ``model``'s body (a BERT-family half) and put them on its device.
+
+    -> (model.bert_stack's keyword arguments, the cache: the given past_key_values, a new
+    EncoderDecoderCache for a decoder that uses one, or None).  ``extra``: the call's other
+    keyword arguments (those transformers tolerates are ignored, others refused)."""
+    config, device, dtype = model.config, model.device, model.dtype
+    unknown = [k for k in extra if k not in _TOLERATED_EXTRA]
+    if unknown:
+        raise TypeError(f"{type(model).__name__}() got unexpected keyword argument(s): {', '.join(unknown)}")
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("pass exactly one of input_ids and inputs_embeds "
+                         f"(got {'both' if input_ids is not None else 'neither'})")
+    input_ids = as_ids(input_ids, "input_ids", device, config.vocab_size)
+    inputs_embeds = as_embeds(inputs_embeds, "inputs_embeds", device, dtype, config.hidden_size)
+    batch, seq = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
+
+    use_cache = bool(config.is_decoder and (config.use_cache if use_cache is None else use_cache))
+    if past_key_values is not None and not isinstance(past_key_values, EncoderDecoderCache):
+        raise TypeError(f"past_key_values: expected the EncoderDecoderCache a model returned, "
+                        f"got {type(past_key_values).__name__}")
+    cache = past_key_values if past_key_values is not None else (
+        EncoderDecoderCache(config.num_hidden_layers) if use_cache else None)
+    past = cache.get_seq_length() if cache is not None else 0
+
+    check_positions(config, past, seq, position_ids)
+    check_chunking(config, seq)
+    position_ids = as_position_ids(position_ids, "position_ids", device, config.max_position_embeddings, batch, seq)
+    token_type_ids = as_token_types(config, token_type_ids, device, (batch, seq))
+    attention_mask = as_mask(attention_mask, "attention_mask", device, dtype, (batch, past + seq), queries=seq)
+    head_mask = as_head_mask(head_mask, "head_mask", device, dtype, config.num_hidden_layers,
+                             config.num_attention_heads)
+
+    if encoder_hidden_states is not None:
+        if not config.add_cross_attention:
+            raise ValueError(f"encoder_hidden_states were given, but this {type(model).__name__} has no "
+                             "cross-attention: load it with is_decoder=True, add_cross_attention=True")
+        width = getattr(config, "cross_attention_hidden_size", None) or config.hidden_size
+        encoder_hidden_states = as_embeds(encoder_hidden_states, "encoder_hidden_states", device, dtype, width)
+        if encoder_hidden_states.shape[0] != batch:
+            raise ValueError(f"encoder_hidden_states has batch {encoder_hidden_states.shape[0]}: expected {batch}")
+        encoder_attention_mask = as_mask(encoder_attention_mask, "encoder_attention_mask", device, dtype,
+                                         encoder_hidden_states.shape[:2], queries=seq)
+    inputs = dict(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                  position_ids=position_ids, head_mask=head_mask, encoder_hidden_states=encoder_hidden_states,
+                  encoder_attention_mask=encoder_attention_mask, cache=cache, past_length=past,
+                  token_type_ids=token_type_ids,
+                  output_attentions=_flag(output_attentions, config.output_attentions),
+                  output_hidden_states=_flag(output_hidden_states, config.output_hidden_states))
+    return inputs, cache
+
+
+def _flag(value, default):
+    return bool(default if value is None else value)
+

@@ -16,25 +16,23 @@ from __future__ import annotations
 
 import copy
 import os
-import warnings
 
 import numpy as np
 
 from . import seeding
-from .backend import Device, parse_device, resolve_dtype, to_device
+from .backend import Device, parse_device, resolve_dtype
 from .checkpoint.files import load_state_dict
 from .checkpoint.hub import resolve_model_dir
 from .checkpoint.mapping import (LoadReport, body_shapes, check_layer_count, checkpoint_name, head_shapes, initialise,
-                                 select, tree_name, unflatten)
-from .fast.layout import arrange_for_cpu
-from .progress import progress
+                                 select, tree_name)
+from .families import MODEL_TYPES
+from .placement import place, prequantized_state, stored_float_dtype
 
-__all__ = ["FAMILIES", "check_supported", "require_stored_pooler", "half_quantization", "seq2seq_quantization",
-           "half_weights", "seq2seq_weights", "tie_pairs", "seq2seq_tie_pairs",
-           "tie", "place", "materialise", "random_params", "read_options", "from_pretrained", "loading_info",
-           "saved_state", "memory_footprint"]
+__all__ = ["FAMILIES", "new_projection", "needs_projection", "check_supported", "require_stored_pooler",
+           "half_quantization", "seq2seq_quantization", "half_weights", "seq2seq_weights", "tie_pairs",
+           "seq2seq_tie_pairs", "tie", "random_params", "read_options", "from_pretrained", "loading_info"]
 
-FAMILIES = ("bert-generation", "bert", "roberta")
+FAMILIES = MODEL_TYPES  # (families.py: the one registry)
 _HUB_KWARGS = ("revision", "cache_dir", "local_files_only", "subfolder")
 # transformers loading options that change nothing here (accepted, as transformers accepts them).
 _NO_EFFECT = ("low_cpu_mem_usage", "use_safetensors", "trust_remote_code", "force_download")
@@ -180,6 +178,13 @@ def _projection(config, state, report, rng) -> dict:
     return out
 
 
+def new_projection(config, dtype, device, seed=None):
+    """A freshly initialised enc_to_dec_proj ({"weight", "bias"}) placed on ``device`` in
+    ``dtype``, as transformers makes it when it joins two halves of different widths."""
+    flat = _projection(config, {}, LoadReport(), _init_generator(seed))
+    return place(flat, dtype, device)["enc_to_dec_proj"]
+
+
 def needs_projection(config) -> bool:
     """transformers adds a Linear when encoder and decoder widths differ (and no explicit width)."""
     return (config.encoder.hidden_size != config.decoder.hidden_size
@@ -203,74 +208,6 @@ def seq2seq_weights(state, config, report: LoadReport, source: str, rng, *, enco
     flat.update({f"decoder.{k}": v for k, v in decoder.items()})
     flat.update(_projection(config, state, report, rng))
     return tie(flat, pairs)
-
-
-# -- placing on a device ------------------------------------------------------------------------
-
-def materialise(flat: dict, dtype, device: Device) -> dict:
-    """Cast floating weights to ``dtype`` and move everything to ``device``.
-
-    Arrays already in the right dtype on the CPU are kept as they are (memory-mapped views
-    of the checkpoint: no copy).  Tied weights (one array under two names) stay one array.
-    """
-    done: dict[int, object] = {}
-    out = {}
-    for name, array in progress(flat.items(), desc="loading weights", unit="tensor", min_items=64,
-                                total=len(flat)):
-        if id(array) not in done:
-            done[id(array)] = _placed(array, dtype, device)
-        out[name] = done[id(array)]
-    return out
-
-
-def _placed(array, dtype, device: Device):
-    """One entry on ``device``: floats cast to ``dtype``, integers as they are, a quantized
-    weight (from a quantized checkpoint) with each of its parts moved."""
-    if getattr(array, "is_quantized", False):
-        from .quantization.serialization import move_quantized
-
-        return move_quantized(array, lambda part: to_device(part, device))
-    return to_device(array, device, dtype=dtype if np.dtype(array.dtype).kind == "f" else None)
-
-
-def place(flat: dict, dtype, device: Device, *, quantization_config=None, config=None, quantized_as=None) -> dict:
-    """Flat weights -> the parameter tree on ``device``: cast, move, quantize (when asked),
-    then on the CPU the memory layout of fast/layout.py (same shapes and values).
-    ``quantized_as``: :func:`half_quantization` / :func:`seq2seq_quantization` of the model."""
-    tree = unflatten(materialise(flat, dtype, device))
-    tree = quantize_if_asked(tree, quantization_config, config, quantized_as)
-    if device.kind == "cpu":
-        tree = arrange_for_cpu(tree)
-    return tree
-
-
-def cast_dtype(state: dict, dtype):
-    """``model.to(dtype=...)``'s NumPy dtype (None: keep each weight's).  A quantized model
-    is refused, as transformers refuses to cast a bitsandbytes model."""
-    if dtype is None:
-        return None
-    if any(getattr(array, "is_quantized", False) for array in state.values()):
-        raise ValueError(f"dtype={dtype!r}: this model holds 8-bit / 4-bit weights, which cannot be cast; load it "
-                         "again with the dtype wanted (its quantization_config's compute dtype sets the rest)")
-    return resolve_dtype(dtype)
-
-
-def quantize_if_asked(tree: dict, quantization_config, config, quantized_as=None):
-    """Swap linear-layer weights for 8/4-bit ones when a BitsAndBytesConfig is given; the
-    config then records it (``quantization_config`` in config.json, as transformers writes).
-
-    ``quantized_as`` = (checkpoint_name, keep_float): how this model's weights are named in
-    transformers and the modules transformers' bitsandbytes integration keeps float for it
-    by default, so that the same linear layers are quantized (quantization/params.py)."""
-    if quantization_config is None:
-        return tree
-    from .quantization.params import as_config, quantize_params
-
-    quantization_config = as_config(quantization_config)
-    checkpoint_name, keep_float = quantized_as if quantized_as is not None else (None, ("lm_head",))
-    tree = quantize_params(tree, quantization_config, checkpoint_name=checkpoint_name, keep_float=keep_float)
-    config.quantization_config = quantization_config.to_dict()
-    return tree
 
 
 def _head_module(family: str) -> str:
@@ -305,31 +242,6 @@ def seq2seq_quantization(config):
 
     keep = ["decoder." + _head_module(decoder)] + (["enc_to_dec_proj"] if needs_projection(config) else [])
     return name, keep
-
-
-def prequantized_state(state: dict, config, quantization_config):
-    """A checkpoint saved quantized (config.json has a quantization_config): its packed
-    weights become quantized weight objects, as transformers loads bitsandbytes files.
-    Returns (state, the quantization_config still to apply: None for such a checkpoint)."""
-    saved = getattr(config, "quantization_config", None)
-    if saved is None:
-        return state, quantization_config
-    from .quantization.params import as_config
-    from .quantization.serialization import load_prequantized
-
-    saved = as_config(saved)
-    if quantization_config is not None and as_config(quantization_config) != saved:
-        warnings.warn("quantization_config was passed to from_pretrained, but the checkpoint is already "
-                      "quantized: the quantization_config from its config.json is used", stacklevel=4)
-    config.quantization_config = saved.to_dict()
-    return load_prequantized(state, saved), None
-
-
-def stored_float_dtype(state: dict):
-    for array in state.values():
-        if np.dtype(array.dtype).kind == "f" and not getattr(array, "is_quantized", False):
-            return np.dtype(array.dtype)
-    return None
 
 
 def random_params(build_flat, config, dtype, device: Device, seed) -> dict:
@@ -448,19 +360,3 @@ def loading_info(report: LoadReport) -> dict:
     """from_pretrained(..., output_loading_info=True)'s second value, with transformers' keys."""
     return {"missing_keys": list(report.missing), "unexpected_keys": list(report.unexpected),
             "mismatched_keys": list(report.mismatched), "error_msgs": []}
-
-
-# -- saving -------------------------------------------------------------------------------------
-
-def saved_state(flat: dict, pairs) -> dict:
-    """The tensors save_pretrained writes: a tied name whose array is its source's is left
-    out (transformers writes each shared tensor once, under the name it ties to)."""
-    dropped = {target for target, source in pairs if target in flat and source in flat
-               and flat[target] is flat[source]}
-    return {name: array for name, array in flat.items() if name not in dropped}
-
-
-def memory_footprint(flat: dict) -> int:
-    """Bytes held by the distinct arrays (tied weights counted once), as transformers reports."""
-    unique = {id(a): a for a in flat.values()}
-    return int(sum(a.nbytes for a in unique.values()))

@@ -6,18 +6,21 @@ stored as ``encoder.layer.3.attention.self.query.weight``.  Read top to bottom:
 
     embed -> layer x N (self-attention -> [cross-attention] -> feed-forward) -> [LM head]
 
-Every layer is post-LayerNorm BERT: ``x = LayerNorm(x + sublayer(x))``.
+Every layer is post-LayerNorm BERT: ``x = LayerNorm(x + sublayer(x))``.  On top, the two
+models that have a loss: :func:`causal_lm` (a decoder alone: next-token loss) and
+:func:`seq2seq` (encoder states -> [projection] -> decoder; labels not shifted again).
+Their backward passes are in model_backward.py.
 """
 from __future__ import annotations
 
 from .attention import causal_mask, cross_attention, padding_mask, self_attention
 from .backend import array_module
-from .activation_record import apply_dropout, layer_records, sub_record
-from .ops import activation, cross_entropy, embedding, layer_norm, linear
-from .fast.lookup import replaceable
+from .activation_record import apply_dropout, half_record, layer_records, sub_record
+from .ops import activation, add_and_norm as dense_add_norm, cross_entropy, embedding, layer_norm, linear
 
-__all__ = ["embed", "default_positions", "transformer_layer", "bert_stack", "lm_head", "pooler", "decoder_step",
-           "causal_lm_loss", "seq2seq_loss", "shift_tokens_right"]
+__all__ = ["embed", "default_positions", "positions_from_mask", "add_and_norm", "transformer_layer", "bert_stack", "lm_head", "pooler",
+           "decoder_step", "causal_lm", "seq2seq", "project_states", "causal_lm_loss", "seq2seq_loss",
+           "shift_tokens_right"]
 
 
 def embed(p, config, input_ids=None, inputs_embeds=None, position_ids=None, past_length=0, token_type_ids=None,
@@ -69,13 +72,26 @@ def default_positions(config, input_ids, seq, past_length, like):
     return (xp.cumsum(real, axis=1) + past_length) * real + pad  # [batch, seq]
 
 
-@replaceable
-def _add_and_norm(p, sublayer_out, residual, eps, record=None):
-    """The BERT "output" block: dense projection, residual connection, LayerNorm."""
+def positions_from_mask(mask):
+    """Position ids of a decoder used alone with (left) padding, as transformers derives them
+    from the attention mask: real tokens count 0, 1, 2, ...; padding gets 1.
+    mask [batch, seq] (1 = real) -> [batch, seq] int64."""
+    mask = mask.astype("int64")
+    positions = mask.cumsum(axis=-1) - 1  # [batch, seq]
+    positions[mask == 0] = 1
+    return positions
+
+
+def add_and_norm(p, sublayer_out, residual, eps, record=None):
+    """The BERT "output" block: dense projection, residual connection, LayerNorm (the op
+    ops.add_and_norm; a training forward runs its steps apart, keeping them and adding dropout)."""
+    dense, norm = p["dense"], p["LayerNorm"]
+    if record is None:
+        return dense_add_norm(sublayer_out, dense["weight"], dense["bias"], norm["weight"], norm["bias"], eps,
+                              residual)
     projected = linear(sublayer_out, p["dense"]["weight"], p["dense"]["bias"])
     projected = apply_dropout(record, projected, "hidden")  # train mode only
-    if record is not None:
-        record.update(input=sublayer_out, projected=projected, residual=residual)
+    record.update(input=sublayer_out, projected=projected, residual=residual)
     return layer_norm(projected, p["LayerNorm"]["weight"], p["LayerNorm"]["bias"], eps, residual=residual)
 
 
@@ -85,7 +101,7 @@ def feed_forward(p, hidden, config, record=None):
     if record is not None:
         record["intermediate"] = {"input": hidden, "inner": inner}
     inner = activation(config.hidden_act)(inner)
-    return _add_and_norm(p["output"], inner, hidden, config.layer_norm_eps, record=sub_record(record, "output"))
+    return add_and_norm(p["output"], inner, hidden, config.layer_norm_eps, record=sub_record(record, "output"))
 
 
 def transformer_layer(p, hidden, config, self_mask, *, encoder_states=None, encoder_mask=None,
@@ -101,7 +117,7 @@ def transformer_layer(p, hidden, config, self_mask, *, encoder_states=None, enco
         head_mask=head_mask, position_embedding_type=config.position_embedding_type,
         record=sub_record(attention, "self"),
     )
-    hidden = _add_and_norm(p["attention"]["output"], context, hidden, config.layer_norm_eps,
+    hidden = add_and_norm(p["attention"]["output"], context, hidden, config.layer_norm_eps,
                            record=sub_record(attention, "output"))
     cross_probs = None
     if encoder_states is not None:
@@ -111,7 +127,7 @@ def transformer_layer(p, hidden, config, self_mask, *, encoder_states=None, enco
             p["crossattention"]["self"], hidden, encoder_states, encoder_mask, heads,
             cache=cache, layer=layer, head_mask=head_mask, record=sub_record(cross, "self"),
         )
-        hidden = _add_and_norm(p["crossattention"]["output"], context, hidden, config.layer_norm_eps,
+        hidden = add_and_norm(p["crossattention"]["output"], context, hidden, config.layer_norm_eps,
                                record=sub_record(cross, "output"))
     return feed_forward(p, hidden, config, record=record), self_probs, cross_probs
 
@@ -207,12 +223,59 @@ def decoder_step(params, config, ids, cache, position, *, attention_mask, positi
     Returns bert_stack's dict plus "logits" [batch, new, vocab].  generate() calls this for
     every step; on a GPU, fast/cuda_graph.py captures this same function and replays it.
     """
-    out = bert_stack(params["bert"], config, input_ids=ids, attention_mask=attention_mask,
-                     position_ids=position_ids, encoder_hidden_states=encoder_states,
-                     encoder_attention_mask=encoder_mask, cache=cache, past_length=position,
-                     token_type_ids=token_type_ids, output_attentions=output_attentions,
+    return causal_lm(params, config, input_ids=ids, attention_mask=attention_mask, position_ids=position_ids,
+                     encoder_hidden_states=encoder_states, encoder_attention_mask=encoder_mask, cache=cache,
+                     past_length=position, token_type_ids=token_type_ids, output_attentions=output_attentions,
                      output_hidden_states=output_hidden_states)
-    out["logits"] = lm_head(params["lm_head"], out["last_hidden_state"], config)  # [batch, new, vocab]
+
+
+def causal_lm(params, config, *, labels=None, record=None, **inputs):
+    """A decoder with its LM head: bert_stack -> lm_head -> [next-token loss].
+
+    ``inputs``: bert_stack's keyword arguments.  Returns bert_stack's dict plus "logits"
+    [batch, seq, vocab] and, given labels [batch, seq], "loss" (:func:`causal_lm_loss`).
+    ``record`` keeps the logits and labels for model_backward.causal_lm_backward.
+    """
+    out = bert_stack(params["bert"], config, record=sub_record(record, "bert"), **inputs)
+    logits = lm_head(params["lm_head"], out["last_hidden_state"], config,
+                     record=sub_record(record, "lm_head"))  # [batch, seq, vocab]
+    out["logits"] = logits
+    if labels is not None:
+        out["loss"] = causal_lm_loss(logits, labels)
+    if record is not None:
+        record.update(logits=logits, labels=labels)
+    return out
+
+
+def project_states(p, states, record=None):
+    """The encoder's states as the decoder's cross-attention reads them: through
+    EncoderDecoderModel's enc_to_dec_proj when there is one (the widths differ).
+    [batch, src, enc_hidden] -> [batch, src, dec_hidden]."""
+    if record is not None:
+        record["projection_input"] = states
+    if p is None:
+        return states
+    return linear(states, p["weight"], p["bias"])
+
+
+def seq2seq(params, config, encoder_states, *, labels=None, record=None, **decoder_inputs):
+    """EncoderDecoderModel above its encoder: encoder states -> [projection] -> decoder
+    (cross-attending to them) -> LM head -> [loss, labels not shifted again].
+
+    ``params``: {"decoder": ..., "enc_to_dec_proj": ... (or absent)}; ``config`` the
+    EncoderDecoderConfig; encoder_states [batch, src, enc_hidden]; ``decoder_inputs``:
+    bert_stack's keyword arguments for the decoder (decoder inputs are the labels shifted
+    right: :func:`shift_tokens_right`).  Returns the decoder's dict (logits [batch, tgt,
+    vocab]) plus "loss" given labels [batch, tgt].  ``record`` (training) gets the
+    decoder's record under "decoder", with that half's dropout.
+    """
+    states = project_states(params.get("enc_to_dec_proj"), encoder_states, record)  # [batch, src, dec_hidden]
+    out = causal_lm(params["decoder"], config.decoder, encoder_hidden_states=states,
+                    record=half_record(record, "decoder", config.decoder), **decoder_inputs)
+    if labels is not None:
+        out["loss"] = seq2seq_loss(out["logits"], labels)
+    if record is not None:
+        record.update(logits=out["logits"], labels=labels)
     return out
 
 

@@ -5,6 +5,9 @@ Read bottom to top, it is model.py upside down:
     loss -> LM head -> layer N .. 1 (feed-forward -> [cross-attention] -> self-attention)
          -> embeddings                    (and, for a seq2seq model, the encoder after it)
 
+:func:`causal_lm_backward` and :func:`seq2seq_backward` are the whole backward of
+model.causal_lm and model.seq2seq (with the encoder that ran before it).
+
 Each ``*_backward`` takes the parameters, the record its forward filled
 (activation_record.py) and the gradient of the loss with respect to the forward's
 output, and returns the gradient with respect to its input together with a tree of
@@ -21,7 +24,7 @@ from .ops_backward import (activation_backward, cross_entropy_backward, dropout_
 
 __all__ = ["embed_backward", "add_and_norm_backward", "feed_forward_backward", "transformer_layer_backward",
            "bert_stack_backward", "lm_head_backward", "causal_lm_loss_backward", "seq2seq_loss_backward",
-           "projection_backward"]
+           "projection_backward", "causal_lm_backward", "seq2seq_backward"]
 
 
 def _linear_grads(dweight, dbias):
@@ -64,7 +67,7 @@ def embed_backward(p, config, record, dout):
 
 
 def add_and_norm_backward(p, record, dout, eps):
-    """Gradients of model._add_and_norm: y = LayerNorm(dropout(dense(x)) + residual).
+    """Gradients of model.add_and_norm: y = LayerNorm(dropout(dense(x)) + residual).
 
     dout [batch, seq, hidden] -> (dx [batch, seq, in], dresidual [batch, seq, hidden], grads).
     """
@@ -180,3 +183,38 @@ def projection_backward(p, encoder_states, dprojected):
     dprojected [batch, src, dec_hidden] -> (dencoder_states [batch, src, enc_hidden], grads)."""
     dx, dweight, dbias = linear_backward(dprojected, encoder_states, p["weight"])
     return dx, _linear_grads(dweight, dbias)
+
+
+def causal_lm_backward(params, config, record, dloss=1.0):
+    """Gradients of model.causal_lm's loss: loss -> LM head -> body.
+
+    ``record``: the forward's (it kept the logits and labels); ``dloss``: the gradient
+    arriving at the loss (1 for ``loss.backward()``).  -> grads {"lm_head", "bert"}.
+    """
+    dlogits = causal_lm_loss_backward(record["logits"], record["labels"], dloss=dloss)
+    dh, head_grads = lm_head_backward(params["lm_head"], config, record["lm_head"], dlogits)
+    body_grads, _, _ = bert_stack_backward(params["bert"], config, record["bert"], dh)
+    return {"lm_head": head_grads, "bert": body_grads}
+
+
+def seq2seq_backward(params, config, record, dloss=1.0):
+    """Gradients of model.seq2seq's loss and of the encoder that ran before it:
+    loss -> decoder (head, layers, embeddings) -> encoder states -> [projection] -> encoder.
+
+    ``params``: {"encoder", "decoder", "enc_to_dec_proj" (or absent)}; ``config`` the
+    EncoderDecoderConfig.  -> grads with the keys of ``params`` that got a gradient, in the
+    order computed (decoder, projection, encoder; the encoder is absent when its states
+    were given, not computed).  The decoder's record is dropped before the encoder's backward.
+    """
+    decoder = config.decoder
+    dlogits = seq2seq_loss_backward(record["logits"], record["labels"], dloss=dloss)
+    rec = record.pop("decoder")  # consumed here: its activations go before the encoder's backward
+    dh, head_grads = lm_head_backward(params["decoder"]["lm_head"], decoder, rec["lm_head"], dlogits)
+    body_grads, dstates, _ = bert_stack_backward(params["decoder"]["bert"], decoder, rec["bert"], dh)
+    grads = {"decoder": {"lm_head": head_grads, "bert": body_grads}}
+    if params.get("enc_to_dec_proj") is not None:
+        dstates, grads["enc_to_dec_proj"] = projection_backward(params["enc_to_dec_proj"],
+                                                                record["projection_input"], dstates)
+    if "encoder" in record:  # absent when encoder_outputs were passed in: the encoder did not run
+        grads["encoder"], _, _ = bert_stack_backward(params["encoder"], config.encoder, record["encoder"], dstates)
+    return grads

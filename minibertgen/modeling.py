@@ -17,22 +17,22 @@ from pathlib import Path
 
 import numpy as np
 
-from . import loading
+from . import loading, placement
 from .backend import device_and_dtype, parse_device
-from .cache import EncoderDecoderCache
 from .checkpoint.mapping import checkpoint_name, flatten
-from .checkpoint.saving import save_model
+from .checkpoint.saving import save_model, saved_state
 from .config import BertConfig, BertGenerationConfig, RobertaConfig
+from .families import FAMILIES
 from .fast import kernels_for
-from .fast.lookup import runs_with_model_kernels
 from .generation import GenerationMixin
-from .inputs import (as_embeds, as_head_mask, as_ids, as_mask, as_position_ids, as_token_types, check_chunking,
-                     check_positions)
-from .model import bert_stack, causal_lm_loss, lm_head, pooler
-from .modeling_surface import (EmbeddingsSurface, ModuleSpellings, generation_config_property,
-                               move_generation_parameters)
+from .inputs import as_ids, body_inputs
+from .model import bert_stack, causal_lm, pooler
+from .embeddings_surface import EmbeddingsSurface
+from .generation.config import move_generation_parameters
+from .generation.utils import generation_config_property
+from .module_spellings import ModuleSpellings
 from .outputs import ModelOutput
-from .training import TrainingMixin, records_activations, sub_record
+from .training import TrainingMixin, records_activations
 
 __all__ = ["PreTrainedModel", "BertGenerationEncoder", "BertGenerationDecoder", "BertModel", "BertLMHeadModel",
            "RobertaModel", "RobertaForCausalLM", "ENCODER_CLASSES", "DECODER_CLASSES"]
@@ -67,12 +67,12 @@ class ModelShell(ModuleSpellings, TrainingMixin):
         return int(total)
 
     def get_memory_footprint(self) -> int:
-        return loading.memory_footprint(self.state_dict())
+        return placement.memory_footprint(self.state_dict())
 
     def _move_and_cast(self, args, device, dtype):
         """``to(...)``'s arguments -> (the Device to use, the NumPy dtype to cast to or None)."""
         device, dtype = device_and_dtype(args, device, dtype)
-        cast = loading.cast_dtype(self.state_dict(), dtype)
+        cast = placement.cast_dtype(self.state_dict(), dtype)
         return (parse_device(device) if device is not None else self.device), cast
 
     @classmethod
@@ -126,7 +126,7 @@ class ModelShell(ModuleSpellings, TrainingMixin):
             raise TypeError(f"save_pretrained() got unsupported keyword argument(s): "
                             f"{', '.join(unknown or ['push_to_hub'])}")
         directory = Path(save_directory)
-        flat = loading.saved_state(self.state_dict(), self._tied_checkpoint_pairs())
+        flat = saved_state(self.state_dict(), self._tied_checkpoint_pairs())
         if any(getattr(v, "is_quantized", False) for v in flat.values()):
             from .quantization.serialization import serialize_quantized
 
@@ -160,7 +160,7 @@ class PreTrainedModel(ModelShell):
         if params is None:  # a fresh model with random weights, as transformers' constructor
             params = loading.random_params(partial(self.weights_from_state, pooler=self.has_pooler), config, dtype,
                                            self.device, seed)
-        self.params = params  # the tree as given: loading.place() arranged it for the device
+        self.params = params  # the tree as given: placement.place() arranged it for the device
         self._make_generation_config()
 
     # -- weights ----------------------------------------------------------------------------
@@ -231,7 +231,7 @@ class PreTrainedModel(ModelShell):
         """Move the weights to ``device`` ("cpu", "cuda", 0, ...) and/or cast them to ``dtype``
         ("float16", "float32", torch.float16, ...), given as torch's ``to`` takes them; returns self."""
         self.device, cast = self._move_and_cast(args, device, dtype)
-        self.params = loading.place(flatten(self.params), cast, self.device)
+        self.params = placement.place(flatten(self.params), cast, self.device)
         self.kernels = kernels_for(self.device, self.kernels is not None)
         return self
 
@@ -255,7 +255,7 @@ class PreTrainedModel(ModelShell):
     def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
         """Grow or shrink the vocabulary (rows added at the mean of the old ones, as
         transformers' mean_resizing; else N(0, initializer_range)); ties are kept."""
-        from .modeling_surface import resize_vocabulary
+        from .embeddings_surface import resize_vocabulary
 
         return resize_vocabulary(self, new_num_tokens, pad_to_multiple_of, mean_resizing)
 
@@ -274,18 +274,18 @@ class _Encoder(PreTrainedModel):
     ``config.add_cross_attention`` it also attends to ``encoder_hidden_states``.
     """
 
-    @runs_with_model_kernels
     @records_activations
     def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                  head_mask=None, inputs_embeds=None, encoder_hidden_states=None, encoder_attention_mask=None,
                  past_key_values=None, use_cache=None, output_attentions=None, output_hidden_states=None,
                  return_dict=None, record=None, **kwargs):
-        out, cache = run_body(self, self.params, record=record, input_ids=input_ids, attention_mask=attention_mask,
-                              token_type_ids=token_type_ids, position_ids=position_ids, head_mask=head_mask,
-                              inputs_embeds=inputs_embeds, encoder_hidden_states=encoder_hidden_states,
-                              encoder_attention_mask=encoder_attention_mask, past_key_values=past_key_values,
-                              use_cache=use_cache, output_attentions=output_attentions,
-                              output_hidden_states=output_hidden_states, extra=kwargs)
+        inputs, cache = body_inputs(self, input_ids=input_ids, attention_mask=attention_mask,
+                                    token_type_ids=token_type_ids, position_ids=position_ids, head_mask=head_mask,
+                                    inputs_embeds=inputs_embeds, encoder_hidden_states=encoder_hidden_states,
+                                    encoder_attention_mask=encoder_attention_mask, past_key_values=past_key_values,
+                                    use_cache=use_cache, output_attentions=output_attentions,
+                                    output_hidden_states=output_hidden_states, extra=kwargs)
+        out = bert_stack(self.params, self.config, record=record, **inputs)
         pooled = pooler(self.params["pooler"], out["last_hidden_state"]) if "pooler" in self.params else None
         result = ModelOutput(last_hidden_state=out["last_hidden_state"], pooler_output=pooled,
                              past_key_values=cache, hidden_states=out.get("hidden_states"),
@@ -300,29 +300,25 @@ class _CausalLM(PreTrainedModel, GenerationMixin):
 
     generation_config = generation_config_property
 
-    @runs_with_model_kernels
     @records_activations
     def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                  head_mask=None, inputs_embeds=None, encoder_hidden_states=None, encoder_attention_mask=None,
                  labels=None, past_key_values=None, use_cache=None, output_attentions=None,
                  output_hidden_states=None, return_dict=None, record=None, **kwargs):
-        if labels is not None:
-            use_cache = False
-        out, cache = run_body(self, self.params["bert"], record=sub_record(record, "bert"), input_ids=input_ids, attention_mask=attention_mask,
-                              token_type_ids=token_type_ids, position_ids=position_ids, head_mask=head_mask,
-                              inputs_embeds=inputs_embeds, encoder_hidden_states=encoder_hidden_states,
-                              encoder_attention_mask=encoder_attention_mask, past_key_values=past_key_values,
-                              use_cache=use_cache, output_attentions=output_attentions,
-                              output_hidden_states=output_hidden_states, extra=kwargs)
-        logits = lm_head(self.params["lm_head"], out["last_hidden_state"], self.config,
-                         record=sub_record(record, "lm_head"))  # [batch, seq, vocab]
-        loss = None
+        inputs, cache = body_inputs(self, input_ids=input_ids, attention_mask=attention_mask,
+                                    token_type_ids=token_type_ids, position_ids=position_ids, head_mask=head_mask,
+                                    inputs_embeds=inputs_embeds, encoder_hidden_states=encoder_hidden_states,
+                                    encoder_attention_mask=encoder_attention_mask, past_key_values=past_key_values,
+                                    use_cache=False if labels is not None else use_cache,
+                                    output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                                    extra=kwargs)
         if labels is not None:
             labels = as_ids(labels, "labels", self.device, self.config.vocab_size, allow_ignore=True)
-            if labels.shape != logits.shape[:2]:
-                raise ValueError(f"labels has shape {tuple(labels.shape)}: expected {tuple(logits.shape[:2])}")
-            loss = causal_lm_loss(logits, labels)
-        result = ModelOutput(loss=loss, logits=logits, past_key_values=cache,
+            expected = (inputs["input_ids"] if input_ids is not None else inputs["inputs_embeds"]).shape[:2]
+            if labels.shape != expected:
+                raise ValueError(f"labels has shape {tuple(labels.shape)}: expected {tuple(expected)}")
+        out = causal_lm(self.params, self.config, labels=labels, record=record, **inputs)  # logits [batch, seq, vocab]
+        result = ModelOutput(loss=out.get("loss"), logits=out["logits"], past_key_values=cache,
                              hidden_states=out.get("hidden_states"), attentions=out.get("attentions"),
                              cross_attentions=out.get("cross_attentions"))
         return result.to_tuple() if self._return_tuple(return_dict) else result
@@ -330,7 +326,7 @@ class _CausalLM(PreTrainedModel, GenerationMixin):
     def prepare_inputs_for_generation(self, input_ids, past_key_values=None, attention_mask=None, **kwargs):
         """The inputs of one generation step, as transformers builds them: the ids the cache
         has not seen, the cache and the mask (a decoder alone also gets position ids)."""
-        from .modeling_surface import step_inputs
+        from .generation.step import step_inputs
 
         return step_inputs(input_ids, past_key_values, attention_mask, kwargs)
 
@@ -398,63 +394,6 @@ class RobertaForCausalLM(_CausalLM):
     base_model_prefix = "roberta"
 
 
-# The classes transformers' AutoModel / AutoModelForCausalLM pick for each model_type.
-ENCODER_CLASSES = {"bert-generation": BertGenerationEncoder, "bert": BertModel, "roberta": RobertaModel}
-DECODER_CLASSES = {"bert-generation": BertGenerationDecoder, "bert": BertLMHeadModel, "roberta": RobertaForCausalLM}
-
-_TOLERATED_EXTRA = ("return_dict", "cache_position")
-
-
-def run_body(model, body_params, *, input_ids, attention_mask, token_type_ids, position_ids, head_mask,
-             inputs_embeds, encoder_hidden_states, encoder_attention_mask, past_key_values, use_cache,
-             output_attentions, output_hidden_states, extra, record=None):
-    """Validate the inputs of a body, then run model.bert_stack on them (``record``: training's)."""
-    config, device, dtype = model.config, model.device, model.dtype
-    unknown = [k for k in extra if k not in _TOLERATED_EXTRA]
-    if unknown:
-        raise TypeError(f"{type(model).__name__}() got unexpected keyword argument(s): {', '.join(unknown)}")
-    if (input_ids is None) == (inputs_embeds is None):
-        raise ValueError("pass exactly one of input_ids and inputs_embeds "
-                         f"(got {'both' if input_ids is not None else 'neither'})")
-    input_ids = as_ids(input_ids, "input_ids", device, config.vocab_size)
-    inputs_embeds = as_embeds(inputs_embeds, "inputs_embeds", device, dtype, config.hidden_size)
-    batch, seq = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
-
-    use_cache = bool(config.is_decoder and (config.use_cache if use_cache is None else use_cache))
-    if past_key_values is not None and not isinstance(past_key_values, EncoderDecoderCache):
-        raise TypeError(f"past_key_values: expected the EncoderDecoderCache a model returned, "
-                        f"got {type(past_key_values).__name__}")
-    cache = past_key_values if past_key_values is not None else (
-        EncoderDecoderCache(config.num_hidden_layers) if use_cache else None)
-    past = cache.get_seq_length() if cache is not None else 0
-
-    check_positions(config, past, seq, position_ids)
-    check_chunking(config, seq)
-    position_ids = as_position_ids(position_ids, "position_ids", device, config.max_position_embeddings, batch, seq)
-    token_type_ids = as_token_types(config, token_type_ids, device, (batch, seq))
-    attention_mask = as_mask(attention_mask, "attention_mask", device, dtype, (batch, past + seq), queries=seq)
-    head_mask = as_head_mask(head_mask, "head_mask", device, dtype, config.num_hidden_layers,
-                             config.num_attention_heads)
-
-    if encoder_hidden_states is not None:
-        if not config.add_cross_attention:
-            raise ValueError(f"encoder_hidden_states were given, but this {type(model).__name__} has no "
-                             "cross-attention: load it with is_decoder=True, add_cross_attention=True")
-        width = getattr(config, "cross_attention_hidden_size", None) or config.hidden_size
-        encoder_hidden_states = as_embeds(encoder_hidden_states, "encoder_hidden_states", device, dtype, width)
-        if encoder_hidden_states.shape[0] != batch:
-            raise ValueError(f"encoder_hidden_states has batch {encoder_hidden_states.shape[0]}: expected {batch}")
-        encoder_attention_mask = as_mask(encoder_attention_mask, "encoder_attention_mask", device, dtype,
-                                         encoder_hidden_states.shape[:2], queries=seq)
-    out = bert_stack(body_params, config, input_ids=input_ids, inputs_embeds=inputs_embeds,
-                     attention_mask=attention_mask, position_ids=position_ids, head_mask=head_mask,
-                     encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
-                     cache=cache, past_length=past, token_type_ids=token_type_ids, record=record,
-                     output_attentions=_flag(output_attentions, config.output_attentions),
-                     output_hidden_states=_flag(output_hidden_states, config.output_hidden_states))
-    return out, cache
-
-
-def _flag(value, default):
-    return bool(default if value is None else value)
-
+# The classes transformers' AutoModel / AutoModelForCausalLM pick for each model_type (families.py).
+ENCODER_CLASSES = {model_type: globals()[family.encoder] for model_type, family in FAMILIES.items()}
+DECODER_CLASSES = {model_type: globals()[family.decoder] for model_type, family in FAMILIES.items()}

@@ -7,8 +7,8 @@ weights are float16.
 
 This is the reference: plain array code, nothing done in place, no device checks.
 The ops marked ``@replaceable`` have faster versions in the speed wing (minibertgen/fast/),
-which a model switches on for the device its weights sit on; they compute the same
-numbers and are tested equal to the functions here.
+looked up by name in the table a model chose for the device its weights sit on
+(dispatch.py); they compute the same numbers and are tested equal to the functions here.
 """
 from __future__ import annotations
 
@@ -18,12 +18,13 @@ import math
 import numpy as np
 
 from .backend import array_module
-from .fast.lookup import replaceable
+from .dispatch import replaceable
 
 __all__ = [
     "embedding",
     "linear",
     "layer_norm",
+    "add_and_norm",
     "activation",
     "erf",
     "gelu",
@@ -32,6 +33,9 @@ __all__ = [
     "masked_softmax",
     "log_softmax",
     "cross_entropy",
+    "dropout_mask",
+    "dropout",
+    "top_k",
 ]
 
 
@@ -69,6 +73,16 @@ def layer_norm(x, weight, bias, eps, residual=None):
     variance = ((work - mean) ** 2).mean(axis=-1, keepdims=True)  # [..., 1], biased, as torch
     normalised = (work - mean) / xp.sqrt(variance + eps)
     return (normalised * weight + bias).astype(x.dtype)
+
+
+@replaceable
+def add_and_norm(x, weight, bias, norm_weight, norm_bias, eps, residual):
+    """BERT's "output" block: LayerNorm(x W^T + b + residual).
+
+    x [..., in], weight [out, in], residual [..., out] -> [..., out].  (A training forward
+    runs its steps apart, to keep them and apply dropout: model.add_and_norm.)
+    """
+    return layer_norm(linear(x, weight, bias), norm_weight, norm_bias, eps, residual=residual)
 
 
 # -- activations ----------------------------------------------------------------------
@@ -228,3 +242,47 @@ def cross_entropy(logits, labels, ignore_index=-100):
     total = -(picked * keep).sum()
     with np.errstate(invalid="ignore", divide="ignore"):
         return (total / keep.sum()).astype(log_probs.dtype)  # float32, as torch's loss
+
+
+# -- dropout (training only) ----------------------------------------------------------
+
+def dropout_mask(shape, p, generator, dtype):
+    """The scaled keep mask of dropout: 1 / (1 - p) with probability 1 - p, else 0.
+
+    ``generator`` is a NumPy (or CuPy) ``Generator`` (``xp.random.default_rng(seed)``),
+    so a seeded run draws the same masks.  -> [*shape] of ``dtype``.
+    """
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"p={p!r}: the dropout probability must be in [0, 1)")
+    keep = generator.random(shape) >= p  # [*shape] bool, True with probability 1 - p
+    return keep.astype(dtype) * (1.0 / (1.0 - p))
+
+
+def dropout(x, p, generator=None, mask=None):
+    """y = x * mask, mask = keep / (1 - p) (so E[y] = x).  -> (y, mask).
+
+    Pass ``mask`` to use a given mask (e.g. one torch drew); otherwise one is drawn from
+    ``generator``.  p == 0 returns x itself and mask None.
+    """
+    if mask is None:
+        if p == 0.0:
+            return x, None
+        if generator is None:
+            raise ValueError("dropout with p > 0 needs a generator or a mask")
+        mask = dropout_mask(x.shape, p, generator, x.dtype)
+    return x * mask, mask
+
+
+# -- search ---------------------------------------------------------------------------
+
+@replaceable
+def top_k(values, k):
+    """The k largest values of each row, best first (ties: lower index first).
+
+    values [batch, n] -> (top values [batch, k], their indices [batch, k]).  A stable
+    sort of the negated scores puts the best first and, among equal scores, the lower
+    index first.  (On the CPU the speed wing finds the same k from block maxima.)
+    """
+    xp = array_module(values)
+    indices = xp.argsort(-values, axis=-1, kind="stable")[:, :k]  # [batch, n] -> [batch, k]
+    return xp.take_along_axis(values, indices, axis=-1), indices

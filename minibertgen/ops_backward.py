@@ -5,10 +5,8 @@ Each ``*_backward`` takes the gradient of the loss with respect to the op's outp
 respect to the op's inputs and weights.  Nothing is done in place on its arguments, and
 the array module comes from the inputs, so the same code runs on NumPy and CuPy.
 
-Dropout lives here too (forward and backward): inference never calls it.
-
 The ops marked ``@replaceable`` have faster CPU versions in fast/cpu_training.py, tested
-equal to these.
+equal to these (looked up by name: dispatch.py).
 """
 from __future__ import annotations
 
@@ -17,8 +15,8 @@ import math
 import numpy as np
 
 from .backend import array_module, scatter_add
-from .fast.lookup import replaceable
-from .ops import erf
+from .dispatch import replaceable
+from .ops import erf, sigmoid
 
 __all__ = [
     "embedding_backward",
@@ -28,8 +26,6 @@ __all__ = [
     "softmax_backward",
     "masked_softmax_backward",
     "cross_entropy_backward",
-    "dropout",
-    "dropout_mask",
     "dropout_backward",
 ]
 
@@ -97,11 +93,6 @@ def layer_norm_backward(dout, x, weight, eps, residual=None):
 
 # -- activations: y = f(x)  =>  dL/dx = dL/dy * f'(x) ----------------------------------
 
-def _sigmoid(x):
-    xp = array_module(x)
-    return 1.0 / (1.0 + xp.exp(-x))
-
-
 def gelu_derivative(x):
     """GELU(x) = x Phi(x)  =>  GELU'(x) = Phi(x) + x phi(x), phi(x) = exp(-x^2/2) / sqrt(2 pi).
 
@@ -124,7 +115,7 @@ def gelu_tanh_derivative(x):
 
 def quick_gelu_derivative(x):
     """y = x s(1.702 x), s the sigmoid  =>  y' = s + 1.702 x s (1 - s)."""
-    s = _sigmoid(1.702 * x)
+    s = sigmoid(1.702 * x)
     return s + 1.702 * x * s * (1.0 - s)
 
 
@@ -140,7 +131,7 @@ def relu6_derivative(x):
 
 def silu_derivative(x):
     """y = x s(x)  =>  y' = s + x s (1 - s)."""
-    s = _sigmoid(x)
+    s = sigmoid(x)
     return s + x * s * (1.0 - s)
 
 
@@ -152,7 +143,7 @@ def tanh_derivative(x):
 
 def sigmoid_derivative(x):
     """y = s(x)  =>  y' = s (1 - s)."""
-    s = _sigmoid(x)
+    s = sigmoid(x)
     return s * (1.0 - s)
 
 
@@ -165,7 +156,7 @@ def mish_derivative(x):
     """y = x tanh(sp), sp = log(1 + e^x)  =>  y' = tanh(sp) + x (1 - tanh^2 sp) s(x)."""
     xp = array_module(x)
     t = xp.tanh(xp.logaddexp(0, x))
-    return t + x * (1.0 - t * t) * _sigmoid(x)
+    return t + x * (1.0 - t * t) * sigmoid(x)
 
 
 _DERIVATIVES = {
@@ -247,34 +238,7 @@ def cross_entropy_backward(logits, labels, ignore_index=-100, dloss=1.0):
     return dlogits.astype(logits.dtype, copy=False)
 
 
-# -- dropout --------------------------------------------------------------------------
-
-def dropout_mask(shape, p, generator, dtype):
-    """The scaled keep mask of dropout: 1 / (1 - p) with probability 1 - p, else 0.
-
-    ``generator`` is a NumPy (or CuPy) ``Generator`` (``xp.random.default_rng(seed)``),
-    so a seeded run draws the same masks.  -> [*shape] of ``dtype``.
-    """
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"p={p!r}: the dropout probability must be in [0, 1)")
-    keep = generator.random(shape) >= p  # [*shape] bool, True with probability 1 - p
-    return keep.astype(dtype) * (1.0 / (1.0 - p))
-
-
-def dropout(x, p, generator=None, mask=None):
-    """y = x * mask, mask = keep / (1 - p) (so E[y] = x).  -> (y, mask).
-
-    Pass ``mask`` to use a given mask (e.g. one torch drew); otherwise one is drawn from
-    ``generator``.  p == 0 returns x itself and mask None.
-    """
-    if mask is None:
-        if p == 0.0:
-            return x, None
-        if generator is None:
-            raise ValueError("dropout with p > 0 needs a generator or a mask")
-        mask = dropout_mask(x.shape, p, generator, x.dtype)
-    return x * mask, mask
-
+# -- dropout (ops.dropout) -------------------------------------------------------------
 
 def dropout_backward(dout, mask):
     """y = x * mask  =>  dL/dx = dL/dy * mask (no mask: dropout was off, dL/dx = dL/dy)."""

@@ -7,6 +7,11 @@ A *parameter* is any object with ``.data`` (the array, updated in place) and ``.
 (an array of the same shape, or None when it received no gradient), such as the ones
 ``model.parameters()`` yields.  Two parameters holding the same array (tied weights) are
 one parameter: it is updated once.
+
+An optimizer step is an entry point: it runs inside the table of the arrays it updates,
+which a model's parameter carries (``param.kernels``: the training part of its model's
+table, so ``model.use_fast_kernels(False)`` gives the reference update); parameters of
+no model update with the reference.  Either way the numbers are the same.
 """
 from __future__ import annotations
 
@@ -15,8 +20,7 @@ import math
 import numpy as np
 
 from .backend import array_module
-from .fast import kernels_for_array, training_kernels
-from .fast.lookup import replaceable, using
+from .dispatch import replaceable, using
 
 __all__ = ["AdamW", "adamw_update", "LambdaLR", "get_linear_schedule_with_warmup", "clip_grad_norm_"]
 
@@ -48,6 +52,16 @@ def adamw_update(w, g, m, v, *, step, lr, beta1, beta2, eps, weight_decay):
     xp.divide(m, scratch, out=scratch)
     scratch *= lr / (1.0 - beta1 ** step)
     w -= scratch  # w -= step_size m / denom
+
+
+def zero_grads(params, set_to_none=True):
+    """Forget the gradients of ``params``: set to None (torch's default) or, with
+    set_to_none=False, to zeros (a parameter without one keeps None)."""
+    for param in params:
+        if set_to_none or param.grad is None:
+            param.grad = None
+        else:
+            param.grad = array_module(param.grad).zeros_like(param.grad)
 
 
 def _distinct_parameters(params, argument="params"):
@@ -94,7 +108,7 @@ class AdamW:
         _refuse("fused", fused, (None, False))
         if foreach not in (None, True, False):
             raise ValueError(f"foreach={foreach!r}: expected None, True or False")
-        self.foreach = foreach  # False: the plain reference update; None / True: the speed wing's (same numbers)
+        self.foreach = foreach  # accepted as torch's; the model's use_fast_kernels() chooses the update
         self.defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
                          "maximize": bool(maximize)}
         self.param_groups = []
@@ -122,12 +136,7 @@ class AdamW:
 
     def zero_grad(self, set_to_none=True):
         """Forget every gradient (set to None, as torch's default; or to zeros)."""
-        for group in self.param_groups:
-            for param in group["params"]:
-                if set_to_none or param.grad is None:
-                    param.grad = None
-                else:
-                    param.grad = array_module(param.grad).zeros_like(param.grad)
+        zero_grads((param for group in self.param_groups for param in group["params"]), set_to_none)
 
     def step(self, closure=None):
         """One update of every parameter that has a gradient.  Returns closure() if given."""
@@ -140,11 +149,10 @@ class AdamW:
         return loss
 
     def _kernels(self):
-        """The speed wing's training table for the parameters' device (foreach=False: the reference)."""
-        if self.foreach is False:
-            return None
-        first = next((p.data for g in self.param_groups for p in g["params"]), None)
-        return training_kernels(kernels_for_array(first)) if first is not None else None
+        """The table of the arrays it updates: their model's training part (a parameter's
+        ``kernels``), or None (the reference) for parameters of no model."""
+        first = next((p for g in self.param_groups for p in g["params"]), None)
+        return getattr(first, "kernels", None)
 
     def _update(self, param, group):
         w, g = param.data, param.grad

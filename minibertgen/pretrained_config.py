@@ -19,7 +19,7 @@ import os
 import warnings
 from pathlib import Path
 
-__all__ = ["PretrainedConfig", "CONFIG_NAME", "GENERATION_DEFAULTS"]
+__all__ = ["PretrainedConfig", "CONFIG_NAME", "GENERATION_DEFAULTS", "config_file", "read_json"]
 
 CONFIG_NAME = "config.json"
 logger = logging.getLogger("minibertgen.config")  # its name from before the split: log filters use it
@@ -69,7 +69,7 @@ TRANSFORMERS_VERSION = "4.57.6"  # written into config.json, as GenerationConfig
 _MAX_JSON_NESTING = 200  # config.json is a few levels deep; far deeper is a corrupt or hostile file
 
 
-def _read_json(path: Path, what: str) -> dict:
+def read_json(path: Path, what: str) -> dict:
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
@@ -101,7 +101,7 @@ def _depth(value, level=0) -> int:
     return deepest
 
 
-def _config_file(pretrained_model_name_or_path, subfolder="", **hub_kwargs) -> Path:
+def config_file(pretrained_model_name_or_path, subfolder="", **hub_kwargs) -> Path:
     """Find config.json for a directory, a file path, or a hub id in the local cache."""
     from .checkpoint.saving import check_save_complete
 
@@ -248,14 +248,14 @@ class PretrainedConfig:
 
     def to_json_file(self, json_file_path, use_diff: bool = True) -> Path:
         """Write this config as JSON to ``json_file_path`` (atomically: a temporary file renamed over it)."""
-        from .checkpoint.saving import text_writer, write_atomically
+        from .checkpoint.atomic import text_writer, write_atomically
 
         return write_atomically(json_file_path, text_writer(self.to_json_string(use_diff=use_diff)))
 
     @classmethod
     def from_json_file(cls, json_file):
         """A config from a JSON file (no keyword overrides, as transformers)."""
-        return cls(**_read_json(Path(os.fspath(json_file)), "config file"))
+        return cls(**read_json(Path(os.fspath(json_file)), "config file"))
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
@@ -263,8 +263,8 @@ class PretrainedConfig:
         keyword arguments override it."""
         hub_kwargs = {k: kwargs.pop(k) for k in ("revision", "cache_dir", "local_files_only", "subfolder")
                       if k in kwargs}
-        path = _config_file(pretrained_model_name_or_path, **hub_kwargs)
-        data = _read_json(path, CONFIG_NAME)
+        path = config_file(pretrained_model_name_or_path, **hub_kwargs)
+        data = read_json(path, CONFIG_NAME)
         found = data.get("model_type")
         if found is not None and cls.model_type and found != cls.model_type:
             logger.warning("%s: you are using a model of type %s to instantiate a model of type %s; this is not "
@@ -274,7 +274,7 @@ class PretrainedConfig:
 
     def save_pretrained(self, save_directory, **kwargs) -> Path:
         """Write config.json into ``save_directory`` (created if needed), as transformers writes it."""
-        from .checkpoint.saving import prepare_directory
+        from .checkpoint.atomic import prepare_directory
 
         if kwargs.get("push_to_hub"):
             raise ValueError("push_to_hub=True: minibertgen never uploads; push the directory with huggingface-cli")

@@ -10,11 +10,12 @@ How it works, in four steps a reader can follow:
 1. A forward given ``labels`` (or run in train mode) is a *recorded* forward: the model
    hands each reference function in model.py / attention.py a record dict to fill
    (activation_record.py).  It, its backward and AdamW run on the training part of the
-   model's kernel table (fast/cpu_training.py; the plain reference with
-   ``model.use_fast_kernels(False)``, and on CuPy), which holds only fast ops that never
-   overwrite an array the record keeps.  Without labels in eval mode nothing is recorded.
+   model's kernel table (dispatch.training_part; fast/cpu_training.py, the plain reference
+   with ``model.use_fast_kernels(False)``, and on CuPy), which holds only fast ops that
+   never overwrite an array the record keeps.  Without labels in eval mode nothing is
+   recorded.
 2. The loss it returns is a 0-d array (:class:`Loss`) whose ``backward()`` walks the
-   record in reverse (model_backward.py), once.
+   record in reverse, once (model_backward.causal_lm_backward / seq2seq_backward).
 3. Every weight's gradient lands on its :class:`Parameter` (``model.named_parameters()``,
    named as the checkpoint names it).  Tied weights are one array, so one parameter:
    their gradients add up there.
@@ -26,17 +27,16 @@ from __future__ import annotations
 
 import functools
 import inspect
+import weakref
 
 import numpy as np
 
 from . import seeding
-from .activation_record import sub_record
-from .backend import array_module, to_numpy
-from .fast import training_kernels
-from .fast.lookup import using
-from .model_backward import (bert_stack_backward, causal_lm_loss_backward, lm_head_backward, projection_backward,
-                             seq2seq_loss_backward)
-from .ops_backward import dropout_mask
+from .activation_record import dropout_rates
+from .backend import to_numpy
+from .dispatch import training_part, using
+from .model_backward import bert_stack_backward, causal_lm_backward, seq2seq_backward
+from .optim import zero_grads
 
 __all__ = ["Parameter", "Loss", "TrainingMixin", "records_activations", "backward"]
 
@@ -45,6 +45,7 @@ class Parameter:
     """One trainable array: ``data`` (updated in place by the optimiser) and ``grad``."""
 
     requires_grad = True
+    _owner = None  # a weak reference to the model holding it (set by the model)
 
     def __init__(self, name, data):
         self.name, self.data, self.grad = name, data, None
@@ -59,6 +60,13 @@ class Parameter:
 
     def numel(self) -> int:
         return int(self.data.size)
+
+    @property
+    def kernels(self):
+        """The table an optimizer step on this parameter runs with: the training part of its
+        model's table (None, the reference, with model.use_fast_kernels(False))."""
+        model = self._owner() if self._owner is not None else None
+        return training_part(model.kernels) if model is not None else None
 
     def __repr__(self):
         return f"Parameter({self.name!r}, shape={tuple(self.shape)}, dtype={self.dtype})"
@@ -187,8 +195,7 @@ class TrainingMixin:
         return self._parameters_by_array()[id(self._named_arrays()[name])]
 
     def zero_grad(self, set_to_none: bool = True):
-        for param in self._parameters_by_array().values():
-            param.grad = None if set_to_none or param.grad is None else array_module(param.grad).zeros_like(param.grad)
+        zero_grads(self._parameters_by_array().values(), set_to_none)
 
     # -- helpers ------------------------------------------------------------------------
     def _halves(self):
@@ -224,6 +231,7 @@ class TrainingMixin:
             param = cache.get(id(array))
             if param is None or param.data is not array:
                 param = Parameter(name, array)
+                param._owner = weakref.ref(self)
             live.setdefault(id(array), param)
         self.__dict__["_parameter_cache"] = live
         return live
@@ -273,22 +281,6 @@ class TrainingMixin:
             else:
                 param.grad += grad  # in place, as torch accumulates .grad (a tied array's second share)
 
-    def _dropout_function(self, training, generator):
-        """The record's dropout: ``fn(x, kind) -> (y, mask)`` with this half's probabilities."""
-        if not training or self._halves():  # a seq2seq model: each half sets its own
-            return None
-        probabilities = {"hidden": self.config.hidden_dropout_prob,
-                         "attention": self.config.attention_probs_dropout_prob}
-
-        def apply(x, kind):
-            p = probabilities[kind]
-            if p == 0.0:
-                return x, None
-            mask = dropout_mask(x.shape, p, generator, x.dtype)
-            return x * mask, mask
-
-        return apply
-
 
 def _leaves(tree):
     """Every leaf (array) of a parameter tree of dicts and lists: (its dict or list, key, leaf)."""
@@ -316,23 +308,25 @@ def _matching_leaves(params, grads):
 
 
 def records_activations(call):
-    """Decorate a model's ``__call__``: a forward with labels, or in train mode, is recorded
-    (reference ops, an activation record) and its loss can ``backward()``.  Otherwise it is
-    the plain inference call, which pays nothing."""
+    """Decorate a model's ``__call__``, its public entry point: the call runs inside the
+    model's kernel table (dispatch.using, entered once).  A forward with labels, or in train
+    mode, is recorded (the table's training part, an activation record) and its loss can
+    ``backward()``; otherwise it is the plain inference call, which pays nothing more."""
     signature = inspect.signature(call)
 
     @functools.wraps(call)
     def forward(self, *args, record=None, **kwargs):
-        if record is not None:  # a part of a larger recorded forward (a seq2seq model's halves)
-            record["dropout"] = self._dropout_function(record["training"], record["generator"])
-            with using(training_kernels(self.kernels)):  # the half's table was just put in force: its training part
+        if record is not None:  # a half of a larger recorded forward (a seq2seq model's encoder)
+            record["dropout"] = dropout_rates(self.config) if record["training"] else None
+            with using(training_part(self.kernels)):  # (already in force: the whole model's)
                 return call(self, *args, record=record, **kwargs)
         labels = signature.bind_partial(self, *args, **kwargs).arguments.get("labels")
         if labels is None and not self.training:
-            return call(self, *args, **kwargs)
+            with using(self.kernels):
+                return call(self, *args, **kwargs)
         record = {"training": self.training, "generator": self._generator()}
-        record["dropout"] = self._dropout_function(self.training, record["generator"])
-        with using(training_kernels(self.kernels)):  # only fast ops that keep the record intact
+        record["dropout"] = dropout_rates(self.config) if self.training and not self._halves() else None
+        with using(training_part(self.kernels)):  # only fast ops that keep the record intact
             out = call(self, *args, record=record, **kwargs)
         return _attach_backward(self, out, record, labels)
 
@@ -343,14 +337,14 @@ def _attach_backward(model, out, record, labels):
     if isinstance(out, tuple):  # return_dict=False: (loss, logits, ...) with labels, as transformers orders it
         if labels is None:
             return out
-        return (_loss_with_backward(model, record, out[0], out[1], labels),) + out[1:]
+        return (_loss_with_backward(model, record, out[0]),) + out[1:]
     if labels is not None and out.get("loss") is not None:
-        out["loss"] = _loss_with_backward(model, record, out["loss"], out["logits"], labels)
+        out["loss"] = _loss_with_backward(model, record, out["loss"])
     elif not getattr(model, "has_lm_head", True):  # an encoder: backward(out, last_hidden_state=G)
         def run_from(dlast):
             model._check_trainable()
             model._make_trainable()
-            with using(training_kernels(model.kernels)):
+            with using(training_part(model.kernels)):
                 grads, _, _ = bert_stack_backward(model.params, model.config, record, dlast)
             model._accumulate(model.params, grads)
             record.clear()
@@ -359,15 +353,14 @@ def _attach_backward(model, out, record, labels):
     return out
 
 
-def _loss_with_backward(model, record, loss, logits, labels):
+def _loss_with_backward(model, record, loss):
     """The forward's loss as a :class:`Loss` whose backward() walks ``record``."""
-    labels = array_module(logits).asarray(to_numpy(labels))
 
     def run(dloss):
         model._check_trainable()
         model._make_trainable()
-        with using(training_kernels(model.kernels)):
-            _backpropagate(model, record, logits, labels, dloss)
+        with using(training_part(model.kernels)):
+            _backpropagate(model, record, dloss)
         record.clear()
 
     loss = np.asarray(to_numpy(loss)).view(Loss)
@@ -375,34 +368,14 @@ def _loss_with_backward(model, record, loss, logits, labels):
     return loss
 
 
-def _backpropagate(model, record, logits, labels, dloss):
-    """The whole backward of a recorded loss, for a causal LM or an encoder-decoder."""
-    if model._halves():
-        _seq2seq_backward(model, record, logits, labels, dloss)
+def _backpropagate(model, record, dloss):
+    """model_backward's backward of a causal LM or an encoder-decoder; its gradients onto the
+    parameters (a seq2seq model's part by part, in the order they were computed)."""
+    params = model.params
+    if not model._halves():
+        model._accumulate(params, causal_lm_backward(params, model.config, record, dloss))
         return
-    dlogits = causal_lm_loss_backward(logits, labels, dloss=dloss)
-    dh, head_grads = lm_head_backward(model.params["lm_head"], model.config, record["lm_head"], dlogits)
-    body_grads, _, _ = bert_stack_backward(model.params["bert"], model.config, record["bert"], dh)
-    model._accumulate(model.params, {"lm_head": head_grads, "bert": body_grads})
-
-
-def _seq2seq_backward(model, record, logits, labels, dloss):
-    """Loss -> decoder (head, layers, embeddings) -> encoder states -> [projection] -> encoder."""
-    encoder, decoder = model.encoder, model.decoder
-    dlogits = seq2seq_loss_backward(logits, labels, dloss=dloss)
-    rec = record.pop("decoder")  # consumed here: its activations go before the encoder's backward
-    dh, head_grads = lm_head_backward(decoder.params["lm_head"], decoder.config, rec["lm_head"], dlogits)
-    body_grads, dstates, _ = bert_stack_backward(decoder.params["bert"], decoder.config, rec["bert"], dh)
+    grads = seq2seq_backward(params, model.config, record, dloss)
     by_array = model._parameters_by_array()  # (once for the three trees: it walks the whole model)
-    model._accumulate(decoder.params, {"lm_head": head_grads, "bert": body_grads}, by_array)
-    if model.enc_to_dec_proj is not None:
-        dstates, projection_grads = projection_backward(model.enc_to_dec_proj, record["projection_input"], dstates)
-        model._accumulate(model.enc_to_dec_proj, projection_grads, by_array)
-    if "encoder" in record:  # absent when encoder_outputs were passed in: the encoder did not run
-        encoder_grads, _, _ = bert_stack_backward(encoder.params, encoder.config, record["encoder"], dstates)
-        model._accumulate(encoder.params, encoder_grads, by_array)
-
-
-def encoder_decoder_records(record):
-    """The sub-records of a seq2seq forward: (encoder's, decoder's), or (None, None)."""
-    return sub_record(record, "encoder"), sub_record(record, "decoder")
+    for part, tree in grads.items():
+        model._accumulate(params[part], tree, by_array)

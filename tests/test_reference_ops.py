@@ -7,8 +7,8 @@ import pytest
 
 from conftest import require_module
 from minibertgen import attention, ops
-from minibertgen.cache import EncoderDecoderCache
-from minibertgen.fast.lookup import using
+from minibertgen.cache_surface import EncoderDecoderCache
+from minibertgen.dispatch import using
 
 torch = require_module("torch")
 F = torch.nn.functional

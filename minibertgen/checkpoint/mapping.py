@@ -27,11 +27,13 @@ import warnings
 
 import numpy as np
 
+from .. import families
+
 __all__ = ["body_shapes", "head_shapes", "tree_name", "checkpoint_name", "select", "check_layer_count", "initialise",
            "unflatten", "flatten", "LoadReport", "BASE_MODEL_PREFIX"]
 
 # transformers' base_model_prefix of each family: a causal LM keeps its body under it.
-BASE_MODEL_PREFIX = {"bert-generation": "bert", "bert": "bert", "roberta": "roberta"}
+BASE_MODEL_PREFIX = families.BASE_MODEL_PREFIX  # (families.py: the one registry)
 
 # Head names per family: (checkpoint prefix or name, tree prefix or name), first match wins.
 _HEAD_NAMES = {

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CheckpointError
-from .saving import write_atomically
+from .atomic import write_atomically
 
 # safetensors dtype code -> NumPy dtype (explicitly little-endian, as the format is).
 # BF16 is absent on purpose: NumPy has no bfloat16, see _bf16_to_float32.

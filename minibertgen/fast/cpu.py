@@ -1,6 +1,6 @@
 """CPU versions of the reference ops: the same numbers, computed the way OpenBLAS and
 the CPU cache like them.  Each function here replaces the ops.py function of the same
-name (fast/lookup.py) and falls back to it where it has no trick to play.
+name (dispatch.py) and falls back to it where it has no trick to play.
 
 Why each exists (measured figures: benchmarks/results and README):
 
@@ -29,7 +29,6 @@ import math
 import numpy as np
 
 from .. import ops
-from ..generation import search
 from . import threads
 
 __all__ = ["KERNELS"]
@@ -289,7 +288,7 @@ TOP_K_BLOCK = 256
 
 
 def top_k(values, k):
-    """generation.search._top_k for long rows (beams x vocab scores): the same result.
+    """ops.top_k for long rows (beams x vocab scores): the same result.
 
     Sorting 4 x 30522 scores is a tenth of a small model's beam step.  Instead cut each
     row into blocks of 256 and take each block's maximum (a fast SIMD reduction): the k
@@ -297,7 +296,7 @@ def top_k(values, k):
     maximum (any other block is beaten by k blocks, each holding a larger score).  The
     exact top-k then runs on those few blocks only.
     """
-    reference = search._top_k.reference
+    reference = ops.top_k.reference
     batch, n = values.shape
     if n < 16 * TOP_K_BLOCK or k > 64:
         return reference(values, k)
@@ -320,11 +319,11 @@ def top_k(values, k):
 
 
 KERNELS = {
-    "forward_context": threads.forward_context,  # entered around each forward pass (fast/lookup.py)
+    "forward_context": threads.forward_context,  # entered around each forward pass (dispatch.py)
     "linear": linear,
     "layer_norm": layer_norm,
     "masked_softmax": masked_softmax,
     "apply_activation": apply_activation,
-    "_top_k": top_k,
+    "top_k": top_k,
     "log_softmax": log_softmax,
 }

@@ -247,7 +247,7 @@ def gelu_backward_block(dout, x, out):
 
 
 TRAINING_KERNELS = {
-    **{name: fn for name, fn in cpu.KERNELS.items() if name != "_top_k"},
+    **{name: fn for name, fn in cpu.KERNELS.items() if name != "top_k"},
     "adamw_update": adamw_update,
     "linear_backward": linear_backward,
     "embedding_backward": embedding_backward,

@@ -1,6 +1,6 @@
 """GPU versions of the reference ops: each routes a CuPy array to a fused kernel
 (cuda_kernels.py) when one fits, else falls back to the ops.py / attention.py function
-it replaces (fast/lookup.py).
+it replaces (looked up by name: dispatch.py).
 
 On a GPU a decode step is limited by how many kernels Python launches, not by
 arithmetic, so each fused kernel does a whole reference function in one launch, and the
@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .. import attention, model, ops
+from .. import attention, ops
 from . import cuda_attention, cuda_fourbit, preview
 from . import cuda_kernels as kernels
 
@@ -39,20 +39,19 @@ def linear(x, weight, bias=None):
     return y.reshape(*x.shape[:-1], weight.shape[0])  # -> [..., out]
 
 
-def _add_and_norm(p, sublayer_out, residual, eps, record=None):
-    """model._add_and_norm for many rows (the encoder, a prompt): the dense product by cuBLAS,
+def add_and_norm(sublayer_out, weight, bias, norm_weight, norm_bias, eps, residual):
+    """ops.add_and_norm for many rows (the encoder, a prompt): the dense product by cuBLAS,
     then its bias, the residual and LayerNorm in one kernel, one launch fewer than the
     product, the bias add and the LayerNorm apart.  A preview kernel (preview.py); a decode
-    step's few rows (whose product adds its bias itself), training and quantized weights
-    keep the model's own steps."""
-    weight, bias, norm = p["dense"]["weight"], p["dense"]["bias"], p["LayerNorm"]
+    step's few rows (whose product adds its bias itself) and quantized weights keep the
+    op's own steps (training never calls this op: model.add_and_norm runs them apart)."""
     rows = sublayer_out.reshape(-1, sublayer_out.shape[-1])  # [..., in] -> [rows, in]
-    if (not preview.ENABLED or record is not None or bias is None or getattr(weight, "is_quantized", False)
+    if (not preview.enabled() or bias is None or getattr(weight, "is_quantized", False)
             or not kernels.supports(rows.dtype) or weight.dtype != rows.dtype
             or kernels.few_rows_linear_fits(rows, weight)):
-        return model._add_and_norm.reference(p, sublayer_out, residual, eps, record=record)
+        return ops.add_and_norm.reference(sublayer_out, weight, bias, norm_weight, norm_bias, eps, residual)
     projected = kernels.matmul_nt(rows, weight)  # [rows, out], no bias yet
-    out = kernels.layer_norm(projected, norm["weight"], norm["bias"], eps,
+    out = kernels.layer_norm(projected, norm_weight, norm_bias, eps,
                              residual=residual.reshape(projected.shape), add=bias)  # [rows, out]
     return out.reshape(*sublayer_out.shape[:-1], weight.shape[0])  # -> [..., out]
 
@@ -100,7 +99,7 @@ def attend(query, key, value, mask, *, head_mask=None, relative=None, record=Non
 
 KERNELS = {
     "linear": linear,
-    "_add_and_norm": _add_and_norm,
+    "add_and_norm": add_and_norm,
     "layer_norm": layer_norm,
     "apply_activation": apply_activation,
     "masked_softmax": masked_softmax,

@@ -24,8 +24,8 @@ float16 storage; anything else keeps the readable attend (cuda.py).
 
 Switched off by default until it has run on a GPU: ``MINIBERTGEN_GPU_PREVIEW=1`` turns
 it on, with the fused 4-bit kernel (cuda_fourbit.py).  Written without early returns
-and with block-wide barriers only, so tests/kernel_emulator.py can run this source on the
-CPU against the readable attend (tests/test_cuda_attention.py).
+and with block-wide barriers only, so tests/fast/kernel_emulator.py can run this source on the
+CPU against the readable attend (tests/fast/test_cuda_attention.py).
 """
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ extern "C" __global__ void prefill_attention(const T* query, const T* key, const
 
 def fits(query, key, value, mask) -> bool:
     """Can prefill_attention take these [batch, heads, positions, d] CuPy arrays and mask?"""
-    if not preview.ENABLED or query.ndim != 4 or key.shape[2] > MAX_KEYS or key.shape[2] == 0:
+    if not preview.enabled() or query.ndim != 4 or key.shape[2] > MAX_KEYS or key.shape[2] == 0:
         return False
     if not (query.dtype == key.dtype == value.dtype and np.dtype(query.dtype) in _CTYPES):
         return False

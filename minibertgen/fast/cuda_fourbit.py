@@ -28,11 +28,11 @@ weight and kept on the device (4 bytes per 64 weights: 0.5 bit per weight more t
 8-bit scales hold).
 
 Switched off by default until it has run on a GPU: ``MINIBERTGEN_GPU_PREVIEW=1`` turns it
-on (fast/preview.py; tests/test_gpu.py and benchmarks/bench_gpu.py turn it on themselves).
+on (fast/preview.py; tests/fast/test_gpu.py and benchmarks/bench_gpu.py turn it on themselves).
 
 The kernel is written without early returns, so that every thread of a block reaches
-every shuffle; tests/kernel_emulator.py runs this very source on the CPU, one host thread
-per CUDA thread, and checks it against quantization/ (tests/test_cuda_fourbit.py).
+every shuffle; tests/fast/kernel_emulator.py runs this very source on the CPU, one host thread
+per CUDA thread, and checks it against quantization/ (tests/fast/test_cuda_fourbit.py).
 """
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ def shape_fits(weight, rows=1, dtype=np.float32) -> bool:
     weight whose rows split into whole 8-code words sharing a block scale, a compute dtype
     of float32 or float16, at most MAX_FEW_ROWS rows (cuda_graph.py asks this of every weight).
     Always False while the preview kernels are switched off (preview.py)."""
-    return (preview.ENABLED and isinstance(weight, QuantizedWeight4bit) and np.dtype(dtype) in _CTYPES
+    return (preview.enabled() and isinstance(weight, QuantizedWeight4bit) and np.dtype(dtype) in _CTYPES
             and np.dtype(weight.dtype) in _ROUNDING and 0 < rows <= MAX_FEW_ROWS
             and weight.shape[1] % 8 == 0 and weight.q.blocksize % 8 == 0)
 

@@ -35,7 +35,7 @@ import warnings
 import numpy as np
 
 from ..model import decoder_step
-from .lookup import using
+from ..dispatch import using
 
 __all__ = ["GraphedDecoderStep", "graph_supported"]
 

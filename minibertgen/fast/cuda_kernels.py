@@ -1,5 +1,8 @@
 """Fused CUDA kernels for the CuPy backend: the same math as ops.py, in fewer launches.
 
+(Their CUDA sources are the files in kernels/ beside this module; this module reads them
+and compiles each for the dtypes it is asked for.)
+
 On a GPU, a batch-1 decode step is not limited by arithmetic but by how many kernels
 Python launches: CuPy spends ~10-30 us of host time per array operation, and the
 readable LayerNorm in ops.py is a dozen of them (astype, mean, subtract, multiply,
@@ -32,190 +35,33 @@ cached by CuPy on disk.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 
 __all__ = ["layer_norm", "masked_softmax", "gelu", "matmul_nt", "few_rows_linear", "one_query_scores", "one_query_values",
            "supports", "MAX_FEW_ROWS"]
 
+
+def _source(name: str) -> str:
+    """A kernel's CUDA source, kept beside this module in kernels/ (package data)."""
+    return (Path(__file__).parent / "kernels" / name).read_text(encoding="utf-8")
+
+
 _CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float16): "HALF"}
 # How float16 is spelled in a RawKernel: CUDA's own header where NVRTC finds it, else the
 # float16 class CuPy ships for its ElementwiseKernels.  The first that compiles is kept.
 _HALF_SPELLINGS = (("#include <cuda_fp16.h>", "__half"), ("#include <cupy/carray.cuh>", "float16"))
 
-_BLOCK_SUM = r"""
-// Sum of one float per thread over the whole block (blockDim.x a multiple of 32, <= 1024).
-__device__ float block_sum(float v, float* shared) {
-    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    __syncthreads();                      // `shared` may still be read by a previous call
-    if (lane == 0) shared[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        v = lane < blockDim.x / 32 ? shared[lane] : 0.0f;
-        for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-        if (lane == 0) shared[32] = v;
-    }
-    __syncthreads();
-    return shared[32];
-}
-"""
+_BLOCK_SUM = _source("block_sum.cu")
 
-_LAYER_NORM = r"""
-HALF_HEADER
-typedef TYPE T;
-#define HAS_ADD ADDBIAS  // 1: the variant that also adds a bias to x first (fast/cuda.py's _add_and_norm)
-BLOCK_SUM
-// out[row] = (v - mean) / sqrt(var + eps) * gamma + beta, with v = x[row] (+ residual[row]);
-// with HAS_ADD, v = round_T(x[row] + add) (+ residual[row]): a dense layer's bias added and
-// stored as the readable path stores it.  One block per row, statistics in float32 (two
-// passes over the row: mean, then variance).
-#if HAS_ADD
-#define VALUE(j) ((float)(T)((float)x[base + (j)] + (float)add[(j)]) + (residual ? (float)residual[base + (j)] : 0.0f))
-#else
-#define VALUE(j) ((float)x[base + (j)] + (residual ? (float)residual[base + (j)] : 0.0f))
-#endif
-extern "C" __global__ void layer_norm(const T* x, const T* residual, const T* gamma, const T* beta,
-                                      T* out, const int n, const float eps
-#if HAS_ADD
-                                      , const T* add
-#endif
-                                      ) {
-    __shared__ float shared[33];
-    const size_t base = (size_t)blockIdx.x * n;
-    float sum = 0.0f;
-    for (int j = threadIdx.x; j < n; j += blockDim.x)
-        sum += VALUE(j);
-    const float mean = block_sum(sum, shared) / n;
-    float squares = 0.0f;
-    for (int j = threadIdx.x; j < n; j += blockDim.x) {
-        const float d = VALUE(j) - mean;
-        squares += d * d;
-    }
-    const float inv_std = 1.0f / sqrtf(block_sum(squares, shared) / n + eps);
-    for (int j = threadIdx.x; j < n; j += blockDim.x) {
-        const float v = VALUE(j);
-        out[base + j] = (T)((v - mean) * inv_std * (float)gamma[j] + (float)beta[j]);
-    }
-}
-"""
+_LAYER_NORM = _source("layer_norm.cu")
 
-_SOFTMAX = r"""
-HALF_HEADER
-typedef TYPE T;      // scores and mask
-typedef OUTTYPE U;   // probabilities
-// probs[row] = softmax(scores[row] / divisor + mask[row]) over the last axis; one warp per row.  scores [batch, heads, queries, keys] contiguous; mask [batch, 1, mask_queries,
-// keys] (mask_queries is 1 or queries) or absent.  Float32 throughout, as ops.masked_softmax;
-// `lowest` is the mask dtype's most negative value: a masked score is exactly that (as
-// ops.masked_softmax explains), so a fully masked row is uniform in every dtype.
-__device__ __forceinline__ float masked_score(const T* scores, const T* mrow, size_t base, int j,
-                                              float divisor, float lowest) {
-    float v = (float)scores[base + j] / divisor;
-    if (!mrow) return v;
-    const float m = (float)mrow[j];
-    return m == lowest ? lowest : v + m;
-}
-extern "C" __global__ void masked_softmax(const T* scores, const T* mask, U* probs, const int rows,
-                                          const int keys, const int heads, const int queries,
-                                          const int mask_queries, const float divisor, const float lowest) {
-    const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-    const int lane = threadIdx.x % 32;
-    if (row >= rows) return;
-    const size_t base = (size_t)row * keys;
-    const T* mrow = 0;
-    if (mask) {
-        const int q = row % queries, b = row / (heads * queries);
-        mrow = mask + ((size_t)b * mask_queries + (mask_queries == 1 ? 0 : q)) * keys;
-    }
-    float largest = __int_as_float(0xff800000);  // -infinity
-    for (int j = lane; j < keys; j += 32)
-        largest = fmaxf(largest, masked_score(scores, mrow, base, j, divisor, lowest));
-    for (int offset = 16; offset > 0; offset >>= 1)
-        largest = fmaxf(largest, __shfl_xor_sync(0xffffffffu, largest, offset));
-    float total = 0.0f;
-    for (int j = lane; j < keys; j += 32)
-        total += expf(masked_score(scores, mrow, base, j, divisor, lowest) - largest);
-    for (int offset = 16; offset > 0; offset >>= 1) total += __shfl_xor_sync(0xffffffffu, total, offset);
-    for (int j = lane; j < keys; j += 32)
-        probs[base + j] = (U)(expf(masked_score(scores, mrow, base, j, divisor, lowest) - largest) / total);
-}
-"""
+_SOFTMAX = _source("masked_softmax.cu")
 
-_FEW_ROWS_LINEAR = r"""
-HALF_HEADER
-typedef TYPE T;
-#define ROWS MAXROWS
-// y[r, o] = sum_i x[r, i] W[o, i] + bias[o] for r < rows (rows <= ROWS).  One warp per output
-// feature o: its 32 lanes stream W's row o in 16-byte loads (read once for all rows) and keep
-// one float32 partial sum per input row; a warp shuffle adds the lanes' sums.  Needs `in` to
-// be a multiple of 16 / sizeof(T) and 16-byte aligned rows (checked by the caller).
-extern "C" __global__ void few_rows_linear(const T* x, const T* W, const T* bias, T* y,
-                                           const int rows, const int in, const int out) {
-    const int o = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-    const int lane = threadIdx.x % 32;
-    if (o >= out) return;
-    const int vec = 16 / sizeof(T);
-    float acc[ROWS];
-#pragma unroll
-    for (int r = 0; r < ROWS; ++r) acc[r] = 0.0f;
-    const T* w = W + (size_t)o * in;
-    for (int i = lane * vec; i < in; i += 32 * vec) {
-        const float4 wpack = *reinterpret_cast<const float4*>(w + i);
-        const T* wv = reinterpret_cast<const T*>(&wpack);
-#pragma unroll
-        for (int r = 0; r < ROWS; ++r) {
-            if (r < rows) {
-                const float4 xpack = *reinterpret_cast<const float4*>(x + (size_t)r * in + i);
-                const T* xv = reinterpret_cast<const T*>(&xpack);
-#pragma unroll
-                for (int e = 0; e < 16 / sizeof(T); ++e) acc[r] += (float)wv[e] * (float)xv[e];
-            }
-        }
-    }
-#pragma unroll
-    for (int r = 0; r < ROWS; ++r) {
-        if (r < rows) {
-            float v = acc[r];
-            for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-            if (lane == 0) y[(size_t)r * out + o] = (T)(v + (bias ? (float)bias[o] : 0.0f));
-        }
-    }
-}
-"""
+_FEW_ROWS_LINEAR = _source("few_rows_linear.cu")
 
-_ONE_QUERY = r"""
-HALF_HEADER
-typedef TYPE T;
-// scores[b, h, 0, j] = q[b, h, 0, :] . k[b, h, j, :]; one warp per (b, h, j).  Strides in elements.
-extern "C" __global__ void one_query_scores(const T* q, const T* k, T* scores, const int heads, const int keys,
-                                            const int d, const long long qsb, const long long qsh,
-                                            const long long ksb, const long long ksh, const long long ksj,
-                                            const int total) {
-    const int w = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-    const int lane = threadIdx.x % 32;
-    if (w >= total) return;
-    const int j = w % keys, bh = w / keys, b = bh / heads, h = bh % heads;
-    const T* qrow = q + b * qsb + h * qsh;
-    const T* krow = k + b * ksb + h * ksh + j * ksj;
-    float acc = 0.0f;
-    for (int i = lane; i < d; i += 32) acc += (float)qrow[i] * (float)krow[i];
-    for (int offset = 16; offset > 0; offset >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, offset);
-    if (lane == 0) scores[w] = (T)acc;
-}
-// out[b, h, 0, :] = sum_j p[b, h, 0, j] v[b, h, j, :]; one block per (b, h), threads over the head dim.
-extern "C" __global__ void one_query_values(const T* p, const T* v, T* out, const int heads, const int keys,
-                                            const int d, const long long vsb, const long long vsh,
-                                            const long long vsj) {
-    const int bh = blockIdx.x, b = bh / heads, h = bh % heads;
-    const T* prow = p + (size_t)bh * keys;
-    const T* vbase = v + b * vsb + h * vsh;
-    for (int i = threadIdx.x; i < d; i += blockDim.x) {
-        float acc = 0.0f;
-        for (int j = 0; j < keys; ++j) acc += (float)prow[j] * (float)vbase[j * vsj + i];
-        out[(size_t)bh * d + i] = (T)acc;
-    }
-}
-"""
+_ONE_QUERY = _source("one_query.cu")
 
 MAX_FEW_ROWS = 32  # rows beyond this go to cuBLAS (and a decode step with more is not graphed)
 

@@ -15,8 +15,9 @@ are those of the whole op.  Small ops are not split (handing work to the worker 
 The pool is **off by default**: measured against OpenBLAS's own two threads
 (benchmarks/bench_cpu_pool.py, README "Speed on the CPU") it lost on greedy decoding and
 short inputs and gained at most a few per cent on the 8x128 encoder.  Set
-``MINIBERTGEN_CPU_POOL=1`` before importing minibertgen to turn it on (it stays off on one
-core or without threadpoolctl).
+``MINIBERTGEN_CPU_POOL=1`` to turn it on (it stays off on one core or without
+threadpoolctl); the option is read when the CPU table is first chosen (fast.kernels_for),
+not when minibertgen is imported.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import os
 import queue
 import threading
 
-__all__ = ["POOL", "TwoCores", "training_pool"]
+__all__ = ["POOL", "TwoCores", "choose_pool", "training_pool"]
 
 
 class TwoCores:
@@ -77,7 +78,19 @@ def make_pool():
     return TwoCores(ThreadpoolController())
 
 
-POOL = make_pool() if os.environ.get("MINIBERTGEN_CPU_POOL", "0") == "1" else None
+POOL = None  # the forward pool: made by choose_pool() when MINIBERTGEN_CPU_POOL=1
+_CHOSEN = []
+
+
+def choose_pool():
+    """Read the MINIBERTGEN_CPU_POOL option, once (when the CPU table is first chosen):
+    make the forward pool if it asks for one and none was set."""
+    global POOL
+    if not _CHOSEN:
+        _CHOSEN.append(True)
+        if POOL is None and os.environ.get("MINIBERTGEN_CPU_POOL", "0") == "1":
+            POOL = make_pool()
+    return POOL
 
 
 def forward_context():

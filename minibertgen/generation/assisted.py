@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import array_module
-from ..cache import EncoderDecoderCache
+from ..cache_surface import EncoderDecoderCache
 from ..ops import softmax
 from ..outputs import ModelOutput
 from .logits_process import apply_processors

@@ -14,9 +14,13 @@ from __future__ import annotations
 import copy
 import json
 import os
+import warnings
 from pathlib import Path
 
-__all__ = ["GenerationConfig", "GENERATION_CONFIG_NAME"]
+from ..pretrained_config import GENERATION_DEFAULTS
+
+__all__ = ["GenerationConfig", "GENERATION_CONFIG_NAME", "legacy_generation_config",
+           "non_default_generation_parameters", "move_generation_parameters"]
 
 GENERATION_CONFIG_NAME = "generation_config.json"
 TRANSFORMERS_VERSION = "4.57.6"  # written into saved files; the version we imitate
@@ -175,7 +179,7 @@ class GenerationConfig:
         if directory.exists() and not directory.is_dir():
             raise ValueError(f"save_directory={str(save_directory)!r} is a file, expected a directory")
         directory.mkdir(parents=True, exist_ok=True)
-        from ..checkpoint.saving import text_writer, write_atomically  # a unique, exclusive temporary name
+        from ..checkpoint.atomic import text_writer, write_atomically  # a unique, exclusive temporary name
 
         return write_atomically(directory / config_file_name, text_writer(self.to_json_string()))
 
@@ -229,3 +233,64 @@ def _check_id_lists(name, value):
         for token in seq:
             if isinstance(token, bool) or not isinstance(token, int) or token < 0:
                 raise ValueError(f"{name}={value!r}: token id {token!r} is not a non-negative integer")
+
+
+# -- the model config's generation parameters (transformers' legacy rule) -------------------
+
+def non_default_generation_parameters(model_config) -> dict:
+    """Generation parameters the model config (its top level) holds with non-default values
+    (the defaults: transformers' PretrainedConfig._get_global_generation_defaults)."""
+    found = {}
+    for name, default in GENERATION_DEFAULTS.items():
+        value = getattr(model_config, name, None)
+        if value is not None and value != default:
+            found[name] = value
+    return found
+
+
+def _snapshot(generation_config) -> dict:
+    data = generation_config.to_dict()
+    data.pop("transformers_version", None)
+    return data
+
+
+def legacy_generation_config(model, current):
+    """transformers' legacy rule, applied where generate() reads ``model.generation_config``.
+
+    When the generation config was derived from the model config (``_from_model_config``,
+    e.g. generation_config.json written that way), has not been changed since it was made,
+    and the model config now holds non-default generation parameters (the warm-starting
+    guide sets ``config.num_beams``, ``max_length``, ``decoder_start_token_id``, ... on the
+    model after making it), the generation config is rebuilt from the model config, with
+    transformers' warning, and kept.
+    """
+    if not getattr(current, "_from_model_config", False):
+        return current
+    snapshot = getattr(model, "_generation_snapshot", None)
+    if snapshot is None:
+        model._generation_snapshot = snapshot = _snapshot(current)
+    if _snapshot(current) != snapshot or not non_default_generation_parameters(model.config):
+        return current
+    rebuilt = type(current).from_model_config(model.config)
+    if _snapshot(rebuilt) == snapshot:
+        return current
+    names = ", ".join(non_default_generation_parameters(model.config))
+    warnings.warn(f"model.config holds generation settings ({names}) "
+                  "that the generation config made from it lacks: it is rebuilt from model.config, as transformers "
+                  "4.57 does (a legacy rule; set model.generation_config instead)", UserWarning, stacklevel=3)
+    model._generation_config = rebuilt
+    model._generation_snapshot = _snapshot(rebuilt)
+    return rebuilt
+
+
+def move_generation_parameters(model_config, generation_config) -> None:
+    """save_pretrained, as transformers 4.57: generation parameters set on the model config move
+    to the generation config (with its warning) and read None in config.json."""
+    moved = non_default_generation_parameters(model_config)
+    if not moved:
+        return
+    warnings.warn(f"save_pretrained: moving generation parameters from the model config to the generation "
+                  f"config: {moved} (set them on model.generation_config instead)", UserWarning, stacklevel=3)
+    for name, value in moved.items():
+        setattr(generation_config, name, value)
+        setattr(model_config, name, None)

@@ -13,8 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import array_module, to_numpy
-from ..fast.lookup import replaceable
-from ..ops import log_softmax, softmax
+from ..ops import log_softmax, softmax, top_k
 from .logits_process import apply_processors
 
 __all__ = ["greedy_search", "sample_tokens", "beam_search"]
@@ -105,19 +104,6 @@ def greedy_search(step, ids, prompt_len, max_length, processors, eos_ids, pad_to
 
 # -- beam search -----------------------------------------------------------------------------
 
-@replaceable
-def _top_k(values, k):
-    """The k largest values of each row, best first (ties: lower index first).
-
-    values [batch, n] -> (top values [batch, k], their indices [batch, k]).  A stable
-    sort of the negated scores puts the best first and, among equal scores, the lower
-    index first.  (On the CPU the speed wing finds the same k from block maxima.)
-    """
-    xp = array_module(values)
-    indices = xp.argsort(-values, axis=-1, kind="stable")[:, :k]  # [batch, n] -> [batch, k]
-    return xp.take_along_axis(values, indices, axis=-1), indices
-
-
 def _gather_beams(array, index):
     """array [batch, beams, ...], index [batch, k] -> array[b, index[b, j]] as [batch, k, ...]."""
     xp = array_module(array)
@@ -177,7 +163,7 @@ def _merge_finished(state, cand_seqs, cand_beam_indices, cand_scores, hits_stop,
     lengths = xp.concatenate([state.finished_len, xp.full_like(cand_scores, cur_len + 1 - prompt_len,
                                                                dtype=np.int64)], axis=1)
     flags = xp.concatenate([state.is_finished, just_finished], axis=1)
-    state.finished_scores, keep = _top_k(scores, beams)  # [batch, beams]
+    state.finished_scores, keep = top_k(scores, beams)  # [batch, beams]
     state.finished_seqs = _gather_beams(seqs, keep)
     state.finished_beam_indices = _gather_beams(beam_indices, keep)
     state.finished_len = _gather_beams(lengths, keep)
@@ -235,12 +221,12 @@ def beam_search(step, prompt_ids, beams, max_length, processors, eos_ids, fill_v
         nan_scores = None  # sampling refuses non-finite scores itself (refuse_non_finite)
         if rng is None:
             nan_scores = xp.isnan(totals).any()  # read with the step's other flags (_keep_going)
-            cand_scores, cand = _top_k(totals, keep)  # [batch, keep]
+            cand_scores, cand = top_k(totals, keep)  # [batch, keep]
         else:  # sampling without replacement = top-k of the scores plus Gumbel noise
             noise = xp.asarray(rng.gumbel(size=totals.shape), dtype=np.float32)
             sample_logp = log_softmax(totals, axis=-1)  # [batch, beams * vocab]
             refuse_non_finite(xp.exp(sample_logp))
-            cand = _top_k(sample_logp + noise, keep)[1]
+            cand = top_k(sample_logp + noise, keep)[1]
             cand_scores = xp.take_along_axis(totals, cand, axis=-1)
         origin, tokens = cand // vocab, cand % vocab  # [batch, keep] source beam, new token
         cand_seqs = _gather_beams(state.running_seqs, origin)  # [batch, keep, max_length]
@@ -251,7 +237,7 @@ def beam_search(step, prompt_ids, beams, max_length, processors, eos_ids, fill_v
 
         # The next live beams: the best candidates that did not just end.
         alive_scores = cand_scores + hits_stop.astype(np.float32) * BIG_NEGATIVE
-        state.running_scores, best = _top_k(alive_scores, beams)  # [batch, beams]
+        state.running_scores, best = top_k(alive_scores, beams)  # [batch, beams]
         state.running_seqs = _gather_beams(cand_seqs, best)
         state.running_beam_indices = _gather_beams(cand_beam_indices, best)
         _merge_finished(state, cand_seqs, cand_beam_indices, cand_scores, hits_stop, cur_len, prompt_len, beams,

@@ -11,10 +11,10 @@ import numpy as np
 
 from ..backend import array_module
 from ..fast.cuda_graph import GraphedDecoderStep, graph_supported
-from ..fast.lookup import using
-from ..model import decoder_step
+from ..dispatch import using
+from ..model import decoder_step, positions_from_mask
 
-__all__ = ["DecoderStep", "recorded_outputs", "wants_cuda_graph", "make_step"]
+__all__ = ["DecoderStep", "recorded_outputs", "wants_cuda_graph", "make_step", "step_inputs"]
 
 
 def recorded_outputs(config, seq2seq: bool) -> tuple:
@@ -52,6 +52,19 @@ def make_step(decoder, cache, encoder_states, encoder_mask, prompt_mask, max_len
     if token_types is None and wants_cuda_graph(decoder, cache, use_cuda_graph, record):
         return GraphedDecoderStep(step)
     return step
+
+
+def step_inputs(input_ids, past_key_values, attention_mask, extra) -> dict:
+    """prepare_inputs_for_generation: the ids the cache has not seen, the cache and the mask;
+    with a mask (a decoder used alone) position ids from it, as transformers derives them."""
+    seen = past_key_values.get_seq_length() if past_key_values is not None else 0
+    inputs = {"input_ids": input_ids[:, seen:], "past_key_values": past_key_values,
+              "attention_mask": attention_mask, "use_cache": extra.pop("use_cache", True)}
+    if attention_mask is not None and extra.get("position_ids") is None:
+        mask = array_module(attention_mask).asarray(attention_mask)
+        inputs["position_ids"] = positions_from_mask(mask)[:, seen:]  # [batch, new]
+    inputs.update({k: v for k, v in extra.items() if v is not None})
+    return inputs
 
 
 class DecoderStep:
@@ -95,9 +108,7 @@ class DecoderStep:
                       output_hidden_states="hidden_states" in self.records)
         if self.mask is not None:
             mask = self.mask[:, :ids.shape[1]]  # [rows, cur_len]
-            positions = mask.cumsum(axis=-1) - 1
-            positions[mask == 0] = 1
-            inputs.update(attention_mask=mask, position_ids=positions[:, seen:])
+            inputs.update(attention_mask=mask, position_ids=positions_from_mask(mask)[:, seen:])
         else:
             inputs.update(attention_mask=None)  # bert_stack: every token seen, causally
         if self.types is not None:

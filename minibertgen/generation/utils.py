@@ -14,10 +14,10 @@ It matches transformers 4.57's generate() token for token for greedy and beam se
 from __future__ import annotations
 
 from ..backend import array_module
-from ..cache import EncoderDecoderCache
-from ..fast.lookup import runs_with_model_kernels
+from ..cache_surface import EncoderDecoderCache
+from ..dispatch import runs_with_model_kernels
 from ..outputs import ModelOutput
-from .config import GenerationConfig
+from .config import GenerationConfig, legacy_generation_config
 from .embeds import EmbedsPrompt
 from .assisted import assisted_generate, check_assisted
 from .build import build_processors
@@ -28,7 +28,7 @@ from .search import beam_search, greedy_search
 from .step import DecoderStep, make_step, recorded_outputs  # noqa: F401 (DecoderStep: re-exported)
 from .transition import compute_transition_scores
 
-__all__ = ["GenerationMixin"]
+__all__ = ["GenerationMixin", "generation_config_property"]
 
 
 class GenerationMixin:
@@ -104,29 +104,12 @@ class GenerationMixin:
         input_ids = extra.pop("inputs", input_ids) if input_ids is None else input_ids
         tokens = special_tokens(self, config)
         seq2seq = is_encoder_decoder(self)
-        encoder_fields = {}
-        if seq2seq:
-            source, prompt, encoder_states, encoder_mask, encoder_outputs = prepare_seq2seq(
-                self, input_ids, attention_mask, extra, tokens, config)
-            encoder_fields = returned_encoder_outputs(encoder_outputs, config)
-            attention_mask = None  # it was the encoder's; the decoder needs no mask of its own
-        else:
-            embeds = EmbedsPrompt(self, extra.pop("inputs_embeds"), attention_mask, input_ids, config) \
-                if "inputs_embeds" in extra else None
-            source, prompt, attention_mask = (None, embeds.placeholders, embeds.mask) if embeds else \
-                prepare_prompt(self, input_ids, attention_mask, tokens)
-            if embeds is not None and "token_type_ids" in extra:
-                raise NotImplementedError("token_type_ids with inputs_embeds is not supported: pass input_ids")
-            token_types = prompt_token_types(self, extra.get("token_type_ids"), prompt)
-            encoder_states = encoder_mask = None
-            if not self.config.is_decoder:
-                warn_not_a_decoder(config)
-        embeds = None if seq2seq else embeds
-        token_types = None if seq2seq else token_types  # a seq2seq model's went to its encoder
+        inputs = _search_inputs(self, seq2seq, input_ids, attention_mask, extra, tokens, config)
+        embeds, encoder_fields = inputs["embeds"], inputs["encoder_fields"]
         expand = max(config.num_beams, config.num_return_sequences)
         prompt, source, encoder_states, encoder_mask, attention_mask, token_types = (
-            _repeat_rows(a, expand) for a in (prompt, source, encoder_states, encoder_mask, attention_mask,
-                                              token_types))
+            _repeat_rows(inputs[name], expand) for name in ("prompt", "source", "encoder_states", "encoder_mask",
+                                                             "attention_mask", "token_types"))
         decoder = self.decoder if seq2seq else self
         if embeds is None:
             set_lengths(self, config, prompt.shape[1], kwargs)
@@ -178,6 +161,30 @@ class GenerationMixin:
         decoder = self.decoder if is_encoder_decoder(self) else self
         return compute_transition_scores(sequences, scores, beam_indices, normalize_logits,
                                          vocab_size=decoder.config.vocab_size)
+
+
+def _search_inputs(model, seq2seq, input_ids, attention_mask, extra, tokens, config) -> dict:
+    """generate()'s inputs before the rows are repeated for beams: the prompt [batch, len], the
+    source ids, the encoder's states and mask (seq2seq), the decoder-alone mask and token types,
+    an embedded prompt (EmbedsPrompt, or None) and the encoder outputs to return."""
+    if seq2seq:
+        source, prompt, encoder_states, encoder_mask, encoder_outputs = prepare_seq2seq(
+            model, input_ids, attention_mask, extra, tokens, config)
+        # the mask was the encoder's; the decoder needs no mask of its own; token types went to the encoder
+        return dict(source=source, prompt=prompt, encoder_states=encoder_states, encoder_mask=encoder_mask,
+                    attention_mask=None, token_types=None, embeds=None,
+                    encoder_fields=returned_encoder_outputs(encoder_outputs, config))
+    embeds = EmbedsPrompt(model, extra.pop("inputs_embeds"), attention_mask, input_ids, config) \
+        if "inputs_embeds" in extra else None
+    source, prompt, attention_mask = (None, embeds.placeholders, embeds.mask) if embeds else \
+        prepare_prompt(model, input_ids, attention_mask, tokens)
+    if embeds is not None and "token_type_ids" in extra:
+        raise NotImplementedError("token_type_ids with inputs_embeds is not supported: pass input_ids")
+    token_types = prompt_token_types(model, extra.get("token_type_ids"), prompt)
+    if not model.config.is_decoder:
+        warn_not_a_decoder(config)
+    return dict(source=source, prompt=prompt, encoder_states=None, encoder_mask=None, attention_mask=attention_mask,
+                token_types=token_types, embeds=embeds, encoder_fields={})
 
 
 def _assisted(model, assistant_model, prompt, source, encoder_states, encoder_mask, prompt_mask, config,
@@ -255,3 +262,18 @@ def generate_output(config, seq2seq, step, cache, encoder_fields, *, sequences, 
     else:
         fields.update(attentions=records.get("attentions"), hidden_states=records.get("hidden_states"))
     return ModelOutput(**fields, past_key_values=cache)
+
+
+def _generation_config_get(model):
+    return legacy_generation_config(model, GenerationMixin.generation_config.fget(model))
+
+
+def _generation_config_set(model, value):
+    GenerationMixin.generation_config.fset(model, value)
+    model._generation_snapshot = None
+
+
+# The generation_config property of the models that generate: GenerationMixin's, read
+# through legacy_generation_config's rule (one definition for every such class).
+generation_config_property = property(_generation_config_get, _generation_config_set,
+                                      doc="The generation config generate() uses (see legacy_generation_config).")

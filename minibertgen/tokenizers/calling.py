@@ -197,34 +197,55 @@ class CallMixin:
             return_attention_mask = "attention_mask" in self.model_input_names
         specials = self.num_special_tokens_to_add(pair=pair_ids is not None) if add_special_tokens else 0
         total = len(ids) + (len(pair_ids) if pair_ids is not None else 0) + specials
-        overflow = []  # what return_overflowing_tokens returns when nothing is cut
-        if return_overflowing_tokens:
-            check_overflow_request(pair_ids, truncation_strategy, max_length, stride)
-        if return_overflowing_tokens and total > max_length:
-            if max_length < specials:
-                raise ValueError(f"max_length={max_length} is shorter than the {specials} special tokens this "
-                                 f"tokenizer adds; use max_length >= {specials} or add_special_tokens=False")
-            ids, pair_ids, overflow = truncate_with_overflow(ids, pair_ids, total - max_length, truncation_strategy,
-                                                             self.truncation_side, stride)
-        elif truncation_strategy != "do_not_truncate" and max_length is not None and total > max_length:
-            if max_length < specials:
-                raise ValueError(
-                    f"max_length={max_length} is shorter than the {specials} special tokens this "
-                    f"tokenizer adds; use max_length >= {specials} or add_special_tokens=False"
-                )
-            if _offsets is None:
-                ids, pair_ids = truncate_ids(ids, pair_ids, total - max_length, truncation_strategy,
-                                             self.truncation_side)  # fmt: skip
-            else:
-                ids, pair_ids, *cut = truncate_with_offsets(ids, pair_ids, *_offsets, total - max_length,
-                                                            truncation_strategy, self.truncation_side)  # fmt: skip
-                _offsets = tuple(cut)
-        if _offsets is not None:
-            _offsets = (self._trim_offsets(ids, _offsets[0]),
-                        None if pair_ids is None else self._trim_offsets(pair_ids, _offsets[1]))  # fmt: skip
         encoded = {}
         if return_overflowing_tokens:
+            check_overflow_request(pair_ids, truncation_strategy, max_length, stride)
+        ids, pair_ids, overflow, _offsets = self._truncated(ids, pair_ids, total, specials, truncation_strategy,
+                                                            max_length, stride, return_overflowing_tokens, _offsets)
+        if return_overflowing_tokens:
             encoded.update(overflowing_tokens=overflow, num_truncated_tokens=total - max_length)
+        encoded.update(self._with_specials(ids, pair_ids, add_special_tokens, return_token_type_ids,
+                                           return_special_tokens_mask, _offsets))
+        if padding_strategy != "do_not_pad" or return_attention_mask:
+            encoded = self._pad_one(
+                encoded, max_length, padding_strategy, pad_to_multiple_of, padding_side, return_attention_mask
+            )
+        self._warn_if_too_long(encoded["input_ids"], max_length)
+        if return_length:
+            encoded["length"] = len(encoded["input_ids"])
+        return encoded
+
+    def _truncated(self, ids, pair_ids, total, specials, truncation_strategy, max_length, stride,
+                   return_overflowing_tokens, offsets):
+        """prepare_for_model's truncation: -> (ids, pair_ids, the overflowing tokens, offsets),
+        the offsets (when given) cut like the ids and trimmed."""
+        overflow = []  # what return_overflowing_tokens returns when nothing is cut
+        cut_overflow = return_overflowing_tokens and total > max_length
+        cut = cut_overflow or (truncation_strategy != "do_not_truncate" and max_length is not None
+                               and total > max_length)
+        if cut and max_length < specials:
+            raise ValueError(f"max_length={max_length} is shorter than the {specials} special tokens this "
+                             f"tokenizer adds; use max_length >= {specials} or add_special_tokens=False")
+        if cut_overflow:
+            ids, pair_ids, overflow = truncate_with_overflow(ids, pair_ids, total - max_length, truncation_strategy,
+                                                             self.truncation_side, stride)
+        elif cut and offsets is None:
+            ids, pair_ids = truncate_ids(ids, pair_ids, total - max_length, truncation_strategy,
+                                         self.truncation_side)  # fmt: skip
+        elif cut:
+            ids, pair_ids, *kept = truncate_with_offsets(ids, pair_ids, *offsets, total - max_length,
+                                                         truncation_strategy, self.truncation_side)  # fmt: skip
+            offsets = tuple(kept)
+        if offsets is not None:
+            offsets = (self._trim_offsets(ids, offsets[0]),
+                       None if pair_ids is None else self._trim_offsets(pair_ids, offsets[1]))  # fmt: skip
+        return ids, pair_ids, overflow, offsets
+
+    def _with_specials(self, ids, pair_ids, add_special_tokens, return_token_type_ids, return_special_tokens_mask,
+                       offsets) -> dict:
+        """prepare_for_model's ids with the special tokens added, and what goes with them:
+        token types, the special-tokens mask, offsets laid out like the ids."""
+        encoded = {}
         if add_special_tokens:
             encoded["input_ids"] = self.build_inputs_with_special_tokens(ids, pair_ids)
             type_ids = self.create_token_type_ids_from_sequences(ids, pair_ids)
@@ -233,21 +254,14 @@ class CallMixin:
             type_ids = [0] * len(encoded["input_ids"])
         if return_token_type_ids:
             encoded["token_type_ids"] = type_ids
-        if return_special_tokens_mask or _offsets is not None:
+        if return_special_tokens_mask or offsets is not None:
             special_mask = (
                 self.get_special_tokens_mask(ids, pair_ids) if add_special_tokens else [0] * len(encoded["input_ids"])
             )
         if return_special_tokens_mask:
             encoded["special_tokens_mask"] = special_mask
-        if _offsets is not None:
-            encoded["offset_mapping"] = offsets_with_specials(special_mask, *_offsets)
-        if padding_strategy != "do_not_pad" or return_attention_mask:
-            encoded = self._pad_one(
-                encoded, max_length, padding_strategy, pad_to_multiple_of, padding_side, return_attention_mask
-            )
-        self._warn_if_too_long(encoded["input_ids"], max_length)
-        if return_length:
-            encoded["length"] = len(encoded["input_ids"])
+        if offsets is not None:
+            encoded["offset_mapping"] = offsets_with_specials(special_mask, *offsets)
         return encoded
 
     def _warn_if_too_long(self, ids, max_length):
@@ -318,56 +332,6 @@ class CallMixin:
         )  # fmt: skip
         result = BatchEncoding(input_ids=encoded["input_ids"])
         return result.convert_to_tensors(return_tensors, prepend_batch_axis=True)["input_ids"]
-
-    def decode(self, token_ids, skip_special_tokens=False, clean_up_tokenization_spaces=None,
-               spaces_between_special_tokens=True):  # fmt: skip
-        """Turn ids back into text. Special tokens stay unless ``skip_special_tokens``."""
-        ids = _to_int_list(token_ids)
-        tokens = self.convert_ids_to_tokens(ids, skip_special_tokens=skip_special_tokens)
-        if isinstance(tokens, str):
-            tokens = [tokens]
-        specials = set(self.all_special_tokens)
-        # Tokens added by a user (not special) are glued back verbatim, outside the
-        # subword decoder, because the subword model never produced them.
-        verbatim = set(self._added_encoder) - specials
-        verbatim |= {t for t in self.additional_special_tokens if self.convert_tokens_to_ids(t) >= self.vocab_size}
-        texts, run = [], []
-        for token in tokens:
-            if skip_special_tokens and token in specials:
-                continue
-            if token in verbatim:
-                if run:
-                    piece = self.convert_tokens_to_string(run)
-                    if piece:
-                        texts.append(piece)
-                    run = []
-                texts.append(token)
-            else:
-                run.append(token)
-        if run:
-            texts.append(self.convert_tokens_to_string(run))
-        text = (" " if spaces_between_special_tokens else "").join(texts)
-        if clean_up_tokenization_spaces is None:
-            clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
-        return self.clean_up_tokenization(text) if clean_up_tokenization_spaces else text
-
-    def batch_decode(self, sequences, skip_special_tokens=False, clean_up_tokenization_spaces=None, **kwargs):
-        """Decode each row of a 2-D list or array of ids."""
-        if hasattr(sequences, "tolist"):
-            sequences = sequences.tolist()
-        return [
-            self.decode(seq, skip_special_tokens=skip_special_tokens,
-                        clean_up_tokenization_spaces=clean_up_tokenization_spaces, **kwargs)  # fmt: skip
-            for seq in sequences
-        ]
-
-    @staticmethod
-    def clean_up_tokenization(out_string):
-        """Undo the spaces WordPiece-style decoding puts before punctuation and contractions."""
-        for spaced, joined in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"),
-                               (" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):  # fmt: skip
-            out_string = out_string.replace(spaced, joined)
-        return out_string
 
 
 def _is_int(value):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from minibertgen.fast import cpu
-from minibertgen.generation import search
+from minibertgen import ops
 
 
 def _definition(values, k):
@@ -22,7 +22,7 @@ def test_block_top_k_matches_the_definition(n, k):
     values[0, n - 3] = 12.0  # the best score in the last block, which is short unless 256 divides n
     assert n >= 16 * cpu.TOP_K_BLOCK  # the block path is the one under test
     want_values, want_indices = _definition(values, k)
-    for top_k in (cpu.top_k, search._top_k.reference):
+    for top_k in (cpu.top_k, ops.top_k.reference):
         got_values, got_indices = top_k(values, k)
         np.testing.assert_array_equal(got_values, want_values)
         np.testing.assert_array_equal(got_indices[:2], want_indices[:2])  # row 1: tied 9.0s, lower index first
@@ -41,4 +41,4 @@ def test_block_top_k_with_fewer_finite_scores_than_k():
 def test_block_top_k_falls_back_on_nan():
     values = np.random.default_rng(0).standard_normal((2, 64 * cpu.TOP_K_BLOCK)).astype(np.float32)
     values[0, ::7] = np.nan
-    np.testing.assert_array_equal(cpu.top_k(values, 5)[1], search._top_k.reference(values, 5)[1])
+    np.testing.assert_array_equal(cpu.top_k(values, 5)[1], ops.top_k.reference(values, 5)[1])

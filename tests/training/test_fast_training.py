@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from minibertgen import ops_backward, optim
-from minibertgen.fast import cpu_training, kernels_for_array, threads, training_kernels
-from minibertgen.fast.lookup import using
+from minibertgen.dispatch import training_part, using
+from minibertgen.fast import cpu_training, kernels_for_array, threads
 
 HYPER = dict(step=3, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01)
 
@@ -105,22 +105,36 @@ def test_linear_backward_gives_the_weight_gradient_in_the_weights_order(order):
 
 
 def test_the_training_table_is_chosen_for_numpy_arrays_and_replaces_the_named_ops():
-    table = training_kernels(kernels_for_array(np.zeros(1)))
+    table = training_part(kernels_for_array(np.zeros(1)))
     assert table["adamw_update"] is cpu_training.adamw_update
-    assert "_top_k" not in table  # beam search is not training
+    assert "top_k" not in table  # beam search is not training
     w, g, m, v = _moments(np.random.default_rng(5), (3 * cpu_training.BLOCK,), "C")
     calls = []
     with using({**table, "adamw_update": lambda *a, **k: calls.append(1)}):
         optim.adamw_update(w, g, m, v, **HYPER)
     assert calls == [1]
-    assert training_kernels(None) is None
+    assert training_part(None) is None
 
 
-def test_adamw_foreach_false_runs_the_reference_update():
+def test_adamw_takes_the_table_of_the_model_it_updates():
+    """One switch: model.use_fast_kernels() chooses the optimizer's update too (the training part
+    of the model's table); parameters of no model update with the reference."""
+    from minibertgen import BertGenerationConfig, BertGenerationDecoder
+
+    config = BertGenerationConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=32, is_decoder=True)
+    model = BertGenerationDecoder(config, seed=0)
+    assert optim.AdamW(model.parameters())._kernels() is training_part(kernels_for_array(np.zeros(1)))
+    model.use_fast_kernels(False)
+    assert optim.AdamW(model.parameters())._kernels() is None
+    model.use_fast_kernels(True)
+    optimizer = optim.AdamW(model.parameters())
+    model.use_fast_kernels(False)  # read at each step, not when the optimizer was made
+    assert optimizer._kernels() is None
     param = type("P", (), {})()
     param.data, param.grad = np.ones(5, np.float32), np.full(5, 0.5, np.float32)
+    assert optim.AdamW([param])._kernels() is None
     assert optim.AdamW([param], foreach=False)._kernels() is None
-    assert optim.AdamW([param])._kernels() is training_kernels(kernels_for_array(param.data))
 
 
 def test_the_training_pool_can_be_turned_off(monkeypatch):

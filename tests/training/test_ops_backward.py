@@ -5,6 +5,7 @@ import pytest
 from conftest import require_module
 from grad_helpers import assert_close_grad, leaf, upstream
 
+from minibertgen import ops
 from minibertgen import ops_backward as B
 
 torch = require_module("torch")
@@ -169,7 +170,7 @@ def test_dropout_with_torchs_mask_equals_torch(rng, dtype):
     y_t.backward(torch.tensor(dout))
     torch.manual_seed(5)
     mask = F.dropout(torch.ones(x.shape, dtype=tx.dtype), p, training=True).numpy()  # the same draw
-    y, used = B.dropout(x, p, mask=mask)
+    y, used = ops.dropout(x, p, mask=mask)
     np.testing.assert_allclose(y, y_t.detach().numpy(), rtol=1e-6)
     assert_close_grad(B.dropout_backward(dout, used), tx.grad.numpy(), dtype, "dx")
 
@@ -177,20 +178,20 @@ def test_dropout_with_torchs_mask_equals_torch(rng, dtype):
 def test_dropout_keeps_one_minus_p_and_scales():
     p = 0.25
     x = np.ones((400, 500), dtype=np.float32)
-    y, mask = B.dropout(x, p, generator=np.random.default_rng(1))
+    y, mask = ops.dropout(x, p, generator=np.random.default_rng(1))
     kept = mask > 0
     assert abs(kept.mean() - (1 - p)) < 0.005  # 200000 draws: std of the mean ~0.001
     np.testing.assert_allclose(y[kept], 1 / (1 - p), rtol=1e-6)
     assert not y[~kept].any()
-    again, _ = B.dropout(x, p, generator=np.random.default_rng(1))
+    again, _ = ops.dropout(x, p, generator=np.random.default_rng(1))
     np.testing.assert_array_equal(y, again)  # seeded: the same mask
 
 
 def test_dropout_off_and_bad_p():
     x = np.ones(3)
-    y, mask = B.dropout(x, 0.0)
+    y, mask = ops.dropout(x, 0.0)
     assert y is x and mask is None
     with pytest.raises(ValueError, match="p=1.0"):
-        B.dropout(x, 1.0, generator=np.random.default_rng(0))
+        ops.dropout(x, 1.0, generator=np.random.default_rng(0))
     with pytest.raises(ValueError, match="generator"):
-        B.dropout(x, 0.1)
+        ops.dropout(x, 0.1)

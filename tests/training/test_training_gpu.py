@@ -79,7 +79,7 @@ def test_adamw_steps_on_gpu_equal_torch(tmp_path):
 
 
 def check_dropout(tmp_path, device):
-    from minibertgen.ops_backward import dropout_mask
+    from minibertgen.ops import dropout_mask
 
     ours, _ = seq2seq(tmp_path, device=device)
     xp = ours._xp()

@@ -205,9 +205,9 @@ print(f"greedy step {step * 1e3:.2f} ms, beam-4 step {beam_step * 1e3:.2f} ms: "
       f"4 beams cost {beam_step / step:.1f}x one")
 
 from minibertgen.fast.cpu import top_k as top_k_by_blocks
-from minibertgen.generation.search import _top_k
+from minibertgen.ops import top_k
 
-top_k_by_sorting = _top_k.reference  # the plain function under the speed wing's lookup
+top_k_by_sorting = top_k.reference  # the plain function under the speed wing's lookup
 scores = rng.standard_normal((1, 4 * 30522)).astype(np.float32)
 by_blocks = best_time(lambda: top_k_by_blocks(scores, 8), repeat=20)
 by_sorting = best_time(lambda: top_k_by_sorting(scores, 8), repeat=5)

@@ -28,7 +28,7 @@ import numpy as np
 
 import minibertgen as mb
 from minibertgen import attention, attention_backward, ops, ops_backward, optim
-from minibertgen.fast.lookup import using
+from minibertgen.dispatch import using
 
 plt.rcParams.update({"figure.dpi": 80, "savefig.dpi": 80, "font.size": 9})
 np.set_printoptions(precision=5, suppress=True, linewidth=100)

@@ -121,7 +121,7 @@ def test_log_softmax_matches_the_exact_one(shape):
                                   ops.log_softmax.reference(scores.astype(np.float16)))  # other dtypes: the reference
 
 
-FIXTURES = Path(__file__).parent / "fixtures" / "generation"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "generation"
 
 
 @pytest.mark.parametrize("name", ["random_seq2seq", "random_seq2seq_relative", "toy_bert2bert"])

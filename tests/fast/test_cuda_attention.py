@@ -1,5 +1,5 @@
 """The one-launch attention kernel (fast/cuda_attention.py), checked without a GPU: its CUDA
-source runs under tests/kernel_emulator.py and must give what the readable attend gives."""
+source runs under tests/fast/kernel_emulator.py and must give what the readable attend gives."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,9 +1,9 @@
 """The fused 4-bit decode kernel (fast/cuda_fourbit.py), checked without a GPU.
 
-Its CUDA source runs on the CPU under tests/kernel_emulator.py (one host thread per CUDA
+Its CUDA source runs on the CPU under tests/fast/kernel_emulator.py (one host thread per CUDA
 thread) and must give what the quantization/ route computes on NumPy; where nvcc is
 installed the same source is compiled for the GPU too, to catch what g++ accepts and CUDA
-does not.  The GPU itself checks it in tests/test_gpu.py (graphed 4-bit decoding).
+does not.  The GPU itself checks it in tests/fast/test_gpu.py (graphed 4-bit decoding).
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The fused kernels' launch code (fast/cuda_kernels.py, cuda_fourbit.py, cuda_attention.py)
-run on the CPU: tests/fake_cupy.py stands in for CuPy, so the Python that picks the grid,
+run on the CPU: tests/fast/fake_cupy.py stands in for CuPy, so the Python that picks the grid,
 casts the arguments and passes them is what runs, with each kernel under the emulator.
 A wrong argument order, a scalar of the wrong size or a missing argument fails here."""
 from __future__ import annotations

@@ -3,7 +3,7 @@
 With it in ``sys.modules["cupy"]`` the launch functions of fast/cuda_kernels.py,
 cuda_fourbit.py and cuda_attention.py run unchanged on the CPU: arrays are NumPy arrays
 (of a subclass whose type says "cupy", as fits() asks), and ``RawKernel`` compiles the
-kernel's source with tests/kernel_emulator.py and runs it there.  So the code between
+kernel's source with tests/fast/kernel_emulator.py and runs it there.  So the code between
 the model and the kernel -- which arrays and scalars it passes, in which order and of
 which C types, the grid and block it asks for -- is checked, not only the kernel.
 

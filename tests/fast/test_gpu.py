@@ -17,7 +17,7 @@ import pytest
 import minibertgen as mb
 from conftest import FIXTURES
 
-sys.path.insert(0, str(Path(__file__).parent / "generation"))
+sys.path.insert(0, str(Path(__file__).parents[1] / "generation"))
 from cases import CASES, MODELS, model_inputs  # noqa: E402
 from test_reference_fixtures import ENCODER_CASES, assert_close, compare_all, load_io  # noqa: E402
 
@@ -335,7 +335,7 @@ def test_fourbit_kernel_matches_the_quantized_route_on_gpu(compute, x_dtype, dou
         route = host(on_gpu.rmatmul_t(cupy.asarray(x)) + cupy.asarray(bias))  # dequantize + cuBLAS
         assert got.dtype == route.dtype == np.dtype(x_dtype)
         product, magnitude = exact(x, on_cpu)
-        # the bound of tests/test_cuda_fourbit.py: float32 summation order, then float16 roundings
+        # the bound of tests/fast/test_cuda_fourbit.py: float32 summation order, then float16 roundings
         bound = 384 * F32_EPS * magnitude
         if "float16" in (compute, x_dtype):
             bound = bound + 2 * F16_EPS * (2 * np.abs(product) + np.abs(bias.astype(np.float64)))

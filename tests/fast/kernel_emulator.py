@@ -15,7 +15,7 @@ gives CUDA's names a CPU meaning:
 * ``half`` is GCC's ``_Float16``, which rounds to nearest-even as CUDA's conversions do.
 
 Blocks run one after another.  What it cannot catch: anything that depends on real GPU
-timing, memory alignment faults, or NVRTC's dialect (tests/test_cuda_fourbit.py
+timing, memory alignment faults, or NVRTC's dialect (tests/fast/test_cuda_fourbit.py
 compiles the source with nvcc too, where nvcc is installed).
 """
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The fused CUDA kernels of fast/cuda_kernels.py, run on the CPU by tests/kernel_emulator.py
-against the readable ops they replace.  The GPU suite (tests/test_gpu.py) checks the same
+"""The fused CUDA kernels of fast/cuda_kernels.py, run on the CPU by tests/fast/kernel_emulator.py
+against the readable ops they replace.  The GPU suite (tests/fast/test_gpu.py) checks the same
 kernels on a device; this keeps an edit to their source honest where no GPU is lent."""
 from __future__ import annotations
 
