@@ -5,8 +5,9 @@ Per batch: the loss of ``model(**batch)``; with predict_with_generate, ``generat
 the batch without its labels and decoder inputs, the ids padded with the pad token to the
 model's generation_config.max_length (as transformers pads them, whatever max_length
 generate was given), and the labels padded likewise.  Over batches, predictions and
-labels are joined with -100 filling the shorter rows; eval_loss is the mean of the batch
-losses weighted by batch size (transformers repeats each batch's loss per example).
+labels are joined with -100 filling the shorter rows; eval_loss is the plain mean of the
+batch losses (transformers repeats each batch's loss eval_batch_size times, a short last
+batch too, so every batch weighs the same).
 Without generation the predictions are the logits [examples, tgt, vocab].
 """
 from __future__ import annotations
@@ -88,9 +89,8 @@ def evaluation_loop(trainer, dataset, prefix, gen_kwargs, prediction_loss_only=N
     try:
         for batch in trainer.batches(dataset, args.eval_batch_size, shuffle=False, drop_last=False):
             loss, preds, label_ids = prediction_step(trainer, batch, only_loss, gen_kwargs)
-            size = len(next(iter(batch.values())))
             if loss is not None:
-                losses.append(np.full(size, loss, dtype=np.float32))
+                losses.append(np.full(args.eval_batch_size, loss, dtype=np.float32))
             if preds is not None:
                 predictions.append(preds)
             if label_ids is not None:
