@@ -274,7 +274,8 @@ class Seq2SeqTrainer:
         metrics.update(total_flos=0.0, train_loss=train_loss)
         self.log(dict(metrics))
         self.control = self._call("on_train_end")
-        plot_log_history(self.state.log_history, Path(self.args.output_dir) / "training_curves.png")
+        if self.args.plot_curves:
+            plot_log_history(self.state.log_history, Path(self.args.output_dir) / "training_curves.png")
         return TrainOutput(self.state.global_step, train_loss, metrics)
 
     # -- evaluation --------------------------------------------------------------------------

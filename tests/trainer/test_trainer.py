@@ -17,7 +17,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 def trainer_for(tmp_path, train=8, callbacks=None, **overrides):
     model, tokenizer = tiny_ours(tmp_path)
     args = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, max_steps=6, learning_rate=1e-2,
-                logging_steps=1, save_steps=2, report_to="none", disable_tqdm=True)
+                logging_steps=1, save_steps=2, report_to="none", disable_tqdm=True, plot_curves=False)
     args = mb.Seq2SeqTrainingArguments(**{**args, **overrides})
     return mb.Seq2SeqTrainer(model=model, args=args, train_dataset=tokenized(tokenizer, pairs(train, 0)),
                              eval_dataset=tokenized(tokenizer, pairs(4, 1)), processing_class=tokenizer,
@@ -106,7 +106,8 @@ def test_datasets_dataset_gives_the_same_run_as_a_list(tmp_path):
     mapped = source.map(lambda b: tokenizer(b["source"], text_target=b["target"]), batched=True)
     assert set(mapped.column_names) >= {"source", "input_ids", "labels"}  # the text columns are dropped by the Trainer
     args = mb.Seq2SeqTrainingArguments(output_dir=str(tmp_path / "b"), per_device_train_batch_size=4, max_steps=3,
-                                       learning_rate=1e-2, logging_steps=1, save_strategy="no", report_to="none")
+                                       learning_rate=1e-2, logging_steps=1, save_strategy="no", report_to="none",
+                                       plot_curves=False)
     trainer = mb.Seq2SeqTrainer(model=model, args=args, train_dataset=mapped, processing_class=tokenizer,
                                 data_collator=mb.DataCollatorForSeq2Seq(tokenizer, model=model))
     trainer.train()
@@ -115,7 +116,8 @@ def test_datasets_dataset_gives_the_same_run_as_a_list(tmp_path):
 
 def test_json_lines_log_and_plot(tmp_path):
     pytest.importorskip("matplotlib")
-    trainer = trainer_for(tmp_path, max_steps=3, save_strategy="no", eval_strategy="steps", eval_steps=3)
+    trainer = trainer_for(tmp_path, max_steps=3, save_strategy="no", eval_strategy="steps", eval_steps=3,
+                          plot_curves=True)
     trainer.train()
     lines = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
     assert [e["loss"] for e in lines if "loss" in e] == [e["loss"] for e in trainer.state.log_history if "loss" in e]

@@ -36,7 +36,7 @@ def run(lib, saved, output_dir, freeze=None, train_size=8, resume=None, **overri
         for name, param in model.named_parameters():
             if name.startswith(freeze):
                 param.requires_grad = False
-    extra = {"use_cpu": True} if lib is T else {}
+    extra = {"use_cpu": True} if lib is T else {"plot_curves": False}
     args = lib.Seq2SeqTrainingArguments(output_dir=str(output_dir), **{**ARGS, **overrides}, **extra)
     trainer = lib.Seq2SeqTrainer(model=model, args=args, train_dataset=tokenized(tokenizer, pairs(train_size, 0)),
                                  eval_dataset=tokenized(tokenizer, pairs(4, 1)), processing_class=tokenizer,
