@@ -38,17 +38,51 @@ from .dispatch import training_part, using
 from .model_backward import bert_stack_backward, causal_lm_backward, seq2seq_backward
 from .optim import zero_grads
 
-__all__ = ["Parameter", "Loss", "TrainingMixin", "records_activations", "backward"]
+__all__ = ["Parameter", "Loss", "TrainingMixin", "WeightsModifiedError", "records_activations", "backward"]
 
 
 class Parameter:
-    """One trainable array: ``data`` (updated in place by the optimiser) and ``grad``."""
+    """One trainable array: ``data`` (updated in place by the optimiser) and ``grad``.
 
-    requires_grad = True
+    As torch's: ``requires_grad = False`` (or ``requires_grad_(False)``) freezes it (no
+    gradient, no update); a gradient must have the parameter's shape; ``_version`` counts
+    the optimiser's in-place updates, so a backward through weights changed since its
+    forward is refused.  One Parameter per weight array, shared by a model and its halves,
+    and it follows its weight when ``to()`` / ``half()`` / ``float()`` rebuild the arrays.
+    """
+
     _owner = None  # a weak reference to the model holding it (set by the model)
 
     def __init__(self, name, data):
-        self.name, self.data, self.grad = name, data, None
+        self.name, self.data, self._grad = name, data, None
+        self._requires_grad, self._version = True, 0
+
+    @property
+    def requires_grad(self) -> bool:
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{self.name}: requires_grad={value!r}, expected True or False")
+        self._requires_grad = bool(value)
+        if not value:
+            self._grad = None
+
+    def requires_grad_(self, requires_grad: bool = True):
+        self.requires_grad = requires_grad
+        return self
+
+    @property
+    def grad(self):
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        if value is not None and tuple(value.shape) != tuple(self.data.shape):
+            raise ValueError(f"{self.name}: a gradient of shape {tuple(value.shape)} for a parameter of shape "
+                             f"{tuple(self.data.shape)}; a gradient must have its parameter's shape")
+        self._grad = value
 
     @property
     def shape(self):
@@ -68,8 +102,23 @@ class Parameter:
         model = self._owner() if self._owner is not None else None
         return training_part(model.kernels) if model is not None else None
 
+    def _follow(self, array) -> None:
+        """Point at the weight's new array (after to() / half() / float()); the gradient follows."""
+        grad, self.data = self._grad, array
+        if grad is not None:
+            xp = array_module(array)
+            self._grad = xp.asarray(to_numpy(grad) if xp is np else grad).astype(array.dtype)
+
     def __repr__(self):
         return f"Parameter({self.name!r}, shape={tuple(self.shape)}, dtype={self.dtype})"
+
+
+class WeightsModifiedError(RuntimeError, ValueError):
+    """backward() through weights an optimiser step changed after the forward (torch's
+    "modified by an inplace operation")."""
+
+
+_SHARED = weakref.WeakValueDictionary()  # id(array) -> its Parameter, so a model and its halves share them
 
 
 class Loss(np.ndarray):
@@ -112,6 +161,19 @@ class Loss(np.ndarray):
 
 def _is_number(value):
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _once(run):
+    """``run`` that refuses a second call (a loss and its scaled copies share it)."""
+    state = {"spent": False}
+
+    def backward_once(dloss):
+        if state["spent"]:
+            _spent(dloss)
+        state["spent"] = True
+        run(dloss)
+
+    return backward_once
 
 
 def _spent(dloss):
@@ -194,6 +256,19 @@ class TrainingMixin:
         self._make_trainable()
         return self._parameters_by_array()[id(self._named_arrays()[name])]
 
+    def requires_grad_(self, requires_grad: bool = True):
+        """Freeze (False) or unfreeze every weight of this model (a half: only that half's)."""
+        for param in self.parameters():
+            param.requires_grad_(requires_grad)
+        return self
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Copy {checkpoint name: array} into the weights in place (state_dict.py); returns
+        (missing_keys, unexpected_keys) as torch's."""
+        from .state_dict import load_state_dict
+
+        return load_state_dict(self, state_dict, strict=strict, assign=assign)
+
     def zero_grad(self, set_to_none: bool = True):
         zero_grads(self._parameters_by_array().values(), set_to_none)
 
@@ -221,20 +296,40 @@ class TrainingMixin:
         return remembered[1]
 
     def _parameters_by_array(self, state=None) -> dict:
-        """{id(array): Parameter}, kept between calls so gradients stay on their parameter."""
+        """{id(array): Parameter}, kept between calls so gradients stay on their parameter.
+        A weight whose array was rebuilt (to(), half(), float()) keeps its Parameter, which
+        now points at the new array, so an optimiser built before keeps updating the model."""
         cache = self.__dict__.setdefault("_parameter_cache", {})
+        by_name = self.__dict__.setdefault("_parameters_by_name", {})
         state = self._named_arrays() if state is None else state
+        current = {id(array) for array in state.values()}
         live = {}
         for name, array in state.items():
             if getattr(array, "is_quantized", False):
                 continue
-            param = cache.get(id(array))
-            if param is None or param.data is not array:
-                param = Parameter(name, array)
-                param._owner = weakref.ref(self)
-            live.setdefault(id(array), param)
+            if id(array) not in live:
+                live[id(array)] = _parameter_for(name, array, cache, by_name, current, self)
+            by_name[name] = live[id(array)]
         self.__dict__["_parameter_cache"] = live
         return live
+
+    def _weights_version(self) -> int:
+        """The sum of the parameters' update counters: it changes when an optimiser steps."""
+        return sum(param._version for param in self._parameters_by_array().values())
+
+    def _checked_backward(self, run):
+        """``run`` refusing to start when an optimiser step changed the weights since the forward."""
+        version = self._weights_version()
+
+        def checked(gradient):
+            if self._weights_version() != version:
+                raise WeightsModifiedError(
+                    "backward(): one of the weights needed for the gradient has been modified by an inplace "
+                    "operation (optimizer.step() ran between this forward and its backward); run backward() "
+                    "before optimizer.step(), or run the forward again")
+            run(gradient)
+
+        return checked
 
     def _make_trainable(self) -> None:
         """Copy each read-only (memory-mapped) weight once, in place in the parameter tree."""
@@ -248,10 +343,10 @@ class TrainingMixin:
                 node[key] = copies[id(value)]
         cache = self.__dict__.get("_parameter_cache", {})
         for old in list(copies):  # a parameter (and its gradient) follows its array to the copy
-            if old in cache:
-                param = cache.pop(old)
+            param = cache.pop(old, None) or _SHARED.get(old)
+            if param is not None and id(param.data) == old:
                 param.data = copies[old]
-                cache[id(param.data)] = param
+                cache[id(param.data)] = _SHARED[id(param.data)] = param
 
     def _trees(self):
         """The parameter trees this model's arrays live in (each half's, and the projection)."""
@@ -275,11 +370,33 @@ class TrainingMixin:
             if grad is None:
                 continue
             param = by_array[id(array)]
+            if not param.requires_grad:  # frozen: no gradient, as torch
+                continue
+            if tuple(grad.shape) != tuple(param.shape):
+                raise ValueError(f"{param.name}: a gradient of shape {tuple(grad.shape)} for a parameter of shape "
+                                 f"{tuple(param.shape)}")
             grad = grad.astype(param.dtype, copy=False)
             if param.grad is None:
                 param.grad = grad
             else:
                 param.grad += grad  # in place, as torch accumulates .grad (a tied array's second share)
+
+
+def _parameter_for(name, array, cache, by_name, current, model):
+    """The Parameter of ``array``: the one this model or another (its halves) already has,
+    the one of the same name whose array was replaced (it follows), or a new one."""
+    for param in (cache.get(id(array)), _SHARED.get(id(array))):
+        if param is not None and param.data is array:
+            break
+    else:
+        param = by_name.get(name)
+        if param is not None and id(param.data) not in current and tuple(param.shape) == tuple(array.shape):
+            param._follow(array)
+        else:
+            param = Parameter(name, array)
+            param._owner = weakref.ref(model)
+    _SHARED[id(array)] = param
+    return param
 
 
 def _leaves(tree):
@@ -349,7 +466,7 @@ def _attach_backward(model, out, record, labels):
             model._accumulate(model.params, grads)
             record.clear()
 
-        out._backward_from = run_from
+        out._backward_from = model._checked_backward(run_from)
     return out
 
 
@@ -364,7 +481,7 @@ def _loss_with_backward(model, record, loss):
         record.clear()
 
     loss = np.asarray(to_numpy(loss)).view(Loss)
-    loss._backward = run
+    loss._backward = _once(model._checked_backward(run))
     return loss
 
 
