@@ -20,6 +20,7 @@ from .pipeline import Text2TextGenerationPipeline, pipeline
 from .progress import set_progress_bars
 from .quantization import BitsAndBytesConfig
 from .seeding import set_seed
+from .trainer import DataCollatorForSeq2Seq, EarlyStoppingCallback, Seq2SeqTrainer, Seq2SeqTrainingArguments
 from .tokenizers import (AddedToken, AutoTokenizer, BatchEncoding, BertGenerationTokenizer, BertTokenizer,
                          PreTrainedTokenizer, RobertaTokenizer)
 
@@ -53,6 +54,10 @@ __all__ = [
     "RobertaModel",
     "RobertaTokenizer",
     "Text2TextGenerationPipeline",
+    "DataCollatorForSeq2Seq",
+    "EarlyStoppingCallback",
+    "Seq2SeqTrainer",
+    "Seq2SeqTrainingArguments",
     "parse_device",
     "pipeline",
     "set_progress_bars",

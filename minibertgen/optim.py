@@ -176,6 +176,33 @@ class AdamW:
             groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": ids})
         return {"state": state, "param_groups": groups}
 
+    def load_state_dict(self, state_dict):
+        """Restore hyperparameters and moments saved by state_dict() (by parameter position,
+        as torch's); the moments are copied onto each parameter's device and dtype."""
+        groups, saved_groups = self.param_groups, state_dict.get("param_groups") if isinstance(state_dict, dict) else None
+        if saved_groups is None or "state" not in state_dict:
+            raise ValueError("state_dict: expected a dict with 'state' and 'param_groups' (from optimizer.state_dict())")
+        if len(saved_groups) != len(groups) or any(len(a["params"]) != len(b["params"])
+                                                   for a, b in zip(groups, saved_groups)):
+            raise ValueError("state_dict: its parameter groups do not match this optimizer's "
+                             f"(sizes {[len(g['params']) for g in saved_groups]} vs {[len(g['params']) for g in groups]})")
+        by_index = {i: p for group, saved in zip(groups, saved_groups) for i, p in zip(saved["params"], group["params"])}
+        state = {}
+        for index, moments in state_dict["state"].items():
+            param = by_index[int(index)]
+            xp = array_module(param.data)
+            entry = {"step": int(moments["step"])}
+            for key in ("exp_avg", "exp_avg_sq"):
+                value = xp.asarray(moments[key], dtype=param.dtype)
+                if value.shape != param.shape:
+                    raise ValueError(f"state_dict: {key} of parameter {index} has shape {value.shape}, "
+                                     f"the parameter {tuple(param.shape)}")
+                entry[key] = value.copy()
+            state[id(param.data)] = entry
+        for group, saved in zip(groups, saved_groups):
+            group.update({k: (tuple(v) if k == "betas" else v) for k, v in saved.items() if k != "params"})
+        self.state = state
+
 
 def _check_hyperparameters(lr, betas, eps, weight_decay):
     if not (isinstance(lr, (int, float)) and lr >= 0):
@@ -220,6 +247,18 @@ class LambdaLR:
 
     def get_last_lr(self):
         return list(self._last_lr)
+
+    def state_dict(self):
+        """The schedule's position (as torch's, without the lr_lambda functions)."""
+        return {"last_epoch": self.last_epoch, "base_lrs": list(self.base_lrs), "_last_lr": list(self._last_lr)}
+
+    def load_state_dict(self, state_dict):
+        """Restore the position saved by state_dict() (the lr_lambda functions are this schedule's)."""
+        missing = {"last_epoch", "base_lrs"} - set(state_dict if isinstance(state_dict, dict) else ())
+        if missing:
+            raise ValueError(f"state_dict: missing {sorted(missing)} (expected a LambdaLR.state_dict())")
+        self.last_epoch, self.base_lrs = int(state_dict["last_epoch"]), list(state_dict["base_lrs"])
+        self._last_lr = list(state_dict.get("_last_lr", [g["lr"] for g in self.optimizer.param_groups]))
 
 
 def get_linear_schedule_with_warmup(optimizer, num_warmup_steps, num_training_steps, last_epoch=-1):

@@ -186,6 +186,13 @@ class TrainingMixin:
         self._make_trainable()
         return self._parameters_by_array()[id(self._named_arrays()[name])]
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Copy {checkpoint name: array} into the weights in place (state_dict.py); returns
+        (missing_keys, unexpected_keys) as torch's."""
+        from .state_dict import load_state_dict
+
+        return load_state_dict(self, state_dict, strict=strict, assign=assign)
+
     def zero_grad(self, set_to_none: bool = True):
         for param in self._parameters_by_array().values():
             param.grad = None if set_to_none or param.grad is None else array_module(param.grad).zeros_like(param.grad)
