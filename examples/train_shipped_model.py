@@ -1,6 +1,7 @@
 """Train the shipped model bert2bert-dates from scratch: dates as people write them -> ISO dates.
 
     pip install babel                      # the oracle that writes the data (examples/dates_task.py)
+    pip install -e ".[reference]"          # transformers, for the held-out figure measured there too
     python examples/train_shipped_model.py --out minibertgen/models/bert2bert_dates
 
 Steps: Babel writes the rows (examples/dates_task.py; held-out days never seen in training)
@@ -150,16 +151,36 @@ def pad_batch(batch, pad_id):
     return {"input_ids": ids, "attention_mask": (ids != pad_id).astype(np.int64), "labels": labels}
 
 
-def exact_match(model, tokenizer, rows, batch_size=100) -> float:
-    """Share of rows whose greedy output (the model's generation config) decodes to the target."""
+def exact_match(texts_of, rows, batch_size=100) -> float:
+    """Share of rows whose generated text (``texts_of(sources)``) is the target."""
     right = 0
     for start in range(0, len(rows), batch_size):
         chunk = rows[start:start + batch_size]
-        encoded = tokenizer([row["source"] for row in chunk], padding=True, return_tensors="np")
-        out = model.generate(encoded["input_ids"], attention_mask=encoded["attention_mask"])
-        texts = tokenizer.batch_decode(out, skip_special_tokens=True)
+        texts = texts_of([row["source"] for row in chunk])
         right += sum(text == row["target"] for text, row in zip(texts, chunk))
     return right / len(rows)
+
+
+def minibertgen_texts(model, tokenizer):
+    """sources -> generated texts: minibertgen, the model's generation settings."""
+    def texts_of(sources):
+        encoded = tokenizer(sources, padding=True, return_tensors="np")
+        out = model.generate(encoded["input_ids"], attention_mask=encoded["attention_mask"])
+        return tokenizer.batch_decode(out, skip_special_tokens=True)
+    return texts_of
+
+
+def transformers_texts(out: Path):
+    """sources -> generated texts: transformers 4.57 (AutoTokenizer + EncoderDecoderModel) on the directory."""
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(out)
+    model = transformers.EncoderDecoderModel.from_pretrained(out).eval()
+
+    def texts_of(sources):
+        encoded = tokenizer(sources, padding=True, return_tensors="pt")
+        return tokenizer.batch_decode(model.generate(**encoded), skip_special_tokens=True)
+    return texts_of
 
 
 def main(argv=None):
@@ -181,8 +202,8 @@ def main(argv=None):
     model.eval().save_pretrained(out)
     dates_task.write_jsonl(heldout_rows[:args.heldout_shipped], out / "heldout.jsonl")
     figures = measure(out, heldout_rows, args.heldout_shipped)
-    figures.update(minutes=round(minutes, 1), load=round(os.getloadavg()[1], 1), train_rows=len(train_rows), train_days=len(train_days),
-                   heldout_days=len(heldout_days), parameters=model.num_parameters(),
+    figures.update(minutes=round(minutes, 1), load=round(os.getloadavg()[1], 1), train_rows=len(train_rows),
+                   train_days=len(train_days), heldout_days=len(heldout_days), parameters=model.num_parameters(),
                    loop="a plain loop (--minimal-loop)" if args.minimal_loop else "minibertgen.Seq2SeqTrainer")
     print(json.dumps(figures, indent=1))
     write_card(out, args, figures)
@@ -194,11 +215,14 @@ def measure(out: Path, heldout_rows, shipped):
     float32 = mb.EncoderDecoderModel.from_pretrained(out)
     nf4 = mb.EncoderDecoderModel.from_pretrained(
         out, quantization_config=mb.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4"))
-    return {"heldout_rows": len(heldout_rows), "exact_match": exact_match(float32, tokenizer, heldout_rows),
-            "exact_match_nf4": exact_match(nf4, tokenizer, heldout_rows), "shipped_rows": shipped,
-            "exact_match_shipped": exact_match(float32, tokenizer, heldout_rows[:shipped]),
-            "exact_match_nf4_shipped": exact_match(nf4, tokenizer, heldout_rows[:shipped]),
-            "bytes_float32": float32.get_memory_footprint(), "bytes_nf4": nf4.get_memory_footprint()}
+    footprints = float32.get_memory_footprint(), nf4.get_memory_footprint()
+    float32, nf4 = minibertgen_texts(float32, tokenizer), minibertgen_texts(nf4, tokenizer)
+    return {"heldout_rows": len(heldout_rows), "exact_match": exact_match(float32, heldout_rows),
+            "exact_match_nf4": exact_match(nf4, heldout_rows), "shipped_rows": shipped,
+            "exact_match_shipped": exact_match(float32, heldout_rows[:shipped]),
+            "exact_match_nf4_shipped": exact_match(nf4, heldout_rows[:shipped]),
+            "exact_match_transformers": exact_match(transformers_texts(out), heldout_rows),
+            "bytes_float32": footprints[0], "bytes_nf4": footprints[1]}
 
 
 CARD = Path(__file__).resolve().parent / "shipped_model_card.md"
@@ -215,9 +239,10 @@ def write_card(out: Path, args, figures):
         else "Trained by `minibertgen.Seq2SeqTrainer` with `DataCollatorForSeq2Seq`"
     text = CARD.read_text(encoding="utf-8").format(
         command=command, args=args, f=figures, ff=4 * args.hidden_size, trained_by=trained_by,
-        warmup_pct=100 * args.warmup_ratio, em=100 * figures["exact_match"], em_nf4=100 * figures["exact_match_nf4"],
-        em_shipped=100 * figures["exact_match_shipped"], em_nf4_shipped=100 * figures["exact_match_nf4_shipped"], mb32=figures["bytes_float32"] / 1e6,
-        mbnf4=figures["bytes_nf4"] / 1e6)
+        warmup_pct=100 * args.warmup_ratio, mb32=figures["bytes_float32"] / 1e6, mbnf4=figures["bytes_nf4"] / 1e6,
+        em=100 * figures["exact_match"], em_hf=100 * figures["exact_match_transformers"],
+        em_nf4=100 * figures["exact_match_nf4"], em_shipped=100 * figures["exact_match_shipped"],
+        em_nf4_shipped=100 * figures["exact_match_nf4_shipped"])
     (out / "README.md").write_text(text, encoding="utf-8")
 
 
