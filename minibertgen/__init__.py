@@ -5,6 +5,7 @@ The public names are transformers': swap ``transformers`` for ``minibertgen`` (a
 """
 from . import checkpoint  # noqa: F401  (minibertgen.checkpoint.hub etc.)
 from . import optim  # noqa: F401  (minibertgen.optim.AdamW, as torch.optim)
+from . import models  # noqa: F401  (minibertgen.models.bert2bert_dates(): the model shipped in the package)
 from .backend import Device, parse_device
 from .cache_surface import EncoderDecoderCache
 from .config import BertConfig, BertGenerationConfig, EncoderDecoderConfig, PretrainedConfig, RobertaConfig

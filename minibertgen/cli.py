@@ -1,6 +1,7 @@
 """The `minibertgen` command line (also `python -m minibertgen`).
 
     echo "Plants create energy through " | minibertgen run --task text2text-generation --model M
+    echo "5 de marzo de 2021" | minibertgen run --model bert2bert-dates     # 2021-03-05, shipped
 
 `run` streams inputs (stdin lines by default, or --input FILE as lines, CSV, JSON or JSON
 lines), runs the text2text-generation pipeline on them in length-sorted batches and writes
@@ -32,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
                               description=__doc__.split("\n\n")[1])
     run.add_argument("--task", default="text2text-generation",
                      help="text2text-generation (default), summarization or translation")
-    run.add_argument("--model", required=True, help="a checkpoint directory or a hub id in the local HF cache")
+    run.add_argument("--model", required=True,
+                     help="a checkpoint directory, a shipped model (bert2bert-dates: dates -> ISO dates) or a hub "
+                          "id: from the local HF cache, else downloaded when huggingface_hub is installed")
     run.add_argument("--tokenizer", help="tokenizer directory or hub id (default: the model's)")
     run.add_argument("--device", default=None,
                      help="cpu (default), -1 (cpu), N or cuda:N for GPU N (needs CuPy)")

@@ -199,7 +199,7 @@ class PreTrainedModel(ModelShell):
     # -- loading and saving -----------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path=None, **kwargs):
-        """Load config.json + weights from a directory (or hub id in the local cache).
+        """Load config.json + weights from a directory, a shipped model's name or a hub id (checkpoint/hub.py).
 
         ``dtype``: None -> float32, "auto" -> as stored, or "float16"/"bfloat16"/a NumPy dtype.
         Other keyword arguments override config fields (``bos_token_id=101``).

@@ -43,7 +43,9 @@ def pipeline(task: str = "text2text-generation", model=None, tokenizer=None, dty
              batch_size=None, torch_dtype=None, quantization_config=None, **generate_kwargs):
     """Build a text2text-generation pipeline (also "summarization" and "translation").
 
-    ``model``: a directory, a hub id in the local cache, or an EncoderDecoderModel.
+    ``model``: a directory, a shipped model's name (``"bert2bert-dates"``, minibertgen.models), a
+    hub id (from the local cache, else downloaded when huggingface_hub is installed and
+    HF_HUB_OFFLINE is unset), or an EncoderDecoderModel.
     ``tokenizer``: None (the model's own), a directory/hub id, or a tokenizer object.
     ``dtype``: None, "auto", "float32", "float16", "bfloat16" (or torch dtypes by name).
     ``device``: None/"cpu"/-1, "cuda", "cuda:N" or a GPU index.  Other keyword arguments

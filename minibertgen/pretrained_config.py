@@ -277,7 +277,8 @@ class PretrainedConfig:
         from .checkpoint.atomic import prepare_directory
 
         if kwargs.get("push_to_hub"):
-            raise ValueError("push_to_hub=True: minibertgen never uploads; push the directory with huggingface-cli")
+            raise ValueError("push_to_hub=True: minibertgen never uploads; push the directory with "
+                             "`pip install huggingface_hub && hf upload REPO_ID DIRECTORY`")
         moved = {k: getattr(self, k) for k, v in GENERATION_DEFAULTS.items() if getattr(self, k, v) != v}
         if moved:  # as transformers warns
             warnings.warn(f"non-default generation parameters are set in the model config: {moved}; they belong "

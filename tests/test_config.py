@@ -65,7 +65,7 @@ def test_missing_and_corrupt_config(tmp_path):
 def test_unknown_hub_id_says_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(FileNotFoundError, match="huggingface-cli download google/nothing-here"):
+    with pytest.raises(FileNotFoundError, match="pip install huggingface_hub && hf download google/nothing-here"):
         mb.BertGenerationConfig.from_pretrained("google/nothing-here")
 
 

@@ -206,7 +206,7 @@ def test_cli_formats_and_errors(offline_cache, tmp_path, capsys):
     assert code == 1 and "pass --overwrite" in capsys.readouterr().err
     code, _ = run_cli(["run", "--model", "google/not-cached"], "x\n")
     err = capsys.readouterr().err
-    assert code == 1 and "huggingface-cli download google/not-cached" in err
+    assert code == 1 and "hf download google/not-cached" in err
     with pytest.raises(SystemExit) as exit_info:
         run_cli(["run", "--model", ROBERTA, "--num-beams", "many"], "")
     assert exit_info.value.code == 2  # argparse: bad option value

@@ -1,6 +1,7 @@
 """Resolve a model name the way Hugging Face tools do, without touching the network.
 
-A name is looked up as: a local directory; else a snapshot in the Hugging Face cache
+A name is looked up as: a local directory; else the name of a model shipped inside the
+package (minibertgen/models, e.g. ``bert2bert-dates``); else a snapshot in the Hugging Face cache
 (``HF_HUB_CACHE``, else ``HF_HOME/hub``, else ``~/.cache/huggingface/hub``; layout
 ``models--{org}--{name}/refs/{revision}`` -> ``snapshots/{commit}/``); else, only when
 huggingface_hub is installed, ``local_files_only`` is False and ``HF_HUB_OFFLINE`` is not
@@ -12,6 +13,8 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+
+from ..models import shipped_model_dir
 
 __all__ = ["hub_cache_dir", "resolve_model_dir"]
 
@@ -46,6 +49,9 @@ def resolve_model_dir(name, revision=None, cache_dir=None, local_files_only=Fals
     if path.is_dir():
         return path
     text = os.fspath(name)
+    shipped = shipped_model_dir(text)
+    if shipped is not None:
+        return shipped
     if not isinstance(text, str) or not text or text.count("/") > 1 or text.startswith(("/", ".")):
         raise FileNotFoundError(f"{text!r}: no such directory, and not a hub id of the form 'org/name'")
     cache = hub_cache_dir(cache_dir)
@@ -63,9 +69,10 @@ def resolve_model_dir(name, revision=None, cache_dir=None, local_files_only=Fals
     raise FileNotFoundError(
         f"{text!r} is not a local directory and is not in the Hugging Face cache "
         f"(looked for {repo}/refs/{revision} -> snapshots/<commit>){reason}. Fetch it with:\n"
-        f"    huggingface-cli download {text}"
+        f"    pip install huggingface_hub && hf download {text}"
         + (f" --revision {revision}" if revision != "main" else "")
-        + "\nor pass the path of a directory holding config.json and the weights."
+        + "\n(with huggingface_hub installed and HF_HUB_OFFLINE unset, loading downloads it itself), "
+        "or pass the path of a directory holding config.json and the weights."
     )
 
 

@@ -64,7 +64,7 @@ def test_from_pretrained_names_the_missing_file(tmp_path):
         BertTokenizer.from_pretrained(tmp_path)
     with pytest.raises(FileNotFoundError, match="no such directory"):
         AutoTokenizer.from_pretrained(str(tmp_path / "nope" / "deeper"))
-    with pytest.raises(FileNotFoundError, match="huggingface-cli download no-org/no-tokenizer"):
+    with pytest.raises(FileNotFoundError, match="hf download no-org/no-tokenizer"):
         AutoTokenizer.from_pretrained("no-org/no-tokenizer", cache_dir=tmp_path, local_files_only=True)
 
 
