@@ -20,6 +20,12 @@ A process killed during step 3 leaves the marker behind, and every minibertgen r
 (``check_save_complete``) then refuses the directory with a clear error instead of
 loading a config of one model over the weights of another.  Temporary files of a save
 that was killed are removed by the next save into the directory.
+
+One writer per directory: a save holds an exclusive lock on the directory itself (flock,
+file_lock.py) from before it looks for stale temporaries until its marker is gone.  A
+second save into the same directory at the same time, from any process, is refused at once
+with ``ConcurrentSaveError`` (nothing of it written), so two saves give one model or the
+other, never a mix.
 """
 from __future__ import annotations
 
@@ -28,9 +34,10 @@ import re
 import uuid
 from pathlib import Path
 
+from ..file_lock import BusyError, exclusive_lock
 from .errors import CheckpointError
 
-__all__ = ["SAVE_MARKER", "IncompleteSaveError", "write_atomically", "save_model", "save_model_files",
+__all__ = ["SAVE_MARKER", "IncompleteSaveError", "ConcurrentSaveError", "write_atomically", "save_model", "save_model_files",
            "check_save_complete", "prepare_directory"]
 
 SAVE_MARKER = ".minibertgen-save-in-progress"
@@ -40,6 +47,10 @@ _TEMPORARY = re.compile(r"^\.(?P<target>.+)\.(?P<pid>\d+)\.[0-9a-f]{32}\.tmp$")
 
 class IncompleteSaveError(CheckpointError):
     """A save_pretrained into this directory stopped while swapping its files in."""
+
+
+class ConcurrentSaveError(BusyError):
+    """Another save into the same directory is running now; this one wrote nothing."""
 
 
 def prepare_directory(save_directory, what="save_directory") -> Path:
@@ -126,8 +137,16 @@ def remove_stale_temporaries(directory: Path) -> list[Path]:
 
 def save_model_files(save_directory, files: dict) -> Path:
     """Write ``files`` ({file name: write(handle)}, in rename order) into ``save_directory``
-    as one set: all written first, then swapped in under a marker (see the module doc)."""
+    as one set: all written first, then swapped in under a marker (see the module doc), while
+    holding the directory's lock (a concurrent save raises ConcurrentSaveError)."""
     directory = prepare_directory(save_directory)
+    with exclusive_lock(directory, f"save_directory={str(save_directory)!r}", error=ConcurrentSaveError,
+                        hint="; wait for the other save to finish, or save elsewhere"):
+        _swap_in(directory, files)
+    return directory
+
+
+def _swap_in(directory: Path, files: dict) -> None:
     remove_stale_temporaries(directory)
     written: dict[str, Path] = {}
     try:
@@ -145,7 +164,6 @@ def save_model_files(save_directory, files: dict) -> Path:
     finally:
         for temporary in written.values():  # only when something failed
             temporary.unlink(missing_ok=True)
-    return directory
 
 
 def check_save_complete(directory) -> None:
