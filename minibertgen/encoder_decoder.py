@@ -17,6 +17,7 @@ from .config import _CONFIG_CLASSES, EncoderDecoderConfig, PretrainedConfig
 from .fast import kernels_for
 from .fast.lookup import runs_with_model_kernels
 from .generation import GenerationMixin
+from .generation.prepare import encoder_states_of
 from .inputs import as_ids
 from .model import seq2seq_loss, shift_tokens_right
 from .modeling import DECODER_CLASSES, ENCODER_CLASSES, ModelShell
@@ -267,9 +268,8 @@ class EncoderDecoderModel(GenerationMixin, ModelShell):
                                           output_attentions=output_attentions,
                                           output_hidden_states=output_hidden_states,
                                           record=sub_record(record, "encoder"), **encoder_kwargs)
-        elif not isinstance(encoder_outputs, dict):  # a tuple (last_hidden_state, ...) or an array
-            first = encoder_outputs[0] if isinstance(encoder_outputs, (tuple, list)) else encoder_outputs
-            encoder_outputs = ModelOutput(last_hidden_state=first)
+        elif not isinstance(encoder_outputs, dict):  # a tuple (last_hidden_state, ...) or an array; checked
+            encoder_outputs = ModelOutput(last_hidden_state=encoder_states_of(encoder_outputs, self))
         if record is not None:
             record["projection_input"] = encoder_outputs["last_hidden_state"]
         encoder_states = self.project_encoder_states(encoder_outputs["last_hidden_state"])  # [batch, src, dec_hidden]
