@@ -5,7 +5,9 @@
 
 Rows are taken in windows (``window`` rows at a time, a stream never read whole). Inside a
 window, rows are sorted by token count so that each batch pads little, generated batch by
-batch, and handed back in input order as soon as every earlier row is done. The batched
+batch, and handed back in input order as soon as every earlier row is done -- or, with
+``ordered=False`` (the CLI, whose records name their rows), as soon as their own batch is
+done, so that an interrupted job has written every row it finished. The batched
 result of a row equals its unbatched result: padding is on the tokenizer's side with an
 attention mask, as transformers pads a batch for generate(). Sampling keeps input order
 (no sorting), so a seeded run draws what the unsorted batches would draw.

@@ -68,6 +68,9 @@ def check_output(path: str | None, overwrite: bool, resume: bool, input_path: st
         raise PermissionError(f"--output {path}: the directory {str(parent)!r} is not writable")
     if target.is_dir():
         raise ValueError(f"--output {path} is a directory: expected a file name")
+    if input_path is not None and target.exists() and os.path.samefile(input_path, target):
+        raise ValueError(f"--output {path} is the --input file: the results would overwrite the rows they come "
+                         "from; choose another --output")
     if (target.exists() or target.is_symlink()) and not (overwrite or resume):
         raise FileExistsError(f"--output {path} exists: pass --overwrite to replace it or --resume to carry on "
                               "after its rows")

@@ -189,8 +189,9 @@ def _start_job(args, rows, quantization_config):
 
 
 def _identity(args, source_format, output_format, per_row) -> dict:
-    """What the job file records: the input's fingerprint and every setting that shapes results."""
-    settings = {name: getattr(args, name) for name in ("task", "tokenizer", "dtype", "column", "seed",
+    """What the job file records: the input's fingerprint and every setting that shapes results
+    (the batch size too: it decides which rows a seeded sampling run draws together)."""
+    settings = {name: getattr(args, name) for name in ("task", "tokenizer", "dtype", "column", "seed", "batch_size",
                                                       "load_in_4bit", "load_in_8bit", *_GENERATION_FLAGS)}
     model = Path(args.model)
     settings.update(model=str(model.resolve()) if model.is_dir() else args.model, input_format=source_format)

@@ -80,6 +80,8 @@ def test_a_gpt2_model_type_in_a_bert_checkpoint_warns_naming_model_type(tmp_path
     transformers.BertModel(transformers.BertConfig(**config)).save_pretrained(tmp_path)
     data = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**data, "model_type": "gpt2"}))
+    verbosity = transformers.logging.get_verbosity()  # other tests may have silenced transformers
+    transformers.logging.set_verbosity_warning()
     transformers.logging.enable_propagation()  # transformers' records reach caplog too
     try:
         with caplog.at_level(logging.WARNING):
@@ -87,6 +89,7 @@ def test_a_gpt2_model_type_in_a_bert_checkpoint_warns_naming_model_type(tmp_path
             mb.BertModel.from_pretrained(tmp_path)
     finally:
         transformers.logging.disable_propagation()
+        transformers.logging.set_verbosity(verbosity)
     theirs = [r.getMessage() for r in caplog.records if r.name.startswith("transformers")]
     ours = [r.getMessage() for r in caplog.records if r.name.startswith("minibertgen")]
     assert any("model of type gpt2 to instantiate a model of type bert" in message for message in theirs)
