@@ -129,8 +129,8 @@ def _memory_bytes(xp):
     try:
         if xp is np:
             return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's memory"
-        return int(xp.cuda.runtime.memGetInfo()[1]), "the GPU's memory"
-    except (AttributeError, ValueError, OSError):
+        return int(xp.cuda.runtime.memGetInfo()[1]), "the GPU's memory"  # (free, total); not run here: no GPU
+    except (AttributeError, ValueError, OSError, RuntimeError):  # no such call, or CUDA's error: unknown
         return None, ""
 
 

@@ -291,6 +291,16 @@ def test_the_output_format_follows_the_output_name(toy, tmp_path):
     assert not (tmp_path / "other.csv").exists()
 
 
+def test_csv_output_columns_that_would_clash_and_an_output_that_is_the_input_are_refused(toy, tmp_path):
+    source = tmp_path / "in.csv"
+    source.write_text("text,error\ncopy cat,x\n")
+    code, _, err = run(["--model", toy, "--input", str(source), "--output", str(tmp_path / "out.csv"), *SETTINGS])
+    assert code == 1 and "the input has column(s) ['error'], which the CSV output adds itself" in err
+    assert not (tmp_path / "out.csv").exists()
+    code, _, err = run(["--model", toy, "--input", str(source), "--output", str(source), "--overwrite", *SETTINGS])
+    assert code == 1 and "is the --input file" in err and source.read_text() == "text,error\ncopy cat,x\n"
+
+
 @pytest.mark.parametrize("fmt", ["json", "jsonl"])
 def test_a_lone_surrogate_fails_its_row_not_the_job(toy, tmp_path, fmt):
     source = tmp_path / f"in.{fmt}"
