@@ -5,7 +5,9 @@
 
 Rows are taken in windows (``window`` rows at a time, a stream never read whole). Inside a
 window, rows are sorted by token count so that each batch pads little, generated batch by
-batch, and handed back in input order as soon as every earlier row is done. The batched
+batch, and handed back in input order as soon as every earlier row is done -- or, with
+``ordered=False`` (the CLI, whose records name their rows), as soon as their own batch is
+done, so that an interrupted job has written every row it finished. The batched
 result of a row equals its unbatched result: padding is on the tokenizer's side with an
 attention mask, as transformers pads a batch for generate(). Sampling keeps input order
 (no sorting), so a seeded run draws what the unsorted batches would draw.
@@ -32,12 +34,14 @@ DEFAULT_WINDOW_BATCHES = 32  # a window holds this many batches: enough to sort,
 @dataclass(frozen=True)
 class Row:
     """One input: its 1-based ``number`` among the data rows, its text, where it starts in the file
-    (``line``, when that is known), or the reason it has no usable text (``error``)."""
+    (``line``, when that is known), or the reason it has no usable text (``error``); ``fields``:
+    all of its CSV columns (a CSV output keeps them)."""
 
     number: int
     text: str | None
     line: int | None = None
     error: str | None = None
+    fields: tuple | None = None
 
     def where(self) -> str:
         return f"row {self.number}" + (f" (line {self.line})" if self.line not in (None, self.number) else "")
@@ -79,10 +83,11 @@ def rows_from_texts(texts) -> list[Row]:
 
 
 def generate_rows(generator, rows: Iterable[Row], batch_size: int = 1, *, window: int | None = None,
-                  sort_by_length: bool | None = None, errors: str = "keep", truncation=False,
+                  sort_by_length: bool | None = None, ordered: bool = True, errors: str = "keep", truncation=False,
                   return_tensors=False, clean_up_tokenization_spaces=False, generate_kwargs=None,
                   total: int | None = None, desc: str | None = None) -> Iterator[RowResult]:
-    """``generator``: a Text2TextGenerationPipeline. Yields one RowResult per row, in input order.
+    """``generator``: a Text2TextGenerationPipeline. Yields one RowResult per row, in input order
+    (``ordered=False``: as each batch is done, so nothing finished waits for a slower row).
 
     ``window``: rows read ahead and sorted together (default ``batch_size`` x 32; 1 row when
     ``batch_size`` is 1). ``sort_by_length``: default True unless the generation samples.
@@ -95,10 +100,10 @@ def generate_rows(generator, rows: Iterable[Row], batch_size: int = 1, *, window
     generate_kwargs = dict(generate_kwargs or {})
     if sort_by_length is None:
         sort_by_length = not generator.samples(generate_kwargs)
-    window = window or (batch_size * DEFAULT_WINDOW_BATCHES if batch_size > 1 else 1)
+    window = window or (batch_size * DEFAULT_WINDOW_BATCHES if batch_size > 1 else 1)  # rows read ahead
     options = dict(return_tensors=return_tensors, clean_up=clean_up_tokenization_spaces,
                    generate_kwargs=generate_kwargs)
-    job = _Job(generator, batch_size, sort_by_length, errors, truncation, options)
+    job = _Job(generator, batch_size, sort_by_length, errors, truncation, options, ordered)
     results = (result for chunk in chunked(rows, window) for result in job.run_window(chunk))
     yield from progress(results, desc=desc or generator.task, unit="row", min_items=8, total=total)
 
@@ -113,9 +118,9 @@ def chunked(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
 class _Job:
     """The settings of one generate_rows call; run_window does the work of one window."""
 
-    def __init__(self, generator, batch_size, sort_by_length, errors, truncation, options):
+    def __init__(self, generator, batch_size, sort_by_length, errors, truncation, options, ordered=True):
         self.generator, self.batch_size, self.sort_by_length = generator, batch_size, sort_by_length
-        self.errors, self.truncation, self.options = errors, truncation, options
+        self.errors, self.truncation, self.options, self.ordered = errors, truncation, options, ordered
 
     def run_window(self, rows: list[Row]) -> Iterator[RowResult]:
         done: dict[int, RowResult] = {}  # position in the window -> its result
@@ -128,16 +133,16 @@ class _Job:
             except (ValueError, TypeError) as exc:
                 done[position] = self._failed(row, exc)
         order = sorted(encoded, key=lambda p: -len(encoded[p])) if self.sort_by_length else list(encoded)
-        emitted = 0
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start:start + self.batch_size]
-            done.update(self._generate(batch, [rows[p] for p in batch], [encoded[p] for p in batch]))
-            while emitted < len(rows) and emitted in done:  # hand back the finished prefix
+        batches = [order[start:start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+        emitted = 0  # ordered: results handed back so far (the finished prefix)
+        for batch in [None, *batches]:  # None: the rows that failed before generation
+            if batch is not None:
+                done.update(self._generate(batch, [rows[p] for p in batch], [encoded[p] for p in batch]))
+            if not self.ordered:
+                yield from (done.pop(position) for position in sorted(done))
+            while self.ordered and emitted < len(rows) and emitted in done:
                 yield done.pop(emitted)
                 emitted += 1
-        while emitted < len(rows):  # windows whose rows all failed before generation
-            yield done.pop(emitted)
-            emitted += 1
 
     def _generate(self, positions, rows, ids) -> dict[int, RowResult]:
         try:

@@ -6,12 +6,8 @@ valid UTF-8 comes out with ``error`` set, naming its row number, never as a plac
 text. An unclosed CSV quote swallows the rest of the file into one field, so it is an
 error for the whole input, naming the row where the quote opened.
 
-Writers take ``RowResult``s in input order and write each as it comes: to a stream
-(flushed per row), to a JSON-lines file that is appended to (a killed job keeps every
-finished row, ``resume=True`` carries on after them), or, for the other formats, to a
-uniquely named temporary file created exclusively next to the output and renamed over
-it at the end (nothing half-written; a symlink planted at a temporary name is never
-followed).
+A --column that the first object lacks, or that the CSV header does not have, is an error
+of the job, raised when the first row is read. Writing the results: batch_output.py.
 """
 from __future__ import annotations
 
@@ -19,13 +15,11 @@ import csv
 import io
 import json
 import math
-import os
-import uuid
 from pathlib import Path
 
 from .batch import Row
 
-__all__ = ["FORMATS", "read_rows", "open_input", "text_error", "check_output", "open_output", "OutputWriter"]
+__all__ = ["FORMATS", "read_rows", "open_input", "text_error"]
 
 FORMATS = ("pipe", "csv", "json", "jsonl")
 
@@ -46,12 +40,13 @@ def open_input(path: str | None, stdin, fmt: str):
     return io.TextIOWrapper(buffer, encoding="utf-8", errors="surrogateescape", newline=newline)
 
 
-def read_rows(stream, fmt: str, column: str | None = None):
-    """Yield the Rows of ``stream`` in ``fmt`` ("pipe", "csv", "json" or "jsonl")."""
+def read_rows(stream, fmt: str, column: str | None = None, columns: list | None = None):
+    """Yield the Rows of ``stream`` in ``fmt`` ("pipe", "csv", "json" or "jsonl"); a CSV
+    header, once read, is put in ``columns`` (a list)."""
     if fmt == "pipe":
         return _pipe_rows(stream)
     if fmt == "csv":
-        return _csv_rows(stream, column)
+        return _csv_rows(stream, column, [] if columns is None else columns)
     if fmt == "jsonl":
         return _jsonl_rows(stream, column)
     if fmt == "json":
@@ -68,8 +63,11 @@ def text_error(value, field: str | None = None) -> str | None:
         return f"{name} is a {type(value).__name__} ({str(value)[:40]}): expected a string"
     if not value.strip():
         return f"{name} is empty"
-    if any("\udc80" <= char <= "\udcff" for char in value):
+    surrogate = next((char for char in value if "\ud800" <= char <= "\udfff"), None)
+    if surrogate is not None and "\udc80" <= surrogate <= "\udcff":
         return f"{name} is not valid UTF-8"
+    if surrogate is not None:  # from a JSON escape such as "\ud800": no character, cannot be encoded
+        return f"{name} holds a lone surrogate (U+{ord(surrogate):04X}): not valid Unicode text"
     return None
 
 
@@ -106,12 +104,17 @@ def _json_rows(stream, column):
 
 
 class _ColumnPick:
-    """The input field: --column, else chosen on the first object (its 'text', or its only field)."""
+    """The input field: --column, else chosen on the first object (its 'text', or its only field).
+    A --column that the first object lacks is a mistake of the job, not of every row."""
 
     def __init__(self, column):
-        self.column = column
+        self.column, self.checked = column, False
 
     def __call__(self, fields: list, where: str) -> str:
+        if not self.checked and self.column is not None and self.column not in fields:
+            raise ValueError(f"--column {self.column}: not a field of the first object ({where}; fields: "
+                             f"{sorted(fields)})")
+        self.checked = True
         if self.column is None:
             self.column = _pick_column(fields, None, where)
         return self.column
@@ -153,12 +156,13 @@ class _LineCounter:
         return line
 
 
-def _csv_rows(stream, column):
+def _csv_rows(stream, column, columns: list):
     lines = _LineCounter(iter(stream))
     reader = csv.reader(lines, strict=True)
     header = next(reader, None)
     if header is None:
         return
+    columns[:] = header
     field = _pick_column(header, column, where="header")
     if field not in header:
         raise ValueError(f"--column {field}: not in the CSV header (columns: {header})")
@@ -183,113 +187,4 @@ def _csv_rows(stream, column):
         if len(fields) != len(header):
             yield Row(number, None, start, f"the row has {len(fields)} fields but the header has {len(header)} {header}")
             continue
-        yield Row(number, fields[index], start, text_error(fields[index], field))
-
-
-# -- writing ----------------------------------------------------------------------------------
-
-def check_output(path: str | None, overwrite: bool, resume: bool, fmt: str) -> None:
-    """Everything about --output that can be checked before any generation."""
-    if resume and (path is None or fmt != "jsonl"):
-        raise ValueError("--resume needs --output with --format jsonl (JSON lines are appended row by row)")
-    if resume and overwrite:
-        raise ValueError("--resume and --overwrite: choose one")
-    if path is None:
-        return
-    target = Path(path)
-    parent = target.parent
-    if not parent.is_dir():
-        raise FileNotFoundError(f"--output {path}: the directory {str(parent)!r} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise PermissionError(f"--output {path}: the directory {str(parent)!r} is not writable")
-    if target.is_dir():
-        raise ValueError(f"--output {path} is a directory: expected a file name")
-    if target.exists() and not (overwrite or resume):
-        raise FileExistsError(f"--output {path} exists: pass --overwrite to replace it"
-                              + (" or --resume to carry on after its rows" if fmt == "jsonl" else ""))
-
-
-def rows_already_written(path: str) -> set:
-    """The row numbers in a JSON-lines output from an earlier run; a torn last line is cut off."""
-    target = Path(path)
-    if not target.exists():
-        return set()
-    data = target.read_bytes()
-    keep = data.rfind(b"\n") + 1
-    if keep < len(data):  # the job was killed while writing this line
-        with open(target, "r+b") as handle:
-            handle.truncate(keep)
-    done = set()
-    for line_number, line in enumerate(data[:keep].decode("utf-8", errors="replace").splitlines(), start=1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            record = None
-        if not isinstance(record, dict) or not isinstance(record.get("row"), int):
-            raise ValueError(f"--resume: {path} line {line_number} is not a row written by minibertgen "
-                             "(a JSON object with a 'row' number); cannot tell which rows are done")
-        done.add(record["row"])
-    return done
-
-
-def open_output(path: str, fmt: str, resume: bool):
-    """(stream, finish): JSON lines go straight into ``path`` (appended); other formats into a
-    new temporary file that ``finish(ok)`` renames over ``path`` (ok) or removes."""
-    target = Path(path)
-    if fmt == "jsonl":
-        if resume and target.exists():
-            descriptor = os.open(target, os.O_WRONLY | os.O_APPEND)
-        else:
-            if target.is_symlink() or target.exists():
-                target.unlink()  # --overwrite: replace the name, never write through a link
-            descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        return os.fdopen(descriptor, "w", encoding="utf-8", newline="\n"), lambda ok: None
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # fails on any planted name
-
-    def finish(ok: bool) -> None:
-        if ok:
-            os.replace(temporary, target)  # replaces a link at ``path`` itself, not its target
-        else:
-            temporary.unlink(missing_ok=True)
-
-    return os.fdopen(descriptor, "w", encoding="utf-8", newline=""), finish
-
-
-class OutputWriter:
-    """Writes RowResults in ``fmt`` to ``stream`` as they come; ``key``: the output field name."""
-
-    def __init__(self, stream, fmt: str, key: str = "generated_text"):
-        self.stream, self.fmt, self.key = stream, fmt, key
-        self.count = 0  # records written
-        self.csv = csv.writer(stream) if fmt == "csv" else None
-        if fmt == "csv":
-            self.csv.writerow(["input", key])
-        elif fmt == "json":
-            stream.write("[")
-
-    def write(self, result) -> None:
-        for record in result.records:
-            self._write_record(result.row, record)
-            self.count += 1
-        self.stream.flush()
-
-    def _write_record(self, row, record) -> None:
-        text = row.text.rstrip("\n")
-        if self.fmt == "pipe":
-            self.stream.write(_single_line(str(next(iter(record.values())))) + "\n")
-        elif self.fmt == "csv":
-            self.csv.writerow([text, record[self.key]])
-        elif self.fmt == "json":  # the same text json.dump gives the whole list
-            self.stream.write((", " if self.count else "") + json.dumps(record, ensure_ascii=False))
-        else:
-            self.stream.write(json.dumps({"input": text, **record, "row": row.number}, ensure_ascii=False) + "\n")
-
-    def close(self) -> None:
-        if self.fmt == "json":
-            self.stream.write("]\n")
-        self.stream.flush()
-
-
-def _single_line(text: str) -> str:
-    return text.replace("\r", " ").replace("\n", " ")
+        yield Row(number, fields[index], start, text_error(fields[index], field), tuple(fields))

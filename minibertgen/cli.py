@@ -5,21 +5,26 @@
 
 `run` streams inputs (stdin lines by default, or --input FILE as lines, CSV, JSON or JSON
 lines), runs the text2text-generation pipeline on them in length-sorted batches and writes
-the results in input order as they are done (one generated text per line, or CSV / JSON /
-JSON lines with --format). As with `transformers run`, a stdin line is passed on as read,
-newline included. A bad row (no text, null, empty, not UTF-8, too long) is reported on
-stderr with its row number and skipped (exit status 3 at the end), or ends the job with
---fail-fast. Other errors end with a one-line message and exit status 1; --debug shows the
-traceback.
+one record per input row as soon as its batch is done, each naming its row (row<TAB>text
+lines, or CSV / JSON / JSON lines: the format --output's extension names, else the
+input's). As with `transformers run`, a stdin line is passed on as read, newline included.
+A bad row (no text, null, empty, not UTF-8, too long) gets an error record and a line on
+stderr with its row number (exit status 3 at the end), or ends the job with --fail-fast.
+Mistakes of the whole job (a --column that is not there, generation settings the model
+cannot use) are found before any output exists. Other errors end with a one-line message
+and exit status 1; --debug shows the traceback.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from pathlib import Path
 
 from .batch import RowFailed
-from .batch_io import OutputWriter, check_output, open_input, open_output, read_rows, rows_already_written
+from .batch_io import open_input, read_rows
+from .batch_job import check_output, input_fingerprint, open_job_output
+from .batch_output import Layout, StreamOutput, format_of_name
 
 __all__ = ["main", "build_parser"]
 
@@ -45,12 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true", help="allow --output to replace an existing file")
     run.add_argument("--format", default="infer", choices=FORMATS,
                      help="input and output format: pipe (lines), csv, json, jsonl; infer (default) "
-                          "picks it from --input's extension, else pipe")
+                          "reads the input as its extension says (else lines) and writes what --output's "
+                          "extension says (else the input's format)")
     run.add_argument("--column", help="input column (csv/json/jsonl); default 'text' or the only column")
     run.add_argument("--batch-size", type=int, default=1,
                      help="inputs generated together (sorted by length, padded, written back in input order)")
     run.add_argument("--resume", action="store_true",
-                     help="--format jsonl --output: keep the rows already there and generate the rest")
+                     help="--input FILE --output FILE: check that this job wrote --output, keep its rows and "
+                          "generate the rest")
     run.add_argument("--fail-fast", action="store_true", help="stop at the first bad row (default: skip it)")
     run.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                      help="run on a Ray cluster through Ray Data (needs the ray extra); ADDRESS as ray.init takes "
@@ -90,14 +97,19 @@ def _device(text):
     return int(text) if text.lstrip("-").isdigit() else text
 
 
-def _format(args) -> str:
+def _formats(args) -> tuple[str, str]:
+    """(input format, output format): --format for both, else the files' extensions."""
+    named = format_of_name(args.output) if args.output else None
     if args.format != "infer":
-        return args.format
+        if named not in (None, args.format):
+            raise ValueError(f"--format {args.format} but --output {args.output} names a {named} file: the "
+                             f"output is written in the format its name says; rename it or pass --format {named}")
+        return args.format, args.format
+    source = "pipe"
     if args.input:
         suffix = Path(args.input).suffix.lower().lstrip(".")
-        if suffix in ("csv", "json", "jsonl"):
-            return suffix
-    return "pipe"
+        source = suffix if suffix in ("csv", "json", "jsonl") else "pipe"
+    return source, named or source
 
 
 def _quantization_config(args):
@@ -127,21 +139,35 @@ def run_command(args, stdin, stdout, stderr) -> int:
     if args.quiet:
         set_progress_bars(False)
     _check_arguments(args)
-    fmt = _format(args)
-    check_output(args.output, args.overwrite, args.resume, fmt)  # before anything is loaded or generated
+    source_format, output_format = _formats(args)
+    check_output(args.output, args.overwrite, args.resume, args.input)  # before anything is loaded
     quantization_config = _quantization_config(args)
-    summary = Summary()
-    done = rows_already_written(args.output) if args.resume else set()
-    source = open_input(args.input, stdin, fmt)
+    source = open_input(args.input, stdin, source_format)
     try:
-        return _run_job(args, fmt, _skip_done(read_rows(source, fmt, args.column), done, summary), summary,
-                        quantization_config, stdout, stderr)
+        columns, done, summary = [], set(), Summary()
+        rows = _first_row_read(read_rows(source, source_format, args.column, columns))  # header, --column
+        results, key, per_row = _start_job(args, _skip_done(rows, done, summary), quantization_config)
+        layout = Layout(output_format, key, columns if source_format == "csv" else None)
+        if args.output is None:
+            return _write_all(results, StreamOutput(stdout, layout), summary, args, stderr)
+        identity = _identity(args, source_format, output_format, per_row)
+        with open_job_output(args.output, layout, identity, args.resume, args.overwrite) as output:
+            done.update(output.done)  # rows are read only from here on
+            return _write_all(results, output, summary, args, stderr)
     finally:
         if args.input:
             source.close()
 
 
-def _run_job(args, fmt, rows, summary, quantization_config, stdout, stderr) -> int:
+def _first_row_read(rows):
+    """``rows`` with its first row read now: a CSV header or a --column that is wrong ends the job
+    here, before any output exists."""
+    first = next(rows, None)
+    return rows if first is None else itertools.chain([first], rows)
+
+
+def _start_job(args, rows, quantization_config):
+    """(results, output field, records per row): the model loaded and the settings checked once."""
     generate_kwargs = {k: getattr(args, k) for k in _GENERATION_FLAGS if getattr(args, k) is not None}
     load = dict(model=args.model, tokenizer=args.tokenizer, dtype=args.dtype, device=_device(args.device),
                 quantization_config=quantization_config, **generate_kwargs)
@@ -150,30 +176,30 @@ def _run_job(args, fmt, rows, summary, quantization_config, stdout, stderr) -> i
 
         results, key = ray_results(rows, args.task, load, address=args.ray or None, actors=args.actors,
                                    batch_size=args.batch_size, seed=args.seed, quiet=args.quiet)
-    else:
-        results, key = _local_results(rows, args, load)
-    stream, finish = open_output(args.output, fmt, args.resume) if args.output else (stdout, lambda ok: None)
-    ok = False
-    try:
-        _write_results(results, OutputWriter(stream, fmt, key), summary, args.fail_fast, stderr)
-        ok = True
-    finally:
-        if stream is not stdout:
-            stream.close()
-        finish(ok)
-    if not args.quiet or summary.failed:
-        print(f"minibertgen: {summary.line()}", file=stderr)
-    return 3 if summary.failed else 0
-
-
-def _local_results(rows, args, load):
+        return results, key, args.num_return_sequences or 1
     from .batch import generate_rows
     from .pipeline import pipeline
 
     generator = pipeline(args.task, **load)
     seed_kwargs = {"seed": args.seed} if args.seed is not None else {}
-    key = f"{generator.return_name}_text"
-    return generate_rows(generator, rows, batch_size=args.batch_size, generate_kwargs=seed_kwargs), key
+    try:  # once, from a one-token input: settings no row can use stop the job here, not at every row
+        per_row = len(generator.generate_batch([generator.encode("a")], generate_kwargs=seed_kwargs)[0])
+    except (ValueError, TypeError) as exc:
+        raise type(exc)(f"the generation settings cannot be used with this model (checked before any "
+                        f"output was written): {exc}") from None
+    results = generate_rows(generator, rows, batch_size=args.batch_size, ordered=False, generate_kwargs=seed_kwargs)
+    return results, f"{generator.return_name}_text", per_row
+
+
+def _identity(args, source_format, output_format, per_row) -> dict:
+    """What the job file records: the input's fingerprint and every setting that shapes results
+    (the batch size too: it decides which rows a seeded sampling run draws together)."""
+    settings = {name: getattr(args, name) for name in ("task", "tokenizer", "dtype", "column", "seed", "batch_size",
+                                                      "load_in_4bit", "load_in_8bit", *_GENERATION_FLAGS)}
+    model = Path(args.model)
+    settings.update(model=str(model.resolve()) if model.is_dir() else args.model, input_format=source_format)
+    return {"input": input_fingerprint(args.input) if args.input else None, "format": output_format,
+            "records_per_row": per_row, "settings": settings}
 
 
 def _skip_done(rows, done: set, summary):
@@ -184,17 +210,25 @@ def _skip_done(rows, done: set, summary):
             yield row
 
 
-def _write_results(results, writer, summary, fail_fast: bool, stderr) -> None:
-    for result in results:
-        if result.error is not None:
-            if fail_fast:
-                raise RowFailed(result)
-            summary.failed += 1
-            print(f"minibertgen: {result.row.where()}: {result.error} (row skipped)", file=stderr)
-            continue
-        writer.write(result)
-        summary.written += 1
-    writer.close()
+def _write_all(results, output, summary, args, stderr) -> int:
+    """Each result written as it comes, one record (or num_return_sequences) per row."""
+    complete = False
+    try:
+        for result in results:
+            if result.error is not None:
+                if args.fail_fast:
+                    raise RowFailed(result)
+                summary.failed += 1
+                print(f"minibertgen: {result.row.where()}: {result.error}", file=stderr)
+            else:
+                summary.written += 1
+            output.write(result)
+        complete = True
+    finally:
+        output.close(complete)
+    if not args.quiet or summary.failed:
+        print(f"minibertgen: {summary.line()}", file=stderr)
+    return 3 if summary.failed else 0
 
 
 def main(argv=None, stdin=None, stdout=None, stderr=None) -> int:

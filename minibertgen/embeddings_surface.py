@@ -2,6 +2,8 @@
 get_output_embeddings() return, and model.resize_token_embeddings()."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from . import seeding
@@ -40,6 +42,9 @@ class EmbeddingsSurface:
         if getattr(weight, "ndim", None) != 2 or weight.shape[1] != hidden:
             raise ValueError(f"embeddings: expected a [vocab, {hidden}] matrix, got shape "
                              f"{tuple(getattr(weight, 'shape', ()))}")
+        if np.dtype(weight.dtype).kind != "f":  # as loading refuses such a weight: logits would change type
+            raise TypeError(f"embeddings: the table has dtype {np.dtype(weight.dtype)}: expected floating point "
+                            "(float32, float16); cast it first, e.g. table.astype(np.float32)")
         self._node["weight"] = weight
 
 
@@ -63,9 +68,10 @@ def resize_vocabulary(model, new_num_tokens, pad_to_multiple_of=None, mean_resiz
         if isinstance(pad_to_multiple_of, bool) or not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of <= 0:
             raise ValueError(f"pad_to_multiple_of={pad_to_multiple_of!r}: expected a positive integer")
         rows = -(-rows // pad_to_multiple_of) * pad_to_multiple_of
-    rng = seeding.generator()
     head = model.get_output_embeddings()
     tied = head is not None and head.weight is old.weight
+    _check_fits(old.weight, rows, tables=1 if head is None or tied else 2)
+    rng = seeding.generator()
     new_table = _resized(old.weight, rows, mean_resizing, config.initializer_range, rng)
     old._node["weight"] = new_table
     if head is not None:
@@ -76,6 +82,26 @@ def resize_vocabulary(model, new_num_tokens, pad_to_multiple_of=None, mean_resiz
         model.params["lm_head"]["bias"] = _resized_bias(bias, rows, mean_resizing and not tied)
     config.vocab_size = int(rows)
     return model.get_input_embeddings()
+
+
+def _check_fits(weight, rows: int, tables: int) -> None:
+    """Refuse a vocabulary whose tables need more bytes than the device holds, before allocating."""
+    need = int(rows) * weight.shape[1] * np.dtype(weight.dtype).itemsize * tables
+    have, where = _memory_bytes(array_module(weight))
+    if have is not None and need > have:
+        raise ValueError(f"new_num_tokens={rows}: {tables} table(s) of [{rows}, {weight.shape[1]}] "
+                         f"{np.dtype(weight.dtype)} would take {need:,} bytes ({need / 2**30:,.1f} GiB), more than "
+                         f"{where} has ({have:,} bytes); expected a vocabulary that fits")
+
+
+def _memory_bytes(xp):
+    """(total memory in bytes, its name) of the device ``xp`` works on; None when unknown."""
+    try:
+        if xp is np:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's memory"
+        return int(xp.cuda.runtime.memGetInfo()[1]), "the GPU's memory"  # (free, total); not run here: no GPU
+    except (AttributeError, ValueError, OSError, RuntimeError):  # no such call, or CUDA's error: unknown
+        return None, ""
 
 
 def _resized(weight, rows, mean_resizing, std, rng):

@@ -15,6 +15,7 @@ from .config import EncoderDecoderConfig, config_for_checkpoint
 from .families import BASE_MODEL_PREFIX
 from .fast import kernels_for
 from .generation import GenerationMixin
+from .generation.prepare import encoder_states_of
 from .inputs import as_ids, body_inputs
 from .model import project_states, seq2seq, shift_tokens_right
 from .modeling import DECODER_CLASSES, ENCODER_CLASSES, ModelShell
@@ -260,9 +261,8 @@ class EncoderDecoderModel(GenerationMixin, ModelShell):
                                           output_attentions=output_attentions,
                                           output_hidden_states=output_hidden_states,
                                           record=sub_record(record, "encoder"), **encoder_kwargs)
-        elif not isinstance(encoder_outputs, dict):  # a tuple (last_hidden_state, ...) or an array
-            first = encoder_outputs[0] if isinstance(encoder_outputs, (tuple, list)) else encoder_outputs
-            encoder_outputs = ModelOutput(last_hidden_state=first)
+        elif not isinstance(encoder_outputs, dict):  # a tuple (last_hidden_state, ...) or an array; checked
+            encoder_outputs = ModelOutput(last_hidden_state=encoder_states_of(encoder_outputs, self))
         if labels is not None:
             labels = as_ids(labels, "labels", self.device, self.config.decoder.vocab_size, allow_ignore=True)
             if decoder_input_ids is None and decoder_inputs_embeds is None:

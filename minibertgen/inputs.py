@@ -165,6 +165,10 @@ def body_inputs(model, *, input_ids=None, attention_mask=None, token_type_ids=No
     input_ids = as_ids(input_ids, "input_ids", device, config.vocab_size)
     inputs_embeds = as_embeds(inputs_embeds, "inputs_embeds", device, dtype, config.hidden_size)
     batch, seq = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
+    if seq == 0:
+        raise ValueError(f"{'input_ids' if input_ids is not None else 'inputs_embeds'} has shape "
+                         f"{tuple((input_ids if input_ids is not None else inputs_embeds).shape)}: an empty "
+                         "sequence; expected at least one token per row")
 
     use_cache = bool(config.is_decoder and (config.use_cache if use_cache is None else use_cache))
     if past_key_values is not None and not isinstance(past_key_values, EncoderDecoderCache):

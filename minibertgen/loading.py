@@ -197,6 +197,8 @@ def seq2seq_weights(state, config, report: LoadReport, source: str, rng, *, enco
     for name in state:
         if not name.startswith(("encoder.", "decoder.", "enc_to_dec_proj.")):
             report.unexpected.append(name)
+    for half in ("encoder", "decoder"):  # before any per-layer name is listed (issue 32)
+        check_layer_count(state, getattr(config, half), source, f"{half}.")
     encoder_names = list(expected_shapes(config.encoder, False, encoder_pooler))
     decoder_names = list(expected_shapes(config.decoder, True, False))
     pairs = seq2seq_tie_pairs(config, encoder_names, decoder_names)

@@ -267,9 +267,9 @@ class PretrainedConfig:
         data = read_json(path, CONFIG_NAME)
         found = data.get("model_type")
         if found is not None and cls.model_type and found != cls.model_type:
-            logger.warning("%s: you are using a model of type %s to instantiate a model of type %s; this is not "
-                           "supported for all configurations of models and can yield errors", path, found,
-                           cls.model_type)
+            logger.warning("%s: model_type=%r: you are using a model of type %s to instantiate a model of type %s; "
+                           "this is not supported for all configurations of models and can yield errors", path, found,
+                           found, cls.model_type)
         return cls.from_dict(data, **kwargs)
 
     def save_pretrained(self, save_directory, **kwargs) -> Path:

@@ -519,4 +519,5 @@ def test_pipeline_and_cli_match_transformers(hf, tmp_path, enc, dec):
     out = io.StringIO()
     code = cli_main(["run", "--task", "text2text-generation", "--model", str(tmp_path), "--max-new-tokens", "8",
                      "--quiet"], stdin=io.StringIO("".join(text + "\n" for text in texts)), stdout=out)
-    assert code == 0 and out.getvalue().splitlines() == [line["generated_text"] for line in lines]
+    assert code == 0 and out.getvalue().splitlines() == [f"{row}\t{line['generated_text']}"  # row<TAB>text
+                                                         for row, line in enumerate(lines, start=1)]

@@ -196,7 +196,10 @@ def test_cli_formats_and_errors(offline_cache, tmp_path, capsys):
     source = tmp_path / "in.jsonl"
     source.write_text(json.dumps({"text": "Plants create energy through "}) + "\n"
                       + json.dumps({"text": "Hello"}) + "\n")
-    target = tmp_path / "out.csv"
+    code, _ = run_cli(["run", "--model", ROBERTA, "--input", str(source), "--format", "jsonl", "--output",
+                       str(tmp_path / "out.csv"), "--max-new-tokens", "4", "--num-beams", "2", "--quiet"], "")
+    assert code == 1 and "names a csv file" in capsys.readouterr().err  # JSON lines never go into a .csv
+    target = tmp_path / "out.jsonl"
     code, _ = run_cli(["run", "--model", ROBERTA, "--input", str(source), "--format", "jsonl", "--output",
                        str(target), "--max-new-tokens", "4", "--num-beams", "2", "--quiet"], "")
     assert code == 0
@@ -307,4 +310,5 @@ def test_cli_matches_transformers_run(hf, offline_cache):
     ours = subprocess.run([sys.executable, "-m", "minibertgen", "run", "--task", "text2text-generation", "--model",
                            ROBERTA], input=stdin, capture_output=True, text=True, env=env, timeout=600)
     assert ours.returncode == 0, ours.stderr
-    assert ours.stdout.splitlines() == reference
+    # Each line names its row (issue 32): row<TAB>text
+    assert ours.stdout.splitlines() == [f"{row}\t{text}" for row, text in enumerate(reference, start=1)]

@@ -19,6 +19,12 @@ A process killed during step 3 leaves the marker behind, and every minibertgen r
 (``check_save_complete``) then refuses the directory with a clear error instead of
 loading a config of one model over the weights of another.  Temporary files of a save
 that was killed are removed by the next save into the directory.
+
+One writer per directory: a save holds an exclusive lock on the directory itself (flock,
+file_lock.py) from before it looks for stale temporaries until its marker is gone.  A
+second save into the same directory at the same time, from any process, is refused at once
+with ``ConcurrentSaveError`` (nothing of it written), so two saves give one model or the
+other, never a mix.
 """
 from __future__ import annotations
 
@@ -27,11 +33,12 @@ from pathlib import Path
 
 from .atomic import _sync_directory, _write_temporary, prepare_directory, remove_stale_temporaries, text_writer, \
     write_atomically
+from ..file_lock import BusyError, exclusive_lock
 from .errors import CheckpointError
 from .safetensors_io import safetensors_writer
 
-__all__ = ["SAVE_MARKER", "IncompleteSaveError", "write_atomically", "save_model", "save_model_files",
-           "check_save_complete", "prepare_directory", "saved_state"]
+__all__ = ["SAVE_MARKER", "IncompleteSaveError", "ConcurrentSaveError", "write_atomically", "save_model",
+           "save_model_files", "check_save_complete", "prepare_directory", "saved_state"]
 
 SAVE_MARKER = ".minibertgen-save-in-progress"
 
@@ -40,10 +47,22 @@ class IncompleteSaveError(CheckpointError):
     """A save_pretrained into this directory stopped while swapping its files in."""
 
 
+class ConcurrentSaveError(BusyError):
+    """Another save into the same directory is running now; this one wrote nothing."""
+
+
 def save_model_files(save_directory, files: dict) -> Path:
     """Write ``files`` ({file name: write(handle)}, in rename order) into ``save_directory``
-    as one set: all written first, then swapped in under a marker (see the module doc)."""
+    as one set: all written first, then swapped in under a marker (see the module doc), while
+    holding the directory's lock (a concurrent save raises ConcurrentSaveError)."""
     directory = prepare_directory(save_directory)
+    with exclusive_lock(directory, f"save_directory={str(save_directory)!r}", error=ConcurrentSaveError,
+                        hint="; wait for the other save to finish, or save elsewhere"):
+        _swap_in(directory, files)
+    return directory
+
+
+def _swap_in(directory: Path, files: dict) -> None:
     remove_stale_temporaries(directory)
     written: dict[str, Path] = {}
     try:
@@ -61,7 +80,6 @@ def save_model_files(save_directory, files: dict) -> Path:
     finally:
         for temporary in written.values():  # only when something failed
             temporary.unlink(missing_ok=True)
-    return directory
 
 
 def check_save_complete(directory) -> None:

@@ -48,6 +48,7 @@ def check_assisted(config, rows, assistant_model, model):
     if assistant_model is not None:
         if config.prompt_lookup_num_tokens is not None:
             raise ValueError("pass either assistant_model or prompt_lookup_num_tokens, not both")
+        _check_assistant(assistant_model, config.max_length)
         ours, theirs = _decoder(model).config.vocab_size, _decoder(assistant_model).config.vocab_size
         if ours != theirs:
             raise ValueError(f"assistant_model has vocab_size={theirs}, the model {ours}: the assistant must share "
@@ -58,6 +59,20 @@ def check_assisted(config, rows, assistant_model, model):
     elif isinstance(config.prompt_lookup_num_tokens, bool) or not isinstance(config.prompt_lookup_num_tokens, int) \
             or config.prompt_lookup_num_tokens < 1:
         raise ValueError(f"prompt_lookup_num_tokens={config.prompt_lookup_num_tokens!r}: expected an integer >= 1")
+
+
+def _check_assistant(assistant_model, max_length: int) -> None:
+    """An assistant is a minibertgen model whose decoder has a position for every token of the run."""
+    if not (hasattr(assistant_model, "config") and hasattr(assistant_model, "generate")):
+        raise TypeError(f"assistant_model={assistant_model!r:.60}: expected a minibertgen model (a smaller model "
+                        f"sharing the vocabulary, e.g. BertGenerationDecoder.from_pretrained(...)), got "
+                        f"{type(assistant_model).__name__}")
+    positions = _decoder(assistant_model).config.max_position_embeddings
+    if positions < max_length:
+        raise ValueError(f"assistant_model ({type(assistant_model).__name__}) has max_position_embeddings={positions}, "
+                         f"fewer than max_length={max_length} that this generation can reach: the assistant has no "
+                         "position for the later tokens; lower max_new_tokens / max_length or use an assistant with "
+                         "more positions")
 
 
 def _decoder(model):

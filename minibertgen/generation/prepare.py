@@ -141,7 +141,7 @@ def prepare_seq2seq(model, input_ids, attention_mask, extra, tokens, config):
             _refuse_unused_token_types(model.encoder, "encoder")
             wanted["token_type_ids"] = token_types
         encoder_outputs = model.encoder(input_ids=source, attention_mask=attention_mask, **wanted)
-    states = _encoder_states(encoder_outputs, model)
+    states = encoder_states_of(encoder_outputs, model)
     batch = states.shape[0]
     if attention_mask is not None:
         attention_mask = as_mask(attention_mask, "attention_mask", device, states.dtype, states.shape[:2])
@@ -150,7 +150,7 @@ def prepare_seq2seq(model, input_ids, attention_mask, extra, tokens, config):
     return source, prompt, states, attention_mask, encoder_outputs
 
 
-def _encoder_states(encoder_outputs, model):
+def encoder_states_of(encoder_outputs, model):
     """last_hidden_state [batch, src, hidden] out of encoder_outputs (a ModelOutput / dict, a
     tuple whose first item it is, or the array itself), checked."""
     if isinstance(encoder_outputs, dict):
@@ -189,6 +189,9 @@ def prepare_prompt(model, input_ids, attention_mask, tokens):
         input_ids = np.full((1, 1), _one_id("bos_token_id", tokens["bos"], tokens["vocab"],
                                             role=" (the prompt: no input_ids given)"), dtype=np.int64)
     ids = as_ids(input_ids, "input_ids", device, model.config.vocab_size)
+    if ids.shape[1] == 0:
+        raise ValueError(f"input_ids has shape {tuple(ids.shape)}: an empty prompt; expected at least one token "
+                         "per row (or input_ids=None to start from bos_token_id)")
     if attention_mask is None:
         attention_mask = infer_attention_mask(ids, tokens)
     attention_mask = as_mask(attention_mask, "attention_mask", device, np.int64, ids.shape)

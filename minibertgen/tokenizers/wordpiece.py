@@ -251,6 +251,12 @@ def _deleted_by_both(char, strips_accents):
     return (char in "\x00\ufffd" or is_control(char)) and not fast_keeps(char)
 
 
+def _alone_in_fast(word, cjk):
+    """A word the fast tokenizer also keeps alone (a CJK ideograph, a punctuation mark): the
+    characters it keeps beside it form words of their own, so its span is never widened."""
+    return len(word) == 1 and (is_punctuation(word) or (cjk and is_cjk_ideograph(word)))
+
+
 def _widen_over_fast_kept(text, start, end, strips_accents):
     """The span the fast tokenizer gives an unknown word: its word also holds the
     characters of :func:`fast_keeps` next to ours (the slow rules delete them, so our
@@ -345,7 +351,8 @@ class BertTokenizer(PreTrainedTokenizer):
             word = "".join(char for char, _ in pairs)
             pieces = [word] if word in self._never_split else self._wordpiece(word)
             spans = _piece_spans(pieces, pairs, unk)
-            if pieces == [unk] and word != unk and self.do_basic_tokenize:
+            if pieces == [unk] and word != unk and self.do_basic_tokenize \
+                    and not _alone_in_fast(word, self.tokenize_chinese_chars):
                 strips = self.strip_accents if not self._do_lower_case else self.strip_accents is not False
                 spans = [(unk, *_widen_over_fast_kept(text, spans[0][1], spans[0][2], bool(strips)))]
             found.extend(spans)

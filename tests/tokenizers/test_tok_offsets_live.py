@@ -187,3 +187,39 @@ def test_offsets_next_to_deleted_characters_match_fast(tf, options):
         compared += 1
         assert [tuple(o) for o in ours["offset_mapping"]] == [tuple(o) for o in theirs["offset_mapping"]], (text, pair)
     assert compared > 150
+
+
+def _in_order(small, big):
+    rest = iter(big)
+    return all(item in rest for item in small)
+
+
+def test_offsets_of_random_strings_match_fast_beside_cjk_and_kept_characters(tf):
+    """Issue 32: a CJK ideograph or a punctuation mark is a word of its own in both tokenizers, so
+    its [UNK] never widens over the characters only fast keeps ('价̮̑\\uffff': fast [UNK] (0, 1)
+    for 价 and another (3, 4) for U+FFFF, which the slow rules delete; we gave (0, 4)).  Where
+    the ids agree the spans agree; where fast has extra tokens (for those characters) ours are
+    among its (id, span) pairs, in order."""
+    import random
+
+    from minibertgen.tokenizers import BertTokenizer
+
+    vocab = str(BPE_DIR.parent / "minilm_vocab.txt")
+    fast, mine = tf.BertTokenizerFast(vocab), BertTokenizer(vocab)
+    ours = mine("价\u032e\u0311\uffff", return_offsets_mapping=True, add_special_tokens=False)["offset_mapping"]
+    assert [tuple(o) for o in ours] == [(0, 1)]
+    alphabet = list("ab xyz,.!中价") + ["\u032e", "\u0311", "\u0301", "\uffff", "\ufffe", "\u0378", "\u200c", "\x00",
+                                        "\ufffd", "\t", "é", "İ", "ing", "the"]
+    rng, counts = random.Random(32), {"same ids": 0, "fast has more": 0}
+    for _ in range(1500):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 10)))
+        theirs = fast(text, return_offsets_mapping=True, add_special_tokens=False)
+        found = mine(text, return_offsets_mapping=True, add_special_tokens=False)
+        pairs = [list(zip(e["input_ids"], map(tuple, e["offset_mapping"]))) for e in (found, theirs)]
+        if found["input_ids"] == theirs["input_ids"]:
+            counts["same ids"] += 1
+            assert pairs[0] == pairs[1], text
+        elif _in_order(found["input_ids"], theirs["input_ids"]):
+            counts["fast has more"] += 1
+            assert _in_order(pairs[0], pairs[1]), text
+    assert counts["same ids"] > 700 and counts["fast has more"] > 150, counts
