@@ -339,7 +339,7 @@ class BertGenerationEncoder(_Encoder):
     """transformers' BertGenerationEncoder: no token types, no pooler."""
 
 
-class BertGenerationDecoder(_CausalLM):
+class BertGenerationDecoder(_CausalLM, GenerationMixin):  # GenerationMixin listed directly, as transformers
     """transformers' BertGenerationDecoder: the head is the vocabulary projection alone."""
 
 
@@ -378,7 +378,7 @@ class BertModel(_PooledEncoder):
     config_class = BertConfig
 
 
-class BertLMHeadModel(_CausalLM):
+class BertLMHeadModel(_CausalLM, GenerationMixin):  # GenerationMixin listed directly, as transformers
     """transformers' BertLMHeadModel: the head transforms (dense, activation, LayerNorm) first."""
 
     config_class = BertConfig
@@ -391,7 +391,7 @@ class RobertaModel(_PooledEncoder):
     base_model_prefix = "roberta"
 
 
-class RobertaForCausalLM(_CausalLM):
+class RobertaForCausalLM(_CausalLM, GenerationMixin):  # GenerationMixin listed directly, as transformers
     """transformers' RobertaForCausalLM: its head's transform always uses the erf GELU."""
 
     config_class = RobertaConfig

@@ -76,7 +76,7 @@ def special_tokens(model, config) -> dict:
     vocabulary can never be produced and are kept, as transformers keeps them.
     """
     vocab = (model.decoder if is_encoder_decoder(model) else model).config.vocab_size
-    eos = [] if config.eos_token_id is None else token_ids("eos_token_id", config.eos_token_id)
+    eos = [] if config.eos_token_id is None else _eos_ids(config.eos_token_id)
     pad = config.pad_token_id
     if pad is None and eos:
         pad = eos[0]  # finished rows are padded with eos, as transformers does
@@ -97,6 +97,20 @@ def special_tokens(model, config) -> dict:
         raise ValueError("no decoder_start_token_id (nor bos_token_id) in the generation config or the model "
                          "config: pass decoder_start_token_id=... to generate()")
     return {"eos": eos, "pad": pad, "bos": bos, "start": start, "vocab": vocab}
+
+
+def _eos_ids(value):
+    """eos_token_id as a list of ids.  A negative id (transformers' idiom eos_token_id=-1) is
+    never generated, so generation runs to max_length, as transformers warns it does."""
+    items = value.tolist() if hasattr(value, "tolist") else value
+    items = list(items) if isinstance(items, (list, tuple)) else [items]
+    negative = [t for t in items if isinstance(t, (int, np.integer)) and not isinstance(t, bool) and t < 0]
+    if negative:
+        warnings.warn(f"eos_token_id={value!r}: negative ids are never generated; generation will not stop "
+                      "before the maximum length", UserWarning, stacklevel=4)
+        items = [t for t in items if t not in negative]
+        return token_ids("eos_token_id", items) if items else []
+    return token_ids("eos_token_id", value)
 
 
 def _one_id(name, value, vocab, role=""):
