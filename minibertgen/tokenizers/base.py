@@ -12,6 +12,7 @@ import re
 
 from .added_tokens import AddedToken, as_added_token, build_matcher, split_on_added_tokens
 from .calling import CallMixin
+from .chat_template import ChatTemplateMixin
 from .files import FilesMixin
 from .plus import PlusMixin
 from .encoding import VERY_LARGE_INTEGER
@@ -19,7 +20,7 @@ from .encoding import VERY_LARGE_INTEGER
 SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 
 
-class PreTrainedTokenizer(CallMixin, PlusMixin, FilesMixin):
+class PreTrainedTokenizer(CallMixin, PlusMixin, FilesMixin, ChatTemplateMixin):
     """Base class of the three tokenizers; not used on its own."""
 
     vocab_files_names = {}
@@ -39,6 +40,8 @@ class PreTrainedTokenizer(CallMixin, PlusMixin, FilesMixin):
                                      "pick another keyword argument name")
         self.init_inputs = ()
         self.init_kwargs = copy.deepcopy(kwargs)
+        self.deprecation_warnings = {}  # warnings given once, by key (transformers' attribute)
+        self._set_chat_template(kwargs.pop("chat_template", None))
         self.name_or_path = kwargs.pop("name_or_path", "")
         model_max_length = kwargs.pop("model_max_length", kwargs.pop("max_len", None))
         self.model_max_length = VERY_LARGE_INTEGER if model_max_length is None else int(model_max_length)
