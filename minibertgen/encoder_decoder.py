@@ -43,6 +43,7 @@ class EncoderDecoderModel(GenerationMixin, ModelShell):
 
     config_class = EncoderDecoderConfig
     base_model_prefix = "encoder_decoder"
+    _tied_weights_keys = None  # as transformers' class (the halves' own ties are theirs)
 
     def __init__(self, config=None, encoder=None, decoder=None, *, device=None, dtype=None, seed=None):
         if config is None and (encoder is None or decoder is None):

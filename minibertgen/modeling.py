@@ -146,6 +146,7 @@ class PreTrainedModel(ModelShell):
 
     config_class = BertGenerationConfig
     base_model_prefix = "bert"
+    _tied_weights_keys = None
     has_lm_head = False
     has_pooler = False
 
@@ -192,7 +193,10 @@ class PreTrainedModel(ModelShell):
     def state_dict(self) -> dict:
         """Flat {checkpoint name: array}, named as this transformers class names them."""
         family = self.config.model_type
-        return {checkpoint_name(name, family, self.has_lm_head): array for name, array in flatten(self.params).items()}
+        # the body before the head, as torch registers them: a tied table is then named after the
+        # body's embeddings in named_parameters(), as in transformers (a checkpoint may list lm_head first)
+        ordered = sorted(flatten(self.params).items(), key=lambda item: item[0].startswith("lm_head."))
+        return {checkpoint_name(name, family, self.has_lm_head): array for name, array in ordered}
 
     # -- loading and saving -----------------------------------------------------------------
     @classmethod
@@ -247,10 +251,15 @@ class PreTrainedModel(ModelShell):
         return EmbeddingsSurface(self.body_params["embeddings"]["word_embeddings"])
 
     def set_input_embeddings(self, value):
-        EmbeddingsSurface(self.body_params["embeddings"]["word_embeddings"]).replace(value, self.config.hidden_size)
+        """Use ``value`` (an embeddings object or a [rows, width] array) as the word embeddings.
+        Any shape is taken, as transformers takes any module; the forward pass needs width
+        hidden_size (config.vocab_size is not changed: resize_token_embeddings does that)."""
+        EmbeddingsSurface(self.body_params["embeddings"]["word_embeddings"]).replace(value)
 
     def get_output_embeddings(self):
-        return EmbeddingsSurface(self.params["lm_head"]["decoder"]) if self.has_lm_head else None
+        """The head's vocabulary projection (``.weight`` [vocab, hidden], ``.bias`` [vocab]), or None."""
+        return EmbeddingsSurface(self.params["lm_head"]["decoder"], self.params["lm_head"]) \
+            if self.has_lm_head else None
 
     def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
         """Grow or shrink the vocabulary (rows added at the mean of the old ones, as
@@ -342,6 +351,8 @@ class BertGenerationEncoder(_Encoder):
 class BertGenerationDecoder(_CausalLM, GenerationMixin):  # GenerationMixin listed directly, as transformers
     """transformers' BertGenerationDecoder: the head is the vocabulary projection alone."""
 
+    _tied_weights_keys = ["lm_head.decoder.weight", "lm_head.decoder.bias"]  # transformers' names of the weights tied to others
+
 
 class _PooledEncoder(_Encoder):
     """A base model with BERT's pooler, pooler_output = tanh(dense(h[:, 0])); transformers'
@@ -381,6 +392,8 @@ class BertModel(_PooledEncoder):
 class BertLMHeadModel(_CausalLM, GenerationMixin):  # GenerationMixin listed directly, as transformers
     """transformers' BertLMHeadModel: the head transforms (dense, activation, LayerNorm) first."""
 
+    _tied_weights_keys = ["cls.predictions.decoder.bias", "cls.predictions.decoder.weight"]  # transformers' names of the weights tied to others
+
     config_class = BertConfig
 
 
@@ -393,6 +406,8 @@ class RobertaModel(_PooledEncoder):
 
 class RobertaForCausalLM(_CausalLM, GenerationMixin):  # GenerationMixin listed directly, as transformers
     """transformers' RobertaForCausalLM: its head's transform always uses the erf GELU."""
+
+    _tied_weights_keys = ["lm_head.decoder.weight", "lm_head.decoder.bias"]  # transformers' names of the weights tied to others
 
     config_class = RobertaConfig
     base_model_prefix = "roberta"
