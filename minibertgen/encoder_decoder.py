@@ -156,6 +156,7 @@ class EncoderDecoderModel(GenerationMixin, ModelShell):
     def from_pretrained(cls, pretrained_model_name_or_path=None, **kwargs):
         """Load an EncoderDecoderModel checkpoint (config.json with encoder/decoder + weights);
         each half is built as its sub-config's model_type says."""
+        _refuse_a_single_half(pretrained_model_name_or_path, kwargs)
         config, tree, device, directory, report, options = loading.from_pretrained(
             cls.__name__, pretrained_model_name_or_path, EncoderDecoderConfig, _build_flat, kwargs,
             quantized_as=loading.seq2seq_quantization)
@@ -310,6 +311,21 @@ class EncoderDecoderModel(GenerationMixin, ModelShell):
                 raise ValueError(f"labels were given without decoder_input_ids, so they must be shifted right, "
                                  f"which needs config.{name} (it is None): set model.config.{name}")
         return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
+
+
+def _refuse_a_single_half(name_or_path, kwargs) -> None:
+    """EncoderDecoderModel.from_pretrained(<a BERT checkpoint>): say how to warm-start from it."""
+    if name_or_path is None or "config" in kwargs:
+        return
+    hub = {k: kwargs[k] for k in ("revision", "cache_dir", "local_files_only") if k in kwargs}
+    try:
+        model_type = _read_json(_config_file(name_or_path, **hub), "config.json").get("model_type")
+    except (OSError, ValueError):
+        return  # loading reports what is wrong with the files
+    if model_type in _CONFIG_CLASSES:
+        path = repr(str(name_or_path))
+        raise ValueError(f"{name_or_path} holds one {model_type} model, not an encoder-decoder: to build one from it "
+                         f"(as transformers), use EncoderDecoderModel.from_encoder_decoder_pretrained({path}, {path})")
 
 
 def _warm_start(name_or_path, role: str, kwargs: dict):

@@ -41,8 +41,11 @@ def as_ids(value, name, device, vocab_size=None, allow_ignore=False):
             low, high = int(checked.min()), int(checked.max())
             if low < 0 or high >= vocab_size:
                 extra = " (or -100 to ignore a position)" if allow_ignore else ""
+                hint = "" if low < 0 else (" -- the tokenizer and the model do not match: use the model's own "
+                                           "tokenizer, or after adding tokens call model.resize_token_embeddings("
+                                           "len(tokenizer))")
                 raise ValueError(f"{name} contains id {low if low < 0 else high}: "
-                                 f"expected ids in [0, {vocab_size}){extra}")
+                                 f"expected ids in [0, {vocab_size}){extra}{hint}")
     return to_device(arr, device, dtype=np.int64)
 
 

@@ -12,6 +12,7 @@ families differ there by a few lines chosen by the config, and here only by thei
 """
 from __future__ import annotations
 
+import inspect
 from functools import partial
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from .model import bert_stack, causal_lm_loss, lm_head, pooler
 from .modeling_surface import (EmbeddingsSurface, ModuleSpellings, generation_config_property,
                                move_generation_parameters)
 from .outputs import ModelOutput
+from .suggest import unexpected_keywords
 from .training import TrainingMixin, records_activations, sub_record
 
 __all__ = ["PreTrainedModel", "BertGenerationEncoder", "BertGenerationDecoder", "BertModel", "BertLMHeadModel",
@@ -351,7 +353,8 @@ class BertGenerationEncoder(_Encoder):
 class BertGenerationDecoder(_CausalLM, GenerationMixin):  # GenerationMixin listed directly, as transformers
     """transformers' BertGenerationDecoder: the head is the vocabulary projection alone."""
 
-    _tied_weights_keys = ["lm_head.decoder.weight", "lm_head.decoder.bias"]  # transformers' names of the weights tied to others
+    # transformers' names of the weights tied to others
+    _tied_weights_keys = ["lm_head.decoder.weight", "lm_head.decoder.bias"]
 
 
 class _PooledEncoder(_Encoder):
@@ -392,7 +395,8 @@ class BertModel(_PooledEncoder):
 class BertLMHeadModel(_CausalLM, GenerationMixin):  # GenerationMixin listed directly, as transformers
     """transformers' BertLMHeadModel: the head transforms (dense, activation, LayerNorm) first."""
 
-    _tied_weights_keys = ["cls.predictions.decoder.bias", "cls.predictions.decoder.weight"]  # transformers' names of the weights tied to others
+    # transformers' names of the weights tied to others
+    _tied_weights_keys = ["cls.predictions.decoder.bias", "cls.predictions.decoder.weight"]
 
     config_class = BertConfig
 
@@ -407,7 +411,8 @@ class RobertaModel(_PooledEncoder):
 class RobertaForCausalLM(_CausalLM, GenerationMixin):  # GenerationMixin listed directly, as transformers
     """transformers' RobertaForCausalLM: its head's transform always uses the erf GELU."""
 
-    _tied_weights_keys = ["lm_head.decoder.weight", "lm_head.decoder.bias"]  # transformers' names of the weights tied to others
+    # transformers' names of the weights tied to others
+    _tied_weights_keys = ["lm_head.decoder.weight", "lm_head.decoder.bias"]
 
     config_class = RobertaConfig
     base_model_prefix = "roberta"
@@ -427,7 +432,8 @@ def run_body(model, body_params, *, input_ids, attention_mask, token_type_ids, p
     config, device, dtype = model.config, model.device, model.dtype
     unknown = [k for k in extra if k not in _TOLERATED_EXTRA]
     if unknown:
-        raise TypeError(f"{type(model).__name__}() got unexpected keyword argument(s): {', '.join(unknown)}")
+        known = inspect.signature(type(model).__call__).parameters
+        raise TypeError(unexpected_keywords(f"{type(model).__name__}()", unknown, known))
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError("pass exactly one of input_ids and inputs_embeds "
                          f"(got {'both' if input_ids is not None else 'neither'})")

@@ -214,8 +214,8 @@ class _Kept:
     def __init__(self, config, seq2seq):
         on = config.return_dict_in_generate
         self.seq2seq, self.first = seq2seq, True
-        self.names = [n for n, wanted in (("scores", on and config.output_scores), ("logits", on and config.output_logits))
-                      if wanted]
+        wanted = (("scores", on and config.output_scores), ("logits", on and config.output_logits))
+        self.names = [name for name, asked in wanted if asked]
         self.record = []
         if on and config.output_attentions:
             self.record += ["attentions", "cross_attentions"] if seq2seq else ["attentions"]

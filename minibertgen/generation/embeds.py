@@ -4,10 +4,11 @@ As in transformers 4.57, the returned ids are the generated tokens only (the pro
 no ids), and max_length / min_length count generated tokens (max_new_tokens is the
 usual way to say how many).  Given ``input_ids`` as well (one id per embedded position),
 those ids are the prompt as usual -- returned, counted, seen by the processors -- and the
-embeddings only replace their word embeddings in the first step (transformers' rule).  Internally the search runs over a buffer whose first P
-columns are placeholders for the P embedded positions, so that the cache and positions
-line up; the first step feeds the embeddings instead of those placeholders, and every
-logits processor sees only the generated columns, as transformers' processors do.
+embeddings only replace their word embeddings in the first step (transformers' rule).
+Internally the search runs over a buffer whose first P columns are placeholders for the
+P embedded positions (or the ids), so that the cache and positions line up; the first
+step feeds the embeddings instead, and without ids every logits processor sees only the
+generated columns, as transformers' processors do.
 """
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ import numpy as np
 from .. import seeding
 from ..backend import array_module
 from ..inputs import as_embeds, as_ids, as_mask, as_token_types
+from ..suggest import unexpected_keywords
 from .config import GENERATION_CONFIG_NAME, GenerationConfig
 from .processors import token_ids
 
@@ -55,8 +56,10 @@ def resolve_generation_config(model, generation_config, kwargs):
     extra = config.update(**kwargs)
     unknown = [k for k in extra if k not in _MODEL_KWARGS]
     if unknown:
-        raise TypeError(f"generate() got unexpected keyword argument(s): {', '.join(sorted(unknown))} "
-                        "(neither GenerationConfig fields nor model inputs)")
+        known = [*GenerationConfig().to_dict(), *_MODEL_KWARGS, "attention_mask", "generation_config", "seed",
+                 "logits_processor", "prefix_allowed_tokens_fn", "assistant_model", "use_cuda_graph"]
+        raise TypeError(unexpected_keywords("generate()", sorted(unknown), known,
+                                            "(neither GenerationConfig fields nor model inputs)"))
     refused = config.unsupported_fields()
     if refused:
         raise ValueError(f"generation settings not supported by minibertgen: "
@@ -224,7 +227,8 @@ def _refuse_unused_token_types(model, role):
     if model.config.model_type == "bert-generation":
         raise ValueError(f"token_type_ids: this {role} ({type(model).__name__}, model_type 'bert-generation') has "
                          "no token types; transformers' generate() refuses them too. Token types are read by "
-                         "BERT and RoBERTa encoders and decoders")
+                         "BERT and RoBERTa encoders and decoders. With generate(**tokenizer(text)), encode with "
+                         "tokenizer(text, return_token_type_ids=False)")
 
 
 def warn_not_a_decoder(config):

@@ -8,8 +8,10 @@ truncation, padding, arrays, decoding) lives here once, following the behaviour 
 transformers' slow ``PreTrainedTokenizer`` so ids and strings come out identical.
 """
 import copy
+import inspect
 import re
 
+from ..suggest import unexpected_keywords
 from .added_tokens import AddedToken, as_added_token, build_matcher, split_on_added_tokens
 from .calling import CallMixin
 from .chat_template import ChatTemplateMixin
@@ -289,7 +291,8 @@ class PreTrainedTokenizer(CallMixin, PlusMixin, FilesMixin, ChatTemplateMixin):
         split_special = kwargs.pop("split_special_tokens", self.split_special_tokens)
         text, kwargs = self.prepare_for_tokenization(text, **kwargs)
         if kwargs:
-            raise TypeError(f"tokenize() got unexpected keyword arguments {sorted(kwargs)}")
+            known = [*inspect.signature(type(self).__call__).parameters, "split_special_tokens"]
+            raise TypeError(unexpected_keywords("tokenize()", sorted(kwargs), known))
         return text, split_special
 
     def _pieces(self, text, split_special):

@@ -153,7 +153,8 @@ def test_jinja_file_wins_over_the_config(tmp_path):
     assert T.BertTokenizer.from_pretrained(tmp_path).chat_template == "from the file"
 
 
-ASSISTANT_TEMPLATE = ("{% for m in messages %}{% if m.role != 'assistant' %}{{ '<|' + m.role + '|> ' + m.content + ' ' }}"
+ASSISTANT_TEMPLATE = ("{% for m in messages %}{% if m.role != 'assistant' %}"
+                      "{{ '<|' + m.role + '|> ' + m.content + ' ' }}"
                       "{% else %}{{ '<|assistant|> ' }}{% generation %}{{ m.content + ' [SEP]' }}{% endgeneration %}"
                       "{{ ' ' }}{% endif %}{% endfor %}")
 
