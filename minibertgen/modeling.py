@@ -291,6 +291,24 @@ class _Encoder(PreTrainedModel):
                  head_mask=None, inputs_embeds=None, encoder_hidden_states=None, encoder_attention_mask=None,
                  past_key_values=None, use_cache=None, output_attentions=None, output_hidden_states=None,
                  return_dict=None, record=None, **kwargs):
+        """The body's forward pass: embeddings and every layer.
+
+        Args:
+            input_ids: token ids [batch, seq] (or ``inputs_embeds`` [batch, seq, hidden]).
+            attention_mask: [batch, seq] (past + seq with a cache), 1 for real tokens, 0 for padding.
+            token_type_ids: [batch, seq] segment ids (BERT, RoBERTa; ignored by BertGeneration).
+            position_ids: [batch, seq] positions (default: counted from the cache's length).
+            head_mask: [layers, heads] (or [heads]) multipliers of the attention probabilities.
+            encoder_hidden_states / encoder_attention_mask: what a cross-attending decoder reads.
+            past_key_values / use_cache: a decoder's EncoderDecoderCache (default
+                ``config.use_cache`` for a decoder, never for an encoder).
+            output_attentions / output_hidden_states / return_dict: as in transformers.
+
+        Returns:
+            A ModelOutput: ``last_hidden_state`` [batch, seq, hidden], ``pooler_output`` [batch,
+            hidden] (BERT and RoBERTa with a pooler), ``past_key_values``, ``hidden_states``,
+            ``attentions``, ``cross_attentions`` (those asked for); a tuple with return_dict=False.
+        """
         out, cache = run_body(self, self.params, record=record, input_ids=input_ids, attention_mask=attention_mask,
                               token_type_ids=token_type_ids, position_ids=position_ids, head_mask=head_mask,
                               inputs_embeds=inputs_embeds, encoder_hidden_states=encoder_hidden_states,
@@ -317,6 +335,19 @@ class _CausalLM(PreTrainedModel, GenerationMixin):
                  head_mask=None, inputs_embeds=None, encoder_hidden_states=None, encoder_attention_mask=None,
                  labels=None, past_key_values=None, use_cache=None, output_attentions=None,
                  output_hidden_states=None, return_dict=None, record=None, **kwargs):
+        """The body plus the language-model head; with ``labels``, also the next-token loss.
+
+        Args: those of the body (see BertGenerationEncoder.__call__), and
+            labels: [batch, seq] ids; position t is scored against label t + 1 (the shift is done
+                here), -100 marks positions to ignore.  Given labels, no cache is used (as
+                transformers), so relative positions are each query's own.
+
+        Returns:
+            A ModelOutput (transformers' CausalLMOutputWithCrossAttentions fields): ``loss``,
+            ``logits`` [batch, seq, vocab], ``past_key_values``, ``hidden_states``,
+            ``attentions``, ``cross_attentions``; a tuple with return_dict=False.  In training
+            mode ``loss.backward()`` fills every parameter's ``.grad``.
+        """
         if labels is not None:
             use_cache = False
         out, cache = run_body(self, self.params["bert"], record=sub_record(record, "bert"), input_ids=input_ids, attention_mask=attention_mask,
