@@ -87,6 +87,17 @@ def relative_position_scores(query, key, distance_table, query_positions, mode):
     return scores
 
 
+def relative_query_positions(xp, past_length, seq, from_last_key):
+    """The position each new query is measured from in relative position scores: [seq].
+
+    Its own position (past_length + i), or, ``from_last_key``, the last key's position for
+    every query (transformers 4.57's rule when a cache is in use, see self_attention).
+    """
+    if from_last_key:
+        return xp.full(seq, past_length + seq - 1)  # [seq], all the last key's position
+    return xp.arange(past_length, past_length + seq)  # [seq]
+
+
 @replaceable
 def attend(query, key, value, mask, *, head_mask=None, relative=None, record=None):
     """Scaled dot-product attention over split heads: softmax(q k^T / sqrt(d) + mask) v.
@@ -111,12 +122,20 @@ def attend(query, key, value, mask, *, head_mask=None, relative=None, record=Non
 
 
 def self_attention(p, hidden, mask, heads, *, cache=None, layer=0, past_length=0, head_mask=None,
-                   position_embedding_type="absolute", record=None):
+                   position_embedding_type="absolute", distances_from_last_key=False, record=None):
     """Multi-head self-attention (one layer's ``attention.self`` parameters ``p``).
 
     hidden [batch, seq, hidden] -> (context [batch, seq, hidden], probs [batch, heads, seq, keys]).
     With a ``cache`` the new keys/values are written into it at ``past_length`` (the
     position of the first new token) and attention covers past + new.
+
+    ``distances_from_last_key`` (relative positions only): measure every query's distance
+    from the last key, as if each query sat at the last position -- transformers 4.57 does
+    this whenever its layers are handed a cache, which a decoder gets by default (use_cache),
+    also for several tokens at once and also in training.  For one new token it is the
+    token's own position; for several, every query but the last sees shifted distances.
+    Models fine-tuned with transformers learned these distances, so model.py asks for them
+    exactly where transformers applies them (see :func:`relative_query_positions`).
     """
     xp = array_module(hidden)
     q = split_heads(linear(hidden, p["query"]["weight"], p["query"]["bias"]), heads)  # [batch, heads, seq, d]
@@ -126,7 +145,7 @@ def self_attention(p, hidden, mask, heads, *, cache=None, layer=0, past_length=0
         k, v = cache.update_self(layer, k, v, past_length)  # [batch, heads, past + seq, d]
     relative = None
     if position_embedding_type != "absolute":
-        query_positions = xp.arange(past_length, past_length + hidden.shape[1])  # [seq]
+        query_positions = relative_query_positions(xp, past_length, hidden.shape[1], distances_from_last_key)
         relative = (p["distance_embedding"]["weight"], query_positions, position_embedding_type)
     if record is not None:
         record["input"] = hidden

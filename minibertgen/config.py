@@ -27,6 +27,11 @@ ACTIVATIONS = (
     "quick_gelu", "relu", "relu6", "silu", "swish", "tanh", "sigmoid", "linear", "mish",
 )
 POSITION_EMBEDDING_TYPES = ("absolute", "relative_key", "relative_key_query")
+# How a relative_key(_query) layer measures distances when it is handed a cache (minibertgen's
+# own option, not a transformers key): "cached_last_key" -- every query from the last key, as
+# transformers 4.57 computes (and so trains) by default; "per_query" -- each query from its own
+# position, the textbook formula (attention.self_attention explains the difference).
+RELATIVE_DISTANCES = ("cached_last_key", "per_query")
 
 
 def _check_number(name, value, *, positive) -> None:
@@ -79,10 +84,23 @@ class BertGenerationConfig(PretrainedConfig):
                 f"position_embedding_type={self.position_embedding_type!r}: expected one of "
                 f"{', '.join(POSITION_EMBEDDING_TYPES)}"
             )
+        if self.relative_distances not in RELATIVE_DISTANCES:
+            raise ValueError(f"relative_distances={self.relative_distances!r}: expected one of "
+                             f"{', '.join(map(repr, RELATIVE_DISTANCES))}")
         if self.add_cross_attention and not self.is_decoder:
             raise ValueError("add_cross_attention=True needs is_decoder=True: only a decoder cross-attends")
         _check_number("layer_norm_eps", self.layer_norm_eps, positive=True)
         _check_number("initializer_range", self.initializer_range, positive=False)
+
+    @property
+    def relative_distances(self) -> str:
+        """See RELATIVE_DISTANCES; set it to "per_query" for each query's own distances.  Kept
+        in config.json only when changed (transformers ignores the key)."""
+        return self.__dict__.get("relative_distances", "cached_last_key")
+
+    @relative_distances.setter
+    def relative_distances(self, value) -> None:
+        self.__dict__["relative_distances"] = value
 
     @property
     def head_dim(self) -> int:

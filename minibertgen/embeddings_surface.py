@@ -18,8 +18,15 @@ class EmbeddingsSurface:
     (``.weight``, ``num_embeddings``, ``embedding_dim``).  Reading ``.weight`` gives the array
     the model computes with; assigning it replaces that array in the model."""
 
-    def __init__(self, node: dict):
+    def __init__(self, node: dict, bias_owner: dict = None):
         self._node = node
+        self._bias_owner = bias_owner  # an LM head's node holding "bias" (nn.Linear's bias, tied as in transformers)
+
+    def __eq__(self, other):
+        """The same embeddings: the same weight array (as transformers compares the module)."""
+        return self.weight is getattr(other, "weight", other)
+
+    __hash__ = object.__hash__
 
     @property
     def weight(self):
@@ -30,6 +37,21 @@ class EmbeddingsSurface:
         self.replace(value, self._node["weight"].shape[1])
 
     @property
+    def bias(self):
+        if self._bias_owner is None:
+            raise AttributeError("input embeddings have no bias (an nn.Embedding has none)")
+        return self._bias_owner["bias"]
+
+    @bias.setter
+    def bias(self, value):
+        if self._bias_owner is None:
+            raise AttributeError("input embeddings have no bias (an nn.Embedding has none)")
+        if getattr(value, "shape", None) != (self._node["weight"].shape[0],):
+            raise ValueError(f"bias: expected shape ({self._node['weight'].shape[0]},), got "
+                             f"{getattr(value, 'shape', type(value).__name__)}")
+        self._bias_owner["bias"] = value
+
+    @property
     def num_embeddings(self) -> int:
         return int(self._node["weight"].shape[0])
 
@@ -37,10 +59,15 @@ class EmbeddingsSurface:
     def embedding_dim(self) -> int:
         return int(self._node["weight"].shape[1])
 
-    def replace(self, value, hidden: int) -> None:
-        weight = value.weight if isinstance(value, EmbeddingsSurface) else value
-        if getattr(weight, "ndim", None) != 2 or weight.shape[1] != hidden:
-            raise ValueError(f"embeddings: expected a [vocab, {hidden}] matrix, got shape "
+    def replace(self, value, hidden: int = None) -> None:
+        """Put ``value`` (an object with ``.weight``, or a 2-D array) in place of the table;
+        ``hidden``: the width it must have (None: any)."""
+        weight = getattr(value, "weight", value)
+        if hasattr(weight, "detach") and hasattr(weight, "numpy"):  # a torch tensor / Parameter
+            weight = weight.detach().cpu().numpy()
+        if getattr(weight, "ndim", None) != 2 or (hidden is not None and weight.shape[1] != hidden):
+            width = "hidden" if hidden is None else hidden
+            raise ValueError(f"embeddings: expected a [vocab, {width}] matrix, got shape "
                              f"{tuple(getattr(weight, 'shape', ()))}")
         if np.dtype(weight.dtype).kind != "f":  # as loading refuses such a weight: logits would change type
             raise TypeError(f"embeddings: the table has dtype {np.dtype(weight.dtype)}: expected floating point "
@@ -81,6 +108,7 @@ def resize_vocabulary(model, new_num_tokens, pad_to_multiple_of=None, mean_resiz
         # transformers pads a tied head's bias with zeros; an untied head is mean-resized
         model.params["lm_head"]["bias"] = _resized_bias(bias, rows, mean_resizing and not tied)
     config.vocab_size = int(rows)
+    model.vocab_size = int(rows)  # transformers sets it on the model too
     return model.get_input_embeddings()
 
 

@@ -41,6 +41,7 @@ class EncoderDecoderModel(GenerationMixin, ModelShell):
 
     config_class = EncoderDecoderConfig
     base_model_prefix = "encoder_decoder"
+    _tied_weights_keys = None  # as transformers' class (the halves' own ties are theirs)
 
     def __init__(self, config=None, encoder=None, decoder=None, *, device=None, dtype=None, seed=None):
         if config is None and (encoder is None or decoder is None):
@@ -150,8 +151,29 @@ class EncoderDecoderModel(GenerationMixin, ModelShell):
     # -- loading and saving -----------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path=None, **kwargs):
-        """Load an EncoderDecoderModel checkpoint (config.json with encoder/decoder + weights);
-        each half is built as its sub-config's model_type says."""
+        """Load a saved EncoderDecoderModel: config.json with ``encoder`` and ``decoder`` sub-configs,
+        and its weights (model.safetensors, sharded or not, or pytorch_model.bin read without
+        executing pickled code).  Each half is built as its sub-config's model_type says.
+
+        Args:
+            pretrained_model_name_or_path: a directory, or a hub id already in the local Hugging
+                Face cache (downloaded only when huggingface_hub is installed and you are online).
+                A checkpoint of one BERT-family model is refused: build a new encoder-decoder
+                from it with :meth:`from_encoder_decoder_pretrained`.
+            dtype: None (float32), "auto" (as stored), "float16", "bfloat16" (computed in float32).
+            device: "cpu" (default), "cuda", "cuda:1" or an index: where the weights live.
+            quantization_config: a BitsAndBytesConfig (8-bit or 4-bit weights), or read from a
+                checkpoint that was saved quantized.
+            config: an EncoderDecoderConfig to use instead of config.json.
+            output_loading_info: also return {"missing_keys", "unexpected_keys",
+                "mismatched_keys", "error_msgs"}, as transformers does.
+            revision / cache_dir / local_files_only / subfolder: where to look in the hub cache.
+            Other keywords set fields of the config (e.g. ``decoder_start_token_id=2``).
+
+        Returns:
+            The model (and the loading info with output_loading_info=True), in eval mode.
+        """
+        _refuse_a_single_half(pretrained_model_name_or_path, kwargs)
         config, tree, device, directory, report, options = loading.from_pretrained(
             cls.__name__, pretrained_model_name_or_path, EncoderDecoderConfig, _build_flat, kwargs,
             quantized_as=loading.seq2seq_quantization)
@@ -254,6 +276,40 @@ class EncoderDecoderModel(GenerationMixin, ModelShell):
                  encoder_outputs=None, past_key_values=None, inputs_embeds=None, decoder_inputs_embeds=None,
                  labels=None, use_cache=None, output_attentions=None, output_hidden_states=None,
                  return_dict=None, record=None, **kwargs):
+        """Run the encoder on the source and the decoder on the target; with ``labels``, also the loss.
+
+        Args:
+            input_ids: source token ids [batch, src] (or ``inputs_embeds`` [batch, src, enc_hidden]).
+            attention_mask: [batch, src], 1 for real source tokens, 0 for padding; the decoder's
+                cross-attention skips the padding too.
+            decoder_input_ids: target ids [batch, tgt] the decoder reads (teacher forcing); left out
+                when ``labels`` are given, they are the labels shifted right behind
+                ``config.decoder_start_token_id`` (-100 read as ``pad_token_id``).
+            decoder_attention_mask: [batch, tgt] for the target (default when shifted from labels:
+                positions that are not padding).
+            encoder_outputs: the encoder's output from an earlier call (``model.encoder(...)`` or a
+                tuple whose first item is last_hidden_state): the encoder is then not run again.
+            past_key_values: the EncoderDecoderCache a previous call returned; the decoder then
+                reads only the new target tokens.
+            decoder_inputs_embeds: [batch, tgt, dec_hidden] in place of decoder_input_ids.
+            labels: target ids [batch, tgt] for the loss; -100 marks positions to ignore.
+            use_cache: return (and fill) a cache; default ``config.decoder.use_cache``.  With a cache
+                and relative position embeddings, several target tokens at once are measured as
+                transformers measures them (see config.relative_distances).
+            output_attentions / output_hidden_states: also return every layer's attention
+                probabilities / hidden states.
+            return_dict: False returns transformers' plain tuple instead of the output object.
+            decoder_*: other keyword arguments starting with ``decoder_`` go to the decoder (the
+                prefix removed), the rest to the encoder (e.g. ``token_type_ids`` for a BERT encoder).
+
+        Returns:
+            A ModelOutput (transformers' Seq2SeqLMOutput fields): ``loss`` (mean cross-entropy over
+            the labels that are not -100, when labels are given), ``logits`` [batch, tgt, vocab],
+            ``past_key_values``, ``decoder_hidden_states``, ``decoder_attentions``,
+            ``cross_attentions``, ``encoder_last_hidden_state`` [batch, src, enc_hidden],
+            ``encoder_hidden_states``, ``encoder_attentions`` (fields not asked for are absent).
+            In training mode (``model.train()``) ``loss.backward()`` fills every parameter's ``.grad``.
+        """
         encoder_kwargs = {k: v for k, v in kwargs.items() if not k.startswith("decoder_")}
         decoder_kwargs = {k[len("decoder_"):]: v for k, v in kwargs.items() if k.startswith("decoder_")}
         if encoder_outputs is None:
@@ -326,6 +382,21 @@ class EncoderDecoderModel(GenerationMixin, ModelShell):
                 raise ValueError(f"labels were given without decoder_input_ids, so they must be shifted right, "
                                  f"which needs config.{name} (it is None): set model.config.{name}")
         return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
+
+
+def _refuse_a_single_half(name_or_path, kwargs) -> None:
+    """EncoderDecoderModel.from_pretrained(<a BERT checkpoint>): say how to warm-start from it."""
+    if name_or_path is None or "config" in kwargs:
+        return
+    hub = {k: kwargs[k] for k in ("revision", "cache_dir", "local_files_only") if k in kwargs}
+    try:
+        model_type = _read_json(_config_file(name_or_path, **hub), "config.json").get("model_type")
+    except (OSError, ValueError):
+        return  # loading reports what is wrong with the files
+    if model_type in _CONFIG_CLASSES:
+        path = repr(str(name_or_path))
+        raise ValueError(f"{name_or_path} holds one {model_type} model, not an encoder-decoder: to build one from it "
+                         f"(as transformers), use EncoderDecoderModel.from_encoder_decoder_pretrained({path}, {path})")
 
 
 def _warm_start(name_or_path, role: str, kwargs: dict):

@@ -9,10 +9,13 @@ the call of a model's body.
 """
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
 from .backend import is_cupy_array, to_device, to_numpy
 from .cache_surface import EncoderDecoderCache
+from .suggest import unexpected_keywords
 
 __all__ = ["as_ids", "as_position_ids", "as_mask", "as_embeds", "as_head_mask", "as_token_types",
            "check_positions", "check_chunking", "body_inputs"]
@@ -43,8 +46,11 @@ def as_ids(value, name, device, vocab_size=None, allow_ignore=False):
             low, high = int(checked.min()), int(checked.max())
             if low < 0 or high >= vocab_size:
                 extra = " (or -100 to ignore a position)" if allow_ignore else ""
+                hint = "" if low < 0 else (" -- the tokenizer and the model do not match: use the model's own "
+                                           "tokenizer, or after adding tokens call model.resize_token_embeddings("
+                                           "len(tokenizer))")
                 raise ValueError(f"{name} contains id {low if low < 0 else high}: "
-                                 f"expected ids in [0, {vocab_size}){extra}")
+                                 f"expected ids in [0, {vocab_size}){extra}{hint}")
     return to_device(arr, device, dtype=np.int64)
 
 
@@ -158,7 +164,8 @@ def body_inputs(model, *, input_ids=None, attention_mask=None, token_type_ids=No
     config, device, dtype = model.config, model.device, model.dtype
     unknown = [k for k in extra if k not in _TOLERATED_EXTRA]
     if unknown:
-        raise TypeError(f"{type(model).__name__}() got unexpected keyword argument(s): {', '.join(unknown)}")
+        known = inspect.signature(type(model).__call__).parameters
+        raise TypeError(unexpected_keywords(f"{type(model).__name__}()", unknown, known))
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError("pass exactly one of input_ids and inputs_embeds "
                          f"(got {'both' if input_ids is not None else 'neither'})")

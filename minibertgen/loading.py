@@ -27,6 +27,7 @@ from .checkpoint.mapping import (LoadReport, body_shapes, check_layer_count, che
                                  select, tree_name)
 from .families import MODEL_TYPES
 from .placement import place, prequantized_state, stored_float_dtype
+from .suggest import unexpected_keywords
 
 __all__ = ["FAMILIES", "new_projection", "needs_projection", "check_supported", "require_stored_pooler",
            "half_quantization", "seq2seq_quantization", "half_weights", "seq2seq_weights", "tie_pairs",
@@ -255,6 +256,10 @@ def random_params(build_flat, config, dtype, device: Device, seed) -> dict:
 
 # -- from_pretrained ----------------------------------------------------------------------------
 
+_OPTIONS = ("config", "dtype", "device", "seed", "quantization_config", "output_loading_info",
+            "ignore_mismatched_sizes", "state_dict", *_HUB_KWARGS)
+
+
 def read_options(config_class, kwargs: dict) -> tuple[dict, dict]:
     """Split from_pretrained's keyword arguments into loading options and config overrides.
 
@@ -262,10 +267,7 @@ def read_options(config_class, kwargs: dict) -> tuple[dict, dict]:
     config is an error; a loading option never ends up in the config.
     """
     kwargs = dict(kwargs)
-    options = {name: kwargs.pop(name) for name in ("config", "dtype", "device", "seed", "quantization_config",
-                                                   "output_loading_info", "ignore_mismatched_sizes", "state_dict",
-                                                   *_HUB_KWARGS)
-               if name in kwargs}
+    options = {name: kwargs.pop(name) for name in _OPTIONS if name in kwargs}
     if "torch_dtype" in kwargs:  # transformers' pre-4.56 spelling
         legacy = kwargs.pop("torch_dtype")
         if options.get("dtype") is None:
@@ -295,8 +297,8 @@ def _check_overrides(config, overrides: dict, owner: str) -> None:
     known = set(vars(config)) | set(dir(type(config))) | set(_PRETRAINED_FIELDS)
     unknown = [name for name in overrides if name not in known]
     if unknown:
-        raise TypeError(f"{owner}.from_pretrained() got unexpected keyword argument(s): {', '.join(unknown)} "
-                        "(neither loading options nor fields of the config)")
+        raise TypeError(unexpected_keywords(f"{owner}.from_pretrained()", unknown, sorted(known) + list(_OPTIONS),
+                                            "(neither loading options nor fields of the config)"))
 
 
 def from_pretrained(owner: str, name_or_path, config_class, build_flat, kwargs: dict, quantized_as=None):

@@ -115,6 +115,7 @@ def transformer_layer(p, hidden, config, self_mask, *, encoder_states=None, enco
     context, self_probs = self_attention(
         p["attention"]["self"], hidden, self_mask, heads, cache=cache, layer=layer, past_length=past_length,
         head_mask=head_mask, position_embedding_type=config.position_embedding_type,
+        distances_from_last_key=cache is not None and config.relative_distances == "cached_last_key",
         record=sub_record(attention, "self"),
     )
     hidden = add_and_norm(p["attention"]["output"], context, hidden, config.layer_norm_eps,

@@ -12,6 +12,7 @@ families differ there by a few lines chosen by the config, and here only by thei
 """
 from __future__ import annotations
 
+import inspect
 from functools import partial
 from pathlib import Path
 
@@ -148,6 +149,7 @@ class PreTrainedModel(ModelShell):
 
     config_class = BertGenerationConfig
     base_model_prefix = "bert"
+    _tied_weights_keys = None
     has_lm_head = False
     has_pooler = False
 
@@ -194,7 +196,10 @@ class PreTrainedModel(ModelShell):
     def state_dict(self) -> dict:
         """Flat {checkpoint name: array}, named as this transformers class names them."""
         family = self.config.model_type
-        return {checkpoint_name(name, family, self.has_lm_head): array for name, array in flatten(self.params).items()}
+        # the body before the head, as torch registers them: a tied table is then named after the
+        # body's embeddings in named_parameters(), as in transformers (a checkpoint may list lm_head first)
+        ordered = sorted(flatten(self.params).items(), key=lambda item: item[0].startswith("lm_head."))
+        return {checkpoint_name(name, family, self.has_lm_head): array for name, array in ordered}
 
     # -- loading and saving -----------------------------------------------------------------
     @classmethod
@@ -249,10 +254,15 @@ class PreTrainedModel(ModelShell):
         return EmbeddingsSurface(self.body_params["embeddings"]["word_embeddings"])
 
     def set_input_embeddings(self, value):
-        EmbeddingsSurface(self.body_params["embeddings"]["word_embeddings"]).replace(value, self.config.hidden_size)
+        """Use ``value`` (an embeddings object or a [rows, width] array) as the word embeddings.
+        Any shape is taken, as transformers takes any module; the forward pass needs width
+        hidden_size (config.vocab_size is not changed: resize_token_embeddings does that)."""
+        EmbeddingsSurface(self.body_params["embeddings"]["word_embeddings"]).replace(value)
 
     def get_output_embeddings(self):
-        return EmbeddingsSurface(self.params["lm_head"]["decoder"]) if self.has_lm_head else None
+        """The head's vocabulary projection (``.weight`` [vocab, hidden], ``.bias`` [vocab]), or None."""
+        return EmbeddingsSurface(self.params["lm_head"]["decoder"], self.params["lm_head"]) \
+            if self.has_lm_head else None
 
     def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
         """Grow or shrink the vocabulary (rows added at the mean of the old ones, as
@@ -281,6 +291,24 @@ class _Encoder(PreTrainedModel):
                  head_mask=None, inputs_embeds=None, encoder_hidden_states=None, encoder_attention_mask=None,
                  past_key_values=None, use_cache=None, output_attentions=None, output_hidden_states=None,
                  return_dict=None, record=None, **kwargs):
+        """The body's forward pass: embeddings and every layer.
+
+        Args:
+            input_ids: token ids [batch, seq] (or ``inputs_embeds`` [batch, seq, hidden]).
+            attention_mask: [batch, seq] (past + seq with a cache), 1 for real tokens, 0 for padding.
+            token_type_ids: [batch, seq] segment ids (BERT, RoBERTa; ignored by BertGeneration).
+            position_ids: [batch, seq] positions (default: counted from the cache's length).
+            head_mask: [layers, heads] (or [heads]) multipliers of the attention probabilities.
+            encoder_hidden_states / encoder_attention_mask: what a cross-attending decoder reads.
+            past_key_values / use_cache: a decoder's EncoderDecoderCache (default
+                ``config.use_cache`` for a decoder, never for an encoder).
+            output_attentions / output_hidden_states / return_dict: as in transformers.
+
+        Returns:
+            A ModelOutput: ``last_hidden_state`` [batch, seq, hidden], ``pooler_output`` [batch,
+            hidden] (BERT and RoBERTa with a pooler), ``past_key_values``, ``hidden_states``,
+            ``attentions``, ``cross_attentions`` (those asked for); a tuple with return_dict=False.
+        """
         inputs, cache = body_inputs(self, input_ids=input_ids, attention_mask=attention_mask,
                                     token_type_ids=token_type_ids, position_ids=position_ids, head_mask=head_mask,
                                     inputs_embeds=inputs_embeds, encoder_hidden_states=encoder_hidden_states,
@@ -307,6 +335,19 @@ class _CausalLM(PreTrainedModel, GenerationMixin):
                  head_mask=None, inputs_embeds=None, encoder_hidden_states=None, encoder_attention_mask=None,
                  labels=None, past_key_values=None, use_cache=None, output_attentions=None,
                  output_hidden_states=None, return_dict=None, record=None, **kwargs):
+        """The body plus the language-model head; with ``labels``, also the next-token loss.
+
+        Args: those of the body (see BertGenerationEncoder.__call__), and
+            labels: [batch, seq] ids; position t is scored against label t + 1 (the shift is done
+                here), -100 marks positions to ignore.  Given labels, no cache is used (as
+                transformers), so relative positions are each query's own.
+
+        Returns:
+            A ModelOutput (transformers' CausalLMOutputWithCrossAttentions fields): ``loss``,
+            ``logits`` [batch, seq, vocab], ``past_key_values``, ``hidden_states``,
+            ``attentions``, ``cross_attentions``; a tuple with return_dict=False.  In training
+            mode ``loss.backward()`` fills every parameter's ``.grad``.
+        """
         inputs, cache = body_inputs(self, input_ids=input_ids, attention_mask=attention_mask,
                                     token_type_ids=token_type_ids, position_ids=position_ids, head_mask=head_mask,
                                     inputs_embeds=inputs_embeds, encoder_hidden_states=encoder_hidden_states,
@@ -337,8 +378,11 @@ class BertGenerationEncoder(_Encoder):
     """transformers' BertGenerationEncoder: no token types, no pooler."""
 
 
-class BertGenerationDecoder(_CausalLM):
+class BertGenerationDecoder(_CausalLM, GenerationMixin):  # GenerationMixin listed directly, as transformers
     """transformers' BertGenerationDecoder: the head is the vocabulary projection alone."""
+
+    # transformers' names of the weights tied to others
+    _tied_weights_keys = ["lm_head.decoder.weight", "lm_head.decoder.bias"]
 
 
 class _PooledEncoder(_Encoder):
@@ -376,8 +420,11 @@ class BertModel(_PooledEncoder):
     config_class = BertConfig
 
 
-class BertLMHeadModel(_CausalLM):
+class BertLMHeadModel(_CausalLM, GenerationMixin):  # GenerationMixin listed directly, as transformers
     """transformers' BertLMHeadModel: the head transforms (dense, activation, LayerNorm) first."""
+
+    # transformers' names of the weights tied to others
+    _tied_weights_keys = ["cls.predictions.decoder.bias", "cls.predictions.decoder.weight"]
 
     config_class = BertConfig
 
@@ -389,8 +436,11 @@ class RobertaModel(_PooledEncoder):
     base_model_prefix = "roberta"
 
 
-class RobertaForCausalLM(_CausalLM):
+class RobertaForCausalLM(_CausalLM, GenerationMixin):  # GenerationMixin listed directly, as transformers
     """transformers' RobertaForCausalLM: its head's transform always uses the erf GELU."""
+
+    # transformers' names of the weights tied to others
+    _tied_weights_keys = ["lm_head.decoder.weight", "lm_head.decoder.bias"]
 
     config_class = RobertaConfig
     base_model_prefix = "roberta"

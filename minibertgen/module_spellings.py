@@ -9,6 +9,13 @@ class ModuleSpellings:
     """torch modules' names for calling, moving and casting a model, over its own ``__call__``
     and ``to`` (every model class has both)."""
 
+    def __init_subclass__(cls, **kwargs):
+        # forward is the class's own __call__, signature and docstring included, as in torch
+        # (inspect.signature(Model.forward) shows input_ids first: main_input_name)
+        super().__init_subclass__(**kwargs)
+        if "__call__" in cls.__dict__:
+            cls.forward = cls.__dict__["__call__"]
+
     def forward(self, *args, **kwargs):
         """The forward pass, as torch modules spell it: the same as calling the model."""
         return self(*args, **kwargs)

@@ -151,6 +151,13 @@ class PretrainedConfig:
         if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
             raise ValueError(f"problem_type={self.problem_type!r}: expected one of {', '.join(PROBLEM_TYPES)}")
 
+    def __setattr__(self, name, value):
+        # model_type names the class, and the class decides (transformers' models never read the
+        # attribute): config.model_type = "bert" on a BertGenerationConfig is kept aside, unused.
+        if name == "model_type":
+            name = "_assigned_model_type"
+        super().__setattr__(name, value)
+
     def validate(self) -> None:
         """Check that a model can be built from this config; subclasses add their checks."""
 

@@ -2,16 +2,20 @@
 
 As in transformers 4.57, the returned ids are the generated tokens only (the prompt had
 no ids), and max_length / min_length count generated tokens (max_new_tokens is the
-usual way to say how many).  Internally the search runs over a buffer whose first P
-columns are placeholders for the P embedded positions, so that the cache and positions
-line up; the first step feeds the embeddings instead of those placeholders, and every
-logits processor sees only the generated columns, as transformers' processors do.
+usual way to say how many).  Given ``input_ids`` as well (one id per embedded position),
+those ids are the prompt as usual -- returned, counted, seen by the processors -- and the
+embeddings only replace their word embeddings in the first step (transformers' rule).
+Internally the search runs over a buffer whose first P columns are placeholders for the
+P embedded positions (or the ids), so that the cache and positions line up; the first
+step feeds the embeddings instead, and without ids every logits processor sees only the
+generated columns, as transformers' processors do.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..inputs import as_embeds, as_mask
+from .prepare import prepare_prompt
 
 __all__ = ["EmbedsPrompt"]
 
@@ -19,10 +23,7 @@ __all__ = ["EmbedsPrompt"]
 class EmbedsPrompt:
     """The embedded prompt of one generate() call: embeds [batch, P, hidden], mask [batch, P]."""
 
-    def __init__(self, model, inputs_embeds, attention_mask, input_ids, config):
-        if input_ids is not None:
-            raise NotImplementedError("generate() with both input_ids and inputs_embeds is not supported by "
-                                      "minibertgen: pass the prompt one way (inputs_embeds alone)")
+    def __init__(self, model, inputs_embeds, attention_mask, input_ids, config, tokens=None):
         if model.config.is_encoder_decoder:
             raise NotImplementedError("inputs_embeds for an EncoderDecoderModel's generate() is not supported: "
                                       "pass input_ids or encoder_outputs")
@@ -31,6 +32,16 @@ class EmbedsPrompt:
                                       "cache every step would need the prompt's ids; use use_cache=True")
         self.embeds = as_embeds(inputs_embeds, "inputs_embeds", model.device, model.dtype, model.config.hidden_size)
         batch, self.length = self.embeds.shape[:2]
+        self.with_ids = input_ids is not None
+        if self.with_ids:
+            # transformers: the ids are the prompt (returned, counted in max_length, seen by the
+            # processors); the embeddings replace their word embeddings in the first step only
+            self.placeholders, _, self.mask = prepare_prompt(model, input_ids, attention_mask, tokens)
+            if self.placeholders.shape != (batch, self.length):
+                raise ValueError(f"input_ids has shape {tuple(self.placeholders.shape)} but inputs_embeds "
+                                 f"{tuple(self.embeds.shape)}: expected input_ids [batch, seq] matching inputs_embeds "
+                                 "[batch, seq, hidden]")
+            return
         if attention_mask is None:
             attention_mask = np.ones((batch, self.length), dtype=np.int64)
         self.mask = as_mask(attention_mask, "attention_mask", model.device, np.int64, (batch, self.length))

@@ -16,6 +16,7 @@ import numpy as np
 from .. import seeding
 from ..backend import array_module
 from ..inputs import as_embeds, as_ids, as_mask, as_token_types
+from ..suggest import unexpected_keywords
 from .config import GENERATION_CONFIG_NAME, GenerationConfig
 from .processors import token_ids
 
@@ -55,8 +56,10 @@ def resolve_generation_config(model, generation_config, kwargs):
     extra = config.update(**kwargs)
     unknown = [k for k in extra if k not in _MODEL_KWARGS]
     if unknown:
-        raise TypeError(f"generate() got unexpected keyword argument(s): {', '.join(sorted(unknown))} "
-                        "(neither GenerationConfig fields nor model inputs)")
+        known = [*GenerationConfig().to_dict(), *_MODEL_KWARGS, "attention_mask", "generation_config", "seed",
+                 "logits_processor", "prefix_allowed_tokens_fn", "assistant_model", "use_cuda_graph"]
+        raise TypeError(unexpected_keywords("generate()", sorted(unknown), known,
+                                            "(neither GenerationConfig fields nor model inputs)"))
     refused = config.unsupported_fields()
     if refused:
         raise ValueError(f"generation settings not supported by minibertgen: "
@@ -76,7 +79,7 @@ def special_tokens(model, config) -> dict:
     vocabulary can never be produced and are kept, as transformers keeps them.
     """
     vocab = (model.decoder if is_encoder_decoder(model) else model).config.vocab_size
-    eos = [] if config.eos_token_id is None else token_ids("eos_token_id", config.eos_token_id)
+    eos = [] if config.eos_token_id is None else _eos_ids(config.eos_token_id)
     pad = config.pad_token_id
     if pad is None and eos:
         pad = eos[0]  # finished rows are padded with eos, as transformers does
@@ -97,6 +100,20 @@ def special_tokens(model, config) -> dict:
         raise ValueError("no decoder_start_token_id (nor bos_token_id) in the generation config or the model "
                          "config: pass decoder_start_token_id=... to generate()")
     return {"eos": eos, "pad": pad, "bos": bos, "start": start, "vocab": vocab}
+
+
+def _eos_ids(value):
+    """eos_token_id as a list of ids.  A negative id (transformers' idiom eos_token_id=-1) is
+    never generated, so generation runs to max_length, as transformers warns it does."""
+    items = value.tolist() if hasattr(value, "tolist") else value
+    items = list(items) if isinstance(items, (list, tuple)) else [items]
+    negative = [t for t in items if isinstance(t, (int, np.integer)) and not isinstance(t, bool) and t < 0]
+    if negative:
+        warnings.warn(f"eos_token_id={value!r}: negative ids are never generated; generation will not stop "
+                      "before the maximum length", UserWarning, stacklevel=4)
+        items = [t for t in items if t not in negative]
+        return token_ids("eos_token_id", items) if items else []
+    return token_ids("eos_token_id", value)
 
 
 def _one_id(name, value, vocab, role=""):
@@ -213,7 +230,8 @@ def _refuse_unused_token_types(model, role):
     if model.config.model_type == "bert-generation":
         raise ValueError(f"token_type_ids: this {role} ({type(model).__name__}, model_type 'bert-generation') has "
                          "no token types; transformers' generate() refuses them too. Token types are read by "
-                         "BERT and RoBERTa encoders and decoders")
+                         "BERT and RoBERTa encoders and decoders. With generate(**tokenizer(text)), encode with "
+                         "tokenizer(text, return_token_type_ids=False)")
 
 
 def warn_not_a_decoder(config):

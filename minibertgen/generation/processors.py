@@ -72,9 +72,11 @@ def _open_unit(name, value):
     return float(value)
 
 
-def _only_neg_inf(filter_value):
-    if filter_value != -np.inf:
-        raise ValueError(f"filter_value={filter_value!r}: minibertgen's warpers set dropped tokens to -inf only")
+def _filter_value(filter_value):
+    """What a warper writes over the scores it drops (transformers' filter_value, -inf by default)."""
+    if isinstance(filter_value, bool) or not isinstance(filter_value, numbers.Real) or np.isnan(filter_value):
+        raise ValueError(f"filter_value={filter_value!r}: expected a number (-inf drops a token outright)")
+    return float(filter_value)
 
 
 def token_ids(name, value):
@@ -275,12 +277,11 @@ class TemperatureLogitsWarper(LogitsProcessor):
 
 class TopKLogitsWarper(LogitsProcessor):
     def __init__(self, top_k, filter_value=-np.inf, min_tokens_to_keep=1):
-        _only_neg_inf(filter_value)
         self.top_k = max(_int_at_least("top_k", top_k, 1), _int_at_least("min_tokens_to_keep", min_tokens_to_keep, 1))
-        self.filter_value = filter_value
+        self.filter_value = _filter_value(filter_value)
 
     def __call__(self, input_ids, scores):
-        return wp.top_k(input_ids, scores, self.top_k)
+        return wp.top_k(input_ids, scores, self.top_k, fill=self.filter_value)
 
 
 class _KeepingWarper(LogitsProcessor):
@@ -289,13 +290,13 @@ class _KeepingWarper(LogitsProcessor):
     function = None
 
     def __init__(self, value, filter_value, min_tokens_to_keep):
-        _only_neg_inf(filter_value)
-        self.filter_value = filter_value
+        self.filter_value = _filter_value(filter_value)
         self.min_tokens_to_keep = _int_at_least("min_tokens_to_keep", min_tokens_to_keep, 1)
         self._value = value
 
     def __call__(self, input_ids, scores):
-        return type(self).function(input_ids, scores, self._value, keep=self.min_tokens_to_keep)
+        return type(self).function(input_ids, scores, self._value, keep=self.min_tokens_to_keep,
+                                   fill=self.filter_value)
 
 
 class TopPLogitsWarper(_KeepingWarper):

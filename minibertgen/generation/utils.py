@@ -16,9 +16,10 @@ from __future__ import annotations
 from ..backend import array_module
 from ..cache_surface import EncoderDecoderCache
 from ..dispatch import runs_with_model_kernels
-from ..outputs import ModelOutput
 from .config import GenerationConfig, legacy_generation_config
 from .embeds import EmbedsPrompt
+from .outputs import (GenerateBeamDecoderOnlyOutput, GenerateBeamEncoderDecoderOutput,  # noqa: F401 (re-exported)
+                      GenerateDecoderOnlyOutput, GenerateEncoderDecoderOutput, generate_output_class)
 from .assisted import assisted_generate, check_assisted
 from .build import build_processors
 from .prepare import (_repeat_rows, default_generation_config, is_encoder_decoder, make_rng, prepare_prompt,
@@ -111,18 +112,20 @@ class GenerationMixin:
             _repeat_rows(inputs[name], expand) for name in ("prompt", "source", "encoder_states", "encoder_mask",
                                                              "attention_mask", "token_types"))
         decoder = self.decoder if seq2seq else self
-        if embeds is None:
+        ids_prompt = embeds is None or embeds.with_ids  # the prompt has ids (returned, counted)
+        if embeds is not None:
+            embeds.repeat(expand)
+            use_cuda_graph = False  # the first step is not a token step
+        if ids_prompt:
             set_lengths(self, config, prompt.shape[1], kwargs)
         else:
-            embeds.repeat(expand)
             total = embeds.set_lengths(config, kwargs, decoder.config.max_position_embeddings)
-            use_cuda_graph = False  # the first step is not a token step
-        processors = build_processors(config, prompt_len=prompt.shape[1] if embeds is None else 0,
+        processors = build_processors(config, prompt_len=prompt.shape[1] if ids_prompt else 0,
                                       eos_ids=tokens["eos"], vocab_size=decoder.config.vocab_size,
                                       encoder_ids=source, xp=array_module(prompt),
                                       prefix_allowed_tokens_fn=prefix_allowed_tokens_fn,
                                       logits_processor=logits_processor)
-        if embeds is not None:
+        if not ids_prompt:
             processors, config.max_length = embeds.processors(processors), total
         if assistant_model is not None or config.prompt_lookup_num_tokens is not None:
             if "token_type_ids" in extra:
@@ -130,7 +133,7 @@ class GenerationMixin:
             if embeds is not None:
                 raise NotImplementedError("assisted generation with inputs_embeds is not supported: pass input_ids")
             return _assisted(self, assistant_model, prompt, source, encoder_states, encoder_mask, attention_mask,
-                             config, processors, tokens)
+                             config, processors, tokens, make_rng(seed) if config.do_sample else None)
 
         cache = EncoderDecoderCache(decoder.config.num_hidden_layers, capacity=config.max_length) \
             if config.use_cache else None
@@ -141,7 +144,7 @@ class GenerationMixin:
             step = embeds.step(step, decoder)
         rng = make_rng(seed) if config.do_sample else None
         found = run_search(step, prompt, config, processors, tokens, rng)
-        if embeds is not None:  # the embedded prompt had no ids: only generated tokens come back
+        if not ids_prompt:  # the embedded prompt had no ids: only generated tokens come back
             found["sequences"] = found["sequences"][:, embeds.length:]
         if not config.return_dict_in_generate:
             return found["sequences"]
@@ -174,7 +177,7 @@ def _search_inputs(model, seq2seq, input_ids, attention_mask, extra, tokens, con
         return dict(source=source, prompt=prompt, encoder_states=encoder_states, encoder_mask=encoder_mask,
                     attention_mask=None, token_types=None, embeds=None,
                     encoder_fields=returned_encoder_outputs(encoder_outputs, config))
-    embeds = EmbedsPrompt(model, extra.pop("inputs_embeds"), attention_mask, input_ids, config) \
+    embeds = EmbedsPrompt(model, extra.pop("inputs_embeds"), attention_mask, input_ids, config, tokens) \
         if "inputs_embeds" in extra else None
     source, prompt, attention_mask = (None, embeds.placeholders, embeds.mask) if embeds else \
         prepare_prompt(model, input_ids, attention_mask, tokens)
@@ -188,7 +191,7 @@ def _search_inputs(model, seq2seq, input_ids, attention_mask, extra, tokens, con
 
 
 def _assisted(model, assistant_model, prompt, source, encoder_states, encoder_mask, prompt_mask, config,
-              processors, tokens):
+              processors, tokens, rng):
     """generate()'s assisted path: checks, the assistant's own encoder pass, assisted.py's loop."""
     check_assisted(config, prompt.shape[0], assistant_model, model)
     assistant_states = None
@@ -196,7 +199,7 @@ def _assisted(model, assistant_model, prompt, source, encoder_states, encoder_ma
         encoded = assistant_model.encoder(input_ids=source, attention_mask=encoder_mask)
         assistant_states = assistant_model.project_encoder_states(encoded["last_hidden_state"])
     return assisted_generate(model, assistant_model, prompt, encoder_states, encoder_mask, prompt_mask, config,
-                             processors, tokens, assistant_encoder_states=assistant_states)
+                             processors, tokens, assistant_encoder_states=assistant_states, rng=rng)
 
 
 def run_search(step, prompt, config, processors, tokens, rng) -> dict:
@@ -261,7 +264,9 @@ def generate_output(config, seq2seq, step, cache, encoder_fields, *, sequences, 
                       decoder_hidden_states=records.get("hidden_states"))
     else:
         fields.update(attentions=records.get("attentions"), hidden_states=records.get("hidden_states"))
-    return ModelOutput(**fields, past_key_values=cache)
+    if config.num_beams <= 1:
+        del fields["sequences_scores"], fields["beam_indices"]
+    return generate_output_class(seq2seq, config.num_beams > 1)(**fields, past_key_values=cache)
 
 
 def _generation_config_get(model):

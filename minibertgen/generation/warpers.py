@@ -3,7 +3,8 @@
 Same signature as the processors of logits_process.py, ``warp(ids, scores) -> scores``
 with scores [rows, vocab]; generate() applies them only when sampling (do_sample=True),
 after the other processors, in transformers' order: temperature, top-k, top-p, min-p,
-typical, epsilon, eta.  "Dropping" a token sets its score to -inf.  ``keep`` is the
+typical, epsilon, eta.  "Dropping" a token sets its score to -inf (or ``fill``: transformers'
+filter_value).  ``keep`` is the
 number of most likely tokens that always survive (beam sampling keeps one more than
 there are eos tokens, so that a live continuation remains).
 """
@@ -28,12 +29,12 @@ def temperature(ids, scores, value):
     return scores / scores.dtype.type(value)
 
 
-def top_k(ids, scores, k, keep=1):
+def top_k(ids, scores, k, keep=1, fill=NEG_INF):
     """Keep the ``k`` highest scores of each row (ties with the k-th kept too); others -inf."""
     xp = array_module(scores)
     k = min(max(k, keep), scores.shape[-1])
     kth = -xp.partition(-scores, k - 1, axis=-1)[:, k - 1:k]  # [rows, 1] the k-th largest
-    return xp.where(scores < kth, NEG_INF, scores)
+    return xp.where(scores < kth, fill, scores)
 
 
 def _kth_largest(scores, keep):
@@ -43,7 +44,7 @@ def _kth_largest(scores, keep):
     return -xp.partition(-scores, keep - 1, axis=-1)[:, keep - 1:keep]
 
 
-def top_p(ids, scores, p, keep=1):
+def top_p(ids, scores, p, keep=1, fill=NEG_INF):
     """Nucleus sampling: keep the smallest set of top tokens whose probability reaches ``p``.
 
     Sorted ascending, a token is dropped when the probability mass of it and everything
@@ -57,10 +58,10 @@ def top_p(ids, scores, p, keep=1):
     drop_sorted[:, scores.shape[-1] - keep:] = False
     drop = xp.zeros_like(drop_sorted)
     drop[_rows(xp, scores.shape[0]), order] = drop_sorted  # back to vocabulary order
-    return xp.where(drop, NEG_INF, scores)
+    return xp.where(drop, fill, scores)
 
 
-def min_p(ids, scores, p, keep=1):
+def min_p(ids, scores, p, keep=1, fill=NEG_INF):
     """Drop tokens whose probability is below ``p`` times that of the most likely token."""
     xp = array_module(scores)
     probs = softmax(scores, axis=-1)  # [rows, vocab]
@@ -70,10 +71,10 @@ def min_p(ids, scores, p, keep=1):
         drop[_rows(xp, scores.shape[0]), best] = False
     else:
         drop[xp.arange(scores.shape[0]), scores.argmax(axis=-1)] = False
-    return xp.where(drop, NEG_INF, scores)
+    return xp.where(drop, fill, scores)
 
 
-def typical(ids, scores, mass, keep=1):
+def typical(ids, scores, mass, keep=1, fill=NEG_INF):
     """Locally typical sampling (Meister et al., 2022): keep the tokens whose surprisal is
     closest to the row's entropy, until they hold ``mass`` of the probability.
 
@@ -94,17 +95,17 @@ def typical(ids, scores, mass, keep=1):
     drop_sorted[:, :keep] = False
     drop = xp.zeros_like(drop_sorted)
     drop[_rows(xp, scores.shape[0]), order] = drop_sorted  # back to vocabulary order
-    return xp.where(drop, NEG_INF, scores)
+    return xp.where(drop, fill, scores)
 
 
-def epsilon_cutoff(ids, scores, epsilon, keep=1):
+def epsilon_cutoff(ids, scores, epsilon, keep=1, fill=NEG_INF):
     """Epsilon sampling (Hewitt et al., 2022): drop tokens with probability below ``epsilon``."""
     xp = array_module(scores)
     drop = (softmax(scores, axis=-1) < epsilon) & (scores < _kth_largest(scores, keep))  # [rows, vocab]
-    return xp.where(drop, NEG_INF, scores)
+    return xp.where(drop, fill, scores)
 
 
-def eta_cutoff(ids, scores, epsilon, keep=1):
+def eta_cutoff(ids, scores, epsilon, keep=1, fill=NEG_INF):
     """Eta sampling (Hewitt et al., 2022): an epsilon cutoff that shrinks with the entropy H,
     eta = min(epsilon, sqrt(epsilon) * exp(-H))."""
     xp = array_module(scores)
@@ -113,4 +114,4 @@ def eta_cutoff(ids, scores, epsilon, keep=1):
     entropy = -(xp.where(probs > 0, logp, 0.0) * probs).sum(axis=-1, keepdims=True)  # [rows, 1]; 0 log 0 = 0
     eta = xp.minimum(xp.float32(epsilon), xp.float32(np.sqrt(epsilon)) * xp.exp(-entropy))  # [rows, 1]
     drop = (probs < eta) & (scores < _kth_largest(scores, keep))
-    return xp.where(drop, NEG_INF, scores)
+    return xp.where(drop, fill, scores)

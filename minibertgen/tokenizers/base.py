@@ -8,10 +8,13 @@ truncation, padding, arrays, decoding) lives here once, following the behaviour 
 transformers' slow ``PreTrainedTokenizer`` so ids and strings come out identical.
 """
 import copy
+import inspect
 import re
 
+from ..suggest import unexpected_keywords
 from .added_tokens import AddedToken, as_added_token, build_matcher, split_on_added_tokens
 from .calling import CallMixin
+from .chat_template import ChatTemplateMixin
 from .decoding import DecodeMixin
 from .files import FilesMixin
 from .plus import PlusMixin
@@ -19,7 +22,7 @@ from .encoding import VERY_LARGE_INTEGER
 from .special_tokens import SPECIAL_TOKEN_NAMES, SpecialTokensMixin
 
 
-class PreTrainedTokenizer(SpecialTokensMixin, CallMixin, DecodeMixin, PlusMixin, FilesMixin):
+class PreTrainedTokenizer(SpecialTokensMixin, CallMixin, DecodeMixin, PlusMixin, FilesMixin, ChatTemplateMixin):
     """Base class of the three tokenizers; not used on its own."""
 
     vocab_files_names = {}
@@ -39,6 +42,8 @@ class PreTrainedTokenizer(SpecialTokensMixin, CallMixin, DecodeMixin, PlusMixin,
                                      "pick another keyword argument name")
         self.init_inputs = ()
         self.init_kwargs = copy.deepcopy(kwargs)
+        self.deprecation_warnings = {}  # warnings given once, by key (transformers' attribute)
+        self._set_chat_template(kwargs.pop("chat_template", None))
         self.name_or_path = kwargs.pop("name_or_path", "")
         model_max_length = kwargs.pop("model_max_length", kwargs.pop("max_len", None))
         self.model_max_length = VERY_LARGE_INTEGER if model_max_length is None else int(model_max_length)
@@ -214,7 +219,8 @@ class PreTrainedTokenizer(SpecialTokensMixin, CallMixin, DecodeMixin, PlusMixin,
         split_special = kwargs.pop("split_special_tokens", self.split_special_tokens)
         text, kwargs = self.prepare_for_tokenization(text, **kwargs)
         if kwargs:
-            raise TypeError(f"tokenize() got unexpected keyword arguments {sorted(kwargs)}")
+            known = [*inspect.signature(type(self).__call__).parameters, "split_special_tokens"]
+            raise TypeError(unexpected_keywords("tokenize()", sorted(kwargs), known))
         return text, split_special
 
     def _pieces(self, text, split_special):

@@ -129,6 +129,8 @@ class RobertaTokenizer(PreTrainedTokenizer):
                        unk_token=unk_token, pad_token=pad_token)  # fmt: skip
         special = {k: AddedToken(v) if isinstance(v, str) else v for k, v in special.items()}
         super().__init__(errors=errors, mask_token=mask_token, add_prefix_space=add_prefix_space, **special, **kwargs)
+        # every argument with a default is recorded, as transformers' tests expect (not deep-copied)
+        self.init_kwargs.update(vocab_file=vocab_file, merges_file=merges_file, vocab=vocab, merges=merges)
 
     @property
     def vocab_size(self):

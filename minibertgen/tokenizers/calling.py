@@ -266,16 +266,17 @@ class CallMixin:
 
     def _warn_if_too_long(self, ids, max_length):
         """Log once per tokenizer, as transformers does, when an untruncated encoding is
-        longer than model_max_length (the model's position table would be overrun)."""
+        longer than model_max_length (the model's position table would be overrun); the
+        "once" is remembered in ``tokenizer.deprecation_warnings``, as transformers keeps it."""
         if max_length is not None or len(ids) <= self.model_max_length or self.model_max_length == 0:
             return
-        if not getattr(self, "_warned_too_long", False):
+        if not self.deprecation_warnings.get("sequence-length-is-longer-than-the-specified-maximum", False):
             logger.warning(
                 "Token indices sequence length is longer than the specified maximum sequence length for this "
                 f"model ({len(ids)} > {self.model_max_length}). Running this sequence through the model will "
                 "result in indexing errors"
             )
-        self._warned_too_long = True
+        self.deprecation_warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
 
     def _pad_one(self, encoded, max_length, strategy, pad_to_multiple_of, padding_side, return_attention_mask):
         if strategy != "do_not_pad" and self.pad_token_id is None:

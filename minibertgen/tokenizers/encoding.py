@@ -6,7 +6,7 @@ reference only logs an error and returns an over-long sequence, we raise instead
 """
 import numpy as np
 
-from ..backend import tensor_module
+from ..backend import is_cupy_array, parse_device, tensor_module, to_device
 
 # model_max_length when a checkpoint does not say: "no limit" (transformers' value).
 VERY_LARGE_INTEGER = int(1e30)
@@ -30,6 +30,15 @@ class BatchEncoding(dict):
 
     def __setstate__(self, state):
         self.update(state)
+
+    def to(self, device, *, non_blocking=False):
+        """Move every array field to ``device`` ("cpu", "cuda", "cuda:1", 0 ...) in place, as
+        transformers' BatchEncoding.to does; lists stay lists.  Returns self."""
+        target = parse_device(device)
+        for key, value in list(self.items()):
+            if isinstance(value, np.ndarray) or is_cupy_array(value):
+                self[key] = to_device(value, target)
+        return self
 
     def convert_to_tensors(self, tensor_type, prepend_batch_axis=False):
         """Turn every field into an int64 NumPy ("np") or CuPy ("cp") array, in place."""

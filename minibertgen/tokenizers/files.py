@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from .added_tokens import AddedToken
+from .chat_template import CHAT_TEMPLATE_DIR, CHAT_TEMPLATE_FILE, read_chat_templates, write_chat_templates
 
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
@@ -43,7 +44,8 @@ def resolve_directory(name_or_path, filenames=(), **hub_options):
     if path.is_file():
         raise FileNotFoundError(f"pretrained_model_name_or_path {str(name_or_path)!r} is a file, expected a directory")
     patterns = list(filenames) + [TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE, ADDED_TOKENS_FILE,
-                                  FAST_TOKENIZER_FILE, "config.json"]  # fmt: skip
+                                  FAST_TOKENIZER_FILE, "config.json", CHAT_TEMPLATE_FILE,
+                                  f"{CHAT_TEMPLATE_DIR}/*.jinja"]  # fmt: skip
     return resolve_model_dir(path if path.is_dir() else name_or_path, allow_patterns=patterns, **hub_options)
 
 
@@ -142,6 +144,9 @@ class FilesMixin:
             pretrained_model_name_or_path, cls.vocab_files_names.values(), **pop_hub_options(kwargs)
         )
         init_kwargs = load_init_kwargs(cls, directory)
+        templates = read_chat_templates(directory)
+        if templates is not None:  # chat_template.jinja (and additional_chat_templates/) win over the config
+            init_kwargs["chat_template"] = templates
         missing = []
         for argument, filename in cls.vocab_files_names.items():
             if (directory / filename).is_file():
@@ -159,8 +164,9 @@ class FilesMixin:
             )
         return cls(**init_kwargs)
 
-    def save_pretrained(self, save_directory, filename_prefix=None):
-        """Write the vocabulary and config files; returns the paths written."""
+    def save_pretrained(self, save_directory, filename_prefix=None, save_jinja_files=True):
+        """Write the vocabulary and config files; returns the paths written.  A chat template
+        goes to chat_template.jinja (save_jinja_files=False: into tokenizer_config.json)."""
         directory = Path(save_directory)
         if directory.is_file():
             raise FileExistsError(f"save_directory {str(directory)!r} is a file, expected a directory")
@@ -181,8 +187,10 @@ class FilesMixin:
         config = _encode_added_token(config)
         config["added_tokens_decoder"] = {str(i): t.to_dict() for i, t in self.added_tokens_decoder.items()}
         config["tokenizer_class"] = type(self).__name__
+        templates = write_chat_templates(self.chat_template, directory, prefix, config, save_jinja_files)
         written = [directory / (prefix + TOKENIZER_CONFIG_FILE), directory / (prefix + SPECIAL_TOKENS_MAP_FILE)]
         _write_json(written[0], config)
+        written += templates
         _write_json(written[1], _encode_added_token(self.special_tokens_map_extended, keep_special=False))
         beyond = {t: i for t, i in self.added_tokens_encoder.items() if i >= self.vocab_size}
         if beyond:

@@ -308,6 +308,8 @@ class BertTokenizer(PreTrainedTokenizer):
             strip_accents=strip_accents, clean_up_tokenization_spaces=clean_up_tokenization_spaces,
             **kwargs,
         )  # fmt: skip
+        # every argument with a default is recorded, as transformers' tests expect (not deep-copied)
+        self.init_kwargs.update(vocab_file=vocab_file, vocab=vocab, max_input_chars_per_word=max_input_chars_per_word)
 
     @property
     def do_lower_case(self):

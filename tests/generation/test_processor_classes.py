@@ -102,7 +102,7 @@ def test_the_list_applies_in_order_and_names_are_public():
     (lambda: P.TypicalLogitsWarper(1.0), "typical_p"),
     (lambda: P.EpsilonLogitsWarper(0.0), "epsilon_cutoff"),
     (lambda: P.EtaLogitsWarper(1.0), "eta_cutoff"),
-    (lambda: P.TopKLogitsWarper(3, filter_value=-100.0), "filter_value"),
+    (lambda: P.TopKLogitsWarper(3, filter_value="low"), "filter_value"),  # any number works (issue 33)
     (lambda: P.MinPLogitsWarper(0.1, min_tokens_to_keep=0), "min_tokens_to_keep"),
     (lambda: P.SequenceBiasLogitsProcessor({(3,): "a"}), "sequence_bias"),
     (lambda: P.NoBadWordsLogitsProcessor([[]]), "bad_words_ids"),

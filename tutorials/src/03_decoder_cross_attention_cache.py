@@ -230,6 +230,32 @@ for t in range(len(ids)):
 print("max |cached step logits - full recomputation| =", np.abs(np.stack(step_logits) - full.logits[0]).max())
 
 # %% [markdown]
+# **A quirk to know about: relative positions and a cache.** The toy model uses absolute
+# position embeddings. A decoder with `position_embedding_type="relative_key"` adds a learned
+# embedding of the distance $i - j$ between query $i$ and key $j$ to the scores. Whenever
+# transformers 4.57 hands its layers a cache -- and a decoder gets one by default, also inside
+# `EncoderDecoderModel(..., labels=...)`, i.e. while training -- it measures every new query
+# from the *last* key's position instead of its own. One token at a time (as above) that is
+# the same thing; several tokens at once, every query but the last sees shifted distances.
+# Checkpoints fine-tuned with transformers learned under that rule, so minibertgen follows it
+# (`attention.relative_query_positions`); `config.relative_distances = "per_query"` asks for
+# the textbook distances instead. Without a cache both agree:
+
+# %%
+relative = mb.BertGenerationDecoder(mb.BertGenerationConfig(
+    vocab_size=20, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+    is_decoder=True, position_embedding_type="relative_key"), seed=0)
+table = relative.params["bert"]["encoder"]["layer"][0]["attention"]["self"]["distance_embedding"]
+table["weight"] = table["weight"] * 50      # a trained model's distances matter; fresh std-0.02 ones barely
+four = np.array([[2, 5, 7, 9]])
+cached = relative(input_ids=four, output_attentions=True).attentions[0]   # a cache by default
+plain = relative(input_ids=four, use_cache=False, output_attentions=True).attentions[0]
+print("per query, max |attention probabilities: cached - no cache|:", np.abs(cached - plain).max(axis=(0, 1, 3)))
+relative.config.relative_distances = "per_query"
+per_query = relative(input_ids=four, output_attentions=True).attentions[0]
+print("with per_query:", np.abs(per_query - plain).max())
+
+# %% [markdown]
 # ## 4. Cross-attention maps
 #
 # Where does each output token look in the source? The model returns the weights with
