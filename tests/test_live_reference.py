@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import minibertgen as mb
-from conftest import require_module
+from conftest import assert_loss_close, require_module
 
 TOL = 1e-4
 
@@ -101,6 +101,7 @@ def test_minilm_as_bert_generation_encoder(hf, minilm_dir):
     out = ours(**batch, output_hidden_states=True)  # token_type_ids tolerated, as in transformers
     assert out.last_hidden_state.shape == (2, batch["input_ids"].shape[1], 384)
     assert max_diff(out.last_hidden_state, ref.last_hidden_state) <= TOL
+    assert len(out.hidden_states) == len(ref.hidden_states) == 7  # embeddings + 6 layers
     for mine, theirs in zip(out.hidden_states, ref.hidden_states):
         assert max_diff(mine, theirs) <= TOL
 
@@ -135,7 +136,7 @@ def test_minilm_warm_started_bert2bert(hf, minilm_dir, tmp_path):
     ours = mb.EncoderDecoderModel.from_pretrained(tmp_path)
     out = ours(input_ids=input_ids, decoder_input_ids=labels, labels=labels)
     assert max_diff(out.logits, ref.logits) <= TOL
-    assert abs(float(out.loss) - float(ref.loss)) <= TOL
+    assert_loss_close(out.loss, ref.loss)
 
     # Our own warm start reuses exactly MiniLM's weights where BERT has them.
     with warnings.catch_warnings():

@@ -165,11 +165,13 @@ print("attention_mask:\n", mask01)
 ours_pad = (1.0 - mask01[:, None, None, :].astype(np.float32)) * np.finfo(np.float32).min  # [batch, 1, 1, keys]
 lib_pad = attention.padding_mask(mask01, np.float32)
 print("equal to attention.padding_mask:", np.array_equal(ours_pad, lib_pad), "| shape", lib_pad.shape)
+assert np.array_equal(ours_pad, lib_pad)  # a failed comparison stops the notebook (and the test that runs it)
 
 xb = model.embed(emb, config, input_ids=batch["input_ids"])                 # [2, seq, hidden]
 Qb, Kb, Vb = (project(xb, self_p[n])[..., h0][:, None] for n in ("query", "key", "value"))  # [2, 1, seq, d]
 _, wb = scaled_dot_product(Qb, Kb, Vb, ours_pad)
 print("weight on padded keys, short sentence, all queries:", wb[1, 0][:, mask01[1] == 0].max())
+assert wb[1, 0][:, mask01[1] == 0].max() == 0.0
 
 # %% [markdown]
 # **Causal.** A decoder writes left to right; while training, it sees the whole target
@@ -185,8 +187,9 @@ ours_causal = (1.0 - allowed) * np.finfo(np.float32).min
 lib_causal = attention.causal_mask(np.ones((1, n)), n, np.float32)[0, 0]   # [q, k]
 print("equal to attention.causal_mask:", np.array_equal(ours_causal, lib_causal))
 # two new queries after four cached tokens: the last two rows of the same triangle
-print("with a past of 4:", np.array_equal(attention.causal_mask(np.ones((1, n)), 2, np.float32)[0, 0],
-                                           lib_causal[-2:]))
+with_past = attention.causal_mask(np.ones((1, n)), 2, np.float32)[0, 0]
+print("with a past of 4:", np.array_equal(with_past, lib_causal[-2:]))
+assert np.array_equal(ours_causal, lib_causal) and np.array_equal(with_past, lib_causal[-2:])
 
 fig, axes = plt.subplots(1, 3, figsize=(9, 2.8))
 axes[0].imshow(lib_pad[:, 0, 0, :] == 0, cmap="Greens", vmin=0, vmax=1)
@@ -230,6 +233,9 @@ print("weights:", ours_w.shape, "max |diff|:", np.abs(ours_w - lib_w).max())
 print("head 0 equals the single-head computation above:", np.allclose(ours_w[0, 0], weights0[0], atol=1e-6))
 print("split_heads/merge_heads agree:", np.array_equal(split(Q), attention.split_heads(Q, heads)),
       np.array_equal(merge(split(Q)), attention.merge_heads(attention.split_heads(Q, heads))))
+assert np.abs(ours_ctx - lib_ctx).max() <= 1e-5 and np.abs(ours_w - lib_w).max() <= 1e-6
+assert np.allclose(ours_w[0, 0], weights0[0], atol=1e-6) and np.array_equal(split(Q), attention.split_heads(Q, heads))
+assert np.array_equal(merge(split(Q)), attention.merge_heads(attention.split_heads(Q, heads)))
 
 # %% [markdown]
 # The differences printed above are at the level of float32 rounding (the library
@@ -239,6 +245,7 @@ print("split_heads/merge_heads agree:", np.array_equal(split(Q), attention.split
 ours_b, _ = multi_head_self_attention(xb, self_p, ours_pad)
 lib_b, _ = attention.self_attention(self_p, xb, lib_pad, heads)
 print("padded batch, max |diff|:", np.abs(ours_b - lib_b).max())
+assert np.abs(ours_b - lib_b).max() <= 1e-5
 
 # %% [markdown]
 # ## 5. What the heads look at
@@ -253,6 +260,7 @@ print("padded batch, max |diff|:", np.abs(ours_b - lib_b).max())
 out = encoder(input_ids=ids, output_attentions=True)
 print(len(out.attentions), "layers of attention weights, each", out.attentions[0].shape)
 print("layer 0 from the model equals ours:", np.allclose(out.attentions[0], ours_w, atol=1e-6))
+assert np.allclose(out.attentions[0], ours_w, atol=1e-6)
 
 def head_grid(weights, title):
     fig, axes = plt.subplots(2, heads // 2, figsize=(12, 4.6), constrained_layout=True)

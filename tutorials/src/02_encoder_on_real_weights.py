@@ -207,6 +207,8 @@ else:
         print(f"attention weights, layer {i}: max |diff| = {d:.2e}")
     print("largest of all:", f"{max(hidden_diff + attn_diff):.2e}", "| within the tolerance of", TOLERANCE,
           ":", max(hidden_diff + attn_diff) <= TOLERANCE)
+    assert len(hidden_diff) == len(ref.hidden_states) == 7 and len(attn_diff) == 6  # nothing left out of zip
+    assert max(hidden_diff + attn_diff) <= TOLERANCE  # a failed comparison stops the notebook
 
 # %%
 if hidden_diff is None:
@@ -259,6 +261,7 @@ else:
         bert_out = bert(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask01)).last_hidden_state.numpy()
     print("with the token-type row vs transformers BertModel, max |diff|:",
           f"{np.abs(as_bert - bert_out).max():.2e}")
+    assert np.abs(as_bert - bert_out).max() <= TOLERANCE
 
 # %% [markdown]
 # ## Sentence similarity

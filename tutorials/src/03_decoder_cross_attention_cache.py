@@ -130,6 +130,7 @@ with warnings.catch_warnings():
                                                                      tie_encoder_decoder=True)
 print("the library's tie_encoder_decoder=True gives the same footprint:",
       flagged.get_memory_footprint() == after)
+assert flagged.get_memory_footprint() == after  # a failed comparison stops the notebook
 
 # %% [markdown]
 # ## 2. What the decoder adds: a causal mask and cross-attention
@@ -329,6 +330,7 @@ else:
         same = np.array_equal(ours.sequences, theirs.sequences.numpy())
         score_diff = max(float(np.abs(a - b.numpy()).max()) for a, b in zip(ours.scores, theirs.scores))
         print(f"{text!r}: same ids {same}, max |score diff| over all steps {score_diff:.1e}")
+        assert same and len(ours.scores) == len(theirs.scores) and score_diff <= 1e-4  # float32 logits' bound
 
 # %% [markdown]
 # ## 6. What the cache buys

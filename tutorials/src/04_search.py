@@ -135,8 +135,9 @@ print("generate(num_beams=3, num_return_sequences=3):")
 for seq, score in zip(lib.sequences, lib.sequences_scores):
     print(f"  {float(score):8.4f}  {words(seq[1:])}")
 same = [words(t[1:]) for t, _ in finished] == [words(s[1:]) for s in lib.sequences]
-print("same hypotheses in the same order:", same, "| max |score diff|:",
-      f"{max(abs(s - float(l)) for (_, s), l in zip(finished, lib.sequences_scores)):.1e}")
+score_diff = max(abs(s - float(l)) for (_, s), l in zip(finished, lib.sequences_scores))
+print("same hypotheses in the same order:", same, "| max |score diff|:", f"{score_diff:.1e}")
+assert same and score_diff <= 1e-4  # a failed comparison stops the notebook
 print("greedy gave:", words(out.sequences[0][1:]))
 
 # %% [markdown]
@@ -298,6 +299,7 @@ else:
             with torch.no_grad():
                 theirs = ref.generate(torch.tensor(encode(text)), max_new_tokens=14, **kw).numpy()
             print(f"{text[:24]!r:27} {str(kw):40} identical ids: {np.array_equal(ours, theirs)}")
+            assert np.array_equal(ours, theirs)
 
 # %% [markdown]
 # ## Summary

@@ -81,6 +81,7 @@ longest_match("tokenizers", vocab, trace=True)
 for s in sentences:
     mine = [p for w in wordpiece.basic_tokenize(s) for p in longest_match(w, vocab)]
     print(mine, "| same as BertTokenizer.tokenize:", mine == bert_tok.tokenize(s))
+    assert mine == bert_tok.tokenize(s)  # a failed comparison stops the notebook
 enc = bert_tok(sentences[0])
 print("ids with special tokens:", enc["input_ids"])
 print("back to text:", bert_tok.decode(enc["input_ids"], skip_special_tokens=True))
@@ -136,6 +137,7 @@ def viterbi(text):
 split, score = viterbi(text)
 print(split)
 print(f"total score {score:.2f} | same as the library: {split == unigram.tokenize(sentences[0])}")
+assert split == unigram.tokenize(sentences[0])
 print("scores of some pieces:", {p: round(pieces.get(p, unk_score), 2) for p in ["▁un", "b", "el", "able", "▁w", "or"]})
 
 # %% [markdown]
@@ -163,6 +165,7 @@ def sp_bpe(word, trace=False):
 sp_bpe("▁unbelievable", trace=True)
 mine = sp_bpe(text)
 print(mine, "| same as the library:", mine == bpe_sp.tokenize(sentences[0]))
+assert mine == bpe_sp.tokenize(sentences[0])
 
 # %% [markdown]
 # SentencePiece keeps case and spaces, so decoding is exact for text it can represent;
@@ -221,8 +224,10 @@ byte_bpe(sentences[0], trace_word=" unbelievable")
 for s in sentences:
     mine = byte_bpe(s)
     print(mine, "| same as RobertaTokenizer.tokenize:", mine == roberta.tokenize(s))
+    assert mine == roberta.tokenize(s)
 ids = roberta(sentences[1])["input_ids"]
 print("round trip of the second sentence is exact:", roberta.decode(ids, skip_special_tokens=True) == sentences[1])
+assert roberta.decode(ids, skip_special_tokens=True) == sentences[1]
 
 # %% [markdown]
 # ## 4. Side by side
@@ -289,6 +294,7 @@ else:
         same_ids = all(tok(s)["input_ids"] == ref(s)["input_ids"] for s in sentences + lines[:50])
         same_text = all(tok.decode(tok(s)["input_ids"]) == ref.decode(ref(s)["input_ids"]) for s in sentences)
         print(f"{name:22} same ids on {len(sentences) + 50} texts: {same_ids} | same decoded text: {same_text}")
+        assert same_ids and same_text
 
 # %% [markdown]
 # ## Summary

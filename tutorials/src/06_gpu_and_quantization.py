@@ -89,6 +89,7 @@ else:
         return out
     print(f"GPU forward pass: {timed(gpu_forward):.1f} ms")
     print("max |GPU - CPU| =", float(np.abs(backend.to_numpy(gpu_forward()) - cpu_out).max()))
+    assert float(np.abs(backend.to_numpy(gpu_forward()) - cpu_out).max()) <= 1e-4
 
 # %% [markdown]
 # ## 2. The NF4 codebook
@@ -214,6 +215,7 @@ for layer in rounded.params["encoder"]["layer"]:
         block["weight"] = dequantize_4bit(quantize_4bit(np.asarray(block["weight"]), "nf4"))
 h_nf4, h_round = nf4(**batch).last_hidden_state, rounded(**batch).last_hidden_state
 print("4-bit model vs float32 model with NF4-rounded weights, max |diff|:", float(np.abs(h_nf4 - h_round).max()))
+assert float(np.abs(h_nf4 - h_round).max()) <= 1e-4  # the same computation: float32's bound (a failure stops here)
 cos_tok = (h_nf4 * ref_h).sum(-1) / np.linalg.norm(h_nf4, axis=-1) / np.linalg.norm(ref_h, axis=-1)
 real = batch["attention_mask"].astype(bool)
 print(f"NF4 cos(h, h32) over real tokens: median {np.median(cos_tok[real]):.3f}, worst {cos_tok[real].min():.3f}")

@@ -87,6 +87,7 @@ def loss_of_x(x_):
 dx, dW, db = ops_backward.linear_backward(dout, x, W)
 print("linear dL/dx, largest difference to finite differences:",
       np.abs(dx - numeric_gradient(loss_of_x, x.copy())).max())
+assert np.abs(dx - numeric_gradient(loss_of_x, x.copy())).max() <= 1e-6  # float64: a failure stops the notebook
 
 # %% [markdown]
 # ## 2. LayerNorm, derived
@@ -123,6 +124,7 @@ def loss_of_input(s_):
 
 ds, dgamma, dbeta = ops_backward.layer_norm_backward(dy, s_in, gamma, 1e-12, residual=res)
 print("LayerNorm dL/ds vs finite differences:", np.abs(ds - numeric_gradient(loss_of_input, s_in.copy())).max())
+assert np.abs(ds - numeric_gradient(loss_of_input, s_in.copy())).max() <= 1e-6
 print("each row of dL/ds sums to ~0 (the mean term):", ds.sum(axis=-1))
 
 # %% [markdown]
@@ -158,6 +160,7 @@ with using(None):
     _, probs = attention.attend(q, k, v, mask)
 dq, dk, dv, _ = attention_backward.attend_backward(dcontext, q, k, v, probs)
 print("attention dL/dq vs finite differences:", np.abs(dq - numeric_gradient(loss_of_query, q.copy())).max())
+assert np.abs(dq - numeric_gradient(loss_of_query, q.copy())).max() <= 1e-6
 print("causal probabilities of head 0 (row i sees keys 0..i):\n", probs[0, 0])
 
 # %% [markdown]
@@ -180,6 +183,7 @@ def loss_of_logits(z):
 
 dlogits = ops_backward.cross_entropy_backward(logits, labels)
 print("cross-entropy vs finite differences:", np.abs(dlogits - numeric_gradient(loss_of_logits, logits.copy())).max())
+assert np.abs(dlogits - numeric_gradient(loss_of_logits, logits.copy())).max() <= 1e-6
 print("the ignored row gets nothing:", dlogits[1])
 
 # %% [markdown]
@@ -200,6 +204,7 @@ if torch is not None:
     torch.nn.functional.cross_entropy(tz, torch.tensor(labels)).backward()
     for name, ours, theirs in [("LayerNorm", ds, ts.grad), ("attention", dq, tq.grad), ("cross-entropy", dlogits, tz.grad)]:
         print(f"{name:14s} largest difference to torch autograd: {np.abs(ours - theirs.numpy()).max():.2e}")
+        assert np.abs(ours - theirs.numpy()).max() <= 1e-12  # both float64: rounding only
 else:
     print("[reference skipped] torch is not installed")
 
@@ -243,6 +248,9 @@ if torch is not None:
     worst = max(np.abs(grads[name] - g).max() for name, g in ref_grads.items() if name in grads)
     print(f"torch loss {ref_loss.item():.5f}; largest gradient difference {worst:.2e} "
           f"(global gradient norm {norm:.3f})")
+    # DESIGN.md's bar: loss within 1e-5 relative, each gradient within 1e-5 x the global norm
+    assert set(ref_grads) <= set(grads) and abs(float(loss) - ref_loss.item()) <= 1e-5 * abs(ref_loss.item())
+    assert worst <= 1e-5 * norm
 else:
     print("[reference skipped] transformers/torch are not installed")
 
@@ -323,6 +331,7 @@ if START.is_dir():
         agree = next((i for i, (a, b) in enumerate(zip(ours_losses, torch_losses)) if abs(a - b) > 1e-4), STEPS)
         print(f"torch:       loss {torch_losses[0]:.3f} -> {torch_losses[-1]:.3f}; "
               f"the two agree within 1e-4 for the first {agree} steps")
+        assert agree >= 20  # measured: all 60; a wrong update would part them within a few steps
 else:
     print("[reference skipped] the shared starting checkpoint is made by transformers")
 
