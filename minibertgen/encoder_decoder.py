@@ -12,7 +12,7 @@ from . import loading, placement
 from .backend import parse_device
 from .checkpoint.mapping import flatten, unflatten
 from .config import EncoderDecoderConfig, config_for_checkpoint
-from .families import BASE_MODEL_PREFIX
+from .families import BASE_MODEL_PREFIX, MODEL_TYPES
 from .fast import kernels_for
 from .generation import GenerationMixin
 from .generation.prepare import encoder_states_of
@@ -21,6 +21,7 @@ from .model import project_states, seq2seq, shift_tokens_right
 from .modeling import DECODER_CLASSES, ENCODER_CLASSES, ModelShell
 from .generation.utils import generation_config_property
 from .outputs import ModelOutput
+from .pretrained_config import config_file, read_json
 from .activation_record import sub_record
 from .training import records_activations
 
@@ -390,10 +391,10 @@ def _refuse_a_single_half(name_or_path, kwargs) -> None:
         return
     hub = {k: kwargs[k] for k in ("revision", "cache_dir", "local_files_only") if k in kwargs}
     try:
-        model_type = _read_json(_config_file(name_or_path, **hub), "config.json").get("model_type")
+        model_type = read_json(config_file(name_or_path, **hub), "config.json").get("model_type")
     except (OSError, ValueError):
         return  # loading reports what is wrong with the files
-    if model_type in _CONFIG_CLASSES:
+    if model_type in MODEL_TYPES:
         path = repr(str(name_or_path))
         raise ValueError(f"{name_or_path} holds one {model_type} model, not an encoder-decoder: to build one from it "
                          f"(as transformers), use EncoderDecoderModel.from_encoder_decoder_pretrained({path}, {path})")

@@ -12,7 +12,6 @@ families differ there by a few lines chosen by the config, and here only by thei
 """
 from __future__ import annotations
 
-import inspect
 from functools import partial
 from pathlib import Path
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from . import seeding
 from .activation_record import dropout_rates
-from .backend import to_numpy
+from .backend import array_module, to_numpy
 from .dispatch import training_part, using
 from .model_backward import bert_stack_backward, causal_lm_backward, seq2seq_backward
 from .optim import zero_grads

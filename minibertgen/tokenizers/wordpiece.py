@@ -16,7 +16,6 @@ U+0378) where the slow rules delete them as "other" -- so a word holding one is 
 there and the ids differ.  Offsets (return_offsets_mapping) are the fast tokenizer's
 wherever the ids agree, including an unknown word's span over such characters.
 """
-import json
 import os
 import re
 import unicodedata
