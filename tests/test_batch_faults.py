@@ -165,7 +165,7 @@ def test_summary_counts_the_rows_a_resume_skipped(toy, tmp_path, references):
     argv = ["run", *job(toy, source, target, "--resume")]
     argv.remove("--quiet")
     assert cli_main(argv, stdin=io.StringIO(), stdout=out, stderr=err) == 0
-    assert f"{ROWS - 15} rows written, 15 skipped (already in the output), 0 failed" in err.getvalue()
+    assert f"{ROWS - 15} rows generated, 15 skipped (already in the output), 0 failed" in err.getvalue()
 
 
 # -- two writers ------------------------------------------------------------------------------
