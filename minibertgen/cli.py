@@ -27,7 +27,7 @@ from .batch_output import Layout, StreamOutput, format_of_name, result_field
 
 __all__ = ["main", "build_parser"]
 
-FORMATS = ("infer", "pipe", "csv", "json", "jsonl")  # infer: from --input's extension
+FORMATS = ("infer", "pipe", "csv", "json", "jsonl")  # infer: from the --input / --output names
 
 
 def build_parser() -> argparse.ArgumentParser:
