@@ -66,7 +66,8 @@ class RowFailed(ValueError):
 
 @dataclass
 class Summary:
-    """Counts for the end of a job: rows written, skipped (already in the output) and failed."""
+    """Counts for the end of a job: rows generated, skipped (already in the output) and failed
+    (each failed row has an error record)."""
 
     written: int = 0
     skipped: int = 0
@@ -74,7 +75,8 @@ class Summary:
     failures: list = field(default_factory=list)
 
     def line(self) -> str:
-        return f"{self.written} rows written, {self.skipped} skipped (already in the output), {self.failed} failed"
+        return (f"{self.written} rows generated, {self.skipped} skipped (already in the output), {self.failed} failed "
+                "(written with their error)")
 
 
 def rows_from_texts(texts) -> list[Row]:

@@ -37,7 +37,7 @@ __all__ = ["JOB_FILE_SUFFIX", "check_output", "input_fingerprint", "job_file_pat
 
 JOB_FILE_SUFFIX = ".minibertgen.json"
 _VERSION = 1
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)  # no CRLF on Windows
 _UNCHANGED = "nothing was changed"
 
 
@@ -87,10 +87,11 @@ def input_fingerprint(path) -> dict:
 
 
 def _read_all(descriptor: int) -> bytes:
-    blocks, offset = [], 0
-    while block := os.pread(descriptor, 1 << 24, offset):
+    """The whole file from its start (appends still go to its end: O_APPEND)."""
+    os.lseek(descriptor, 0, os.SEEK_SET)
+    blocks = []
+    while block := os.read(descriptor, 1 << 24):
         blocks.append(block)
-        offset += len(block)
     return b"".join(blocks)
 
 

@@ -24,7 +24,7 @@ import json
 import re
 from dataclasses import dataclass
 
-__all__ = ["Layout", "StreamOutput", "OUTPUT_FORMATS", "format_of_name", "ParsedOutput"]
+__all__ = ["Layout", "StreamOutput", "OUTPUT_FORMATS", "format_of_name", "result_field", "ParsedOutput"]
 
 OUTPUT_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".tsv": "pipe"}
 _ROW = re.compile(r"[1-9][0-9]{0,17}")  # a row number as written: no sign, no leading zero
@@ -34,6 +34,13 @@ def format_of_name(name: str) -> str | None:
     """The output format a file name's extension says (None when it says none)."""
     suffix = name[name.rfind("."):].lower() if "." in name else ""
     return OUTPUT_FORMATS.get(suffix)
+
+
+def result_field(task: str) -> str:
+    """The field a result is written under for ``task``: generated_text, summary_text, ..."""
+    from .pipeline import SUPPORTED_TASKS, _task_name
+
+    return f"{SUPPORTED_TASKS[_task_name(task)]}_text"
 
 
 def _encodable(text: str) -> str:

@@ -24,11 +24,11 @@ from pathlib import Path
 from .batch import RowFailed
 from .batch_io import open_input, read_rows
 from .batch_job import check_output, input_fingerprint, open_job_output
-from .batch_output import Layout, StreamOutput, format_of_name
+from .batch_output import Layout, StreamOutput, format_of_name, result_field
 
 __all__ = ["main", "build_parser"]
 
-FORMATS = ("infer", "pipe", "csv", "json", "jsonl")  # infer: from --input's extension
+FORMATS = ("infer", "pipe", "csv", "json", "jsonl")  # infer: from the --input / --output names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,8 +146,8 @@ def run_command(args, stdin, stdout, stderr) -> int:
     try:
         columns, done, summary = [], set(), Summary()
         rows = _first_row_read(read_rows(source, source_format, args.column, columns))  # header, --column
-        results, key, per_row = _start_job(args, _skip_done(rows, done, summary), quantization_config)
-        layout = Layout(output_format, key, columns if source_format == "csv" else None)
+        layout = Layout(output_format, result_field(args.task), columns if source_format == "csv" else None)
+        results, per_row = _start_job(args, _skip_done(rows, done, summary), quantization_config)
         if args.output is None:
             return _write_all(results, StreamOutput(stdout, layout), summary, args, stderr)
         identity = _identity(args, source_format, output_format, per_row)
@@ -167,16 +167,16 @@ def _first_row_read(rows):
 
 
 def _start_job(args, rows, quantization_config):
-    """(results, output field, records per row): the model loaded and the settings checked once."""
+    """(results, records per row): the model loaded and the settings checked once."""
     generate_kwargs = {k: getattr(args, k) for k in _GENERATION_FLAGS if getattr(args, k) is not None}
     load = dict(model=args.model, tokenizer=args.tokenizer, dtype=args.dtype, device=_device(args.device),
                 quantization_config=quantization_config, **generate_kwargs)
     if args.ray is not None:
         from .ray_data import ray_results
 
-        results, key = ray_results(rows, args.task, load, address=args.ray or None, actors=args.actors,
-                                   batch_size=args.batch_size, seed=args.seed, quiet=args.quiet)
-        return results, key, args.num_return_sequences or 1
+        results, _ = ray_results(rows, args.task, load, address=args.ray or None, actors=args.actors,
+                                 batch_size=args.batch_size, seed=args.seed, quiet=args.quiet)
+        return results, args.num_return_sequences or 1
     from .batch import generate_rows
     from .pipeline import pipeline
 
@@ -188,7 +188,7 @@ def _start_job(args, rows, quantization_config):
         raise type(exc)(f"the generation settings cannot be used with this model (checked before any "
                         f"output was written): {exc}") from None
     results = generate_rows(generator, rows, batch_size=args.batch_size, ordered=False, generate_kwargs=seed_kwargs)
-    return results, f"{generator.return_name}_text", per_row
+    return results, per_row
 
 
 def _identity(args, source_format, output_format, per_row) -> dict:

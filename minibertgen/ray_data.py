@@ -21,6 +21,7 @@ import math
 
 from .batch import Row, RowResult, chunked, generate_rows
 from .batch_io import text_error
+from .batch_output import result_field
 
 __all__ = ["Text2TextPredictor", "generate_dataset", "ray_results", "require_ray", "RAY_CHUNK_ROWS"]
 
@@ -134,14 +135,8 @@ def ray_results(rows, task, load: dict, *, address=None, actors=None, batch_size
     if quiet:
         context.enable_progress_bars = False
     model = load.pop("model")
-    key = f"{_return_name(task)}_text"
+    key = result_field(task)
     return _chunked_results(ray, rows, model, task, load, actors, batch_size, seed, key), key
-
-
-def _return_name(task) -> str:
-    from .pipeline import SUPPORTED_TASKS, _task_name
-
-    return SUPPORTED_TASKS[_task_name(task)]
 
 
 def _chunked_results(ray, rows, model, task, load, actors, batch_size, seed, key):

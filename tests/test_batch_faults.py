@@ -165,17 +165,21 @@ def test_summary_counts_the_rows_a_resume_skipped(toy, tmp_path, references):
     argv = ["run", *job(toy, source, target, "--resume")]
     argv.remove("--quiet")
     assert cli_main(argv, stdin=io.StringIO(), stdout=out, stderr=err) == 0
-    assert f"{ROWS - 15} rows written, 15 skipped (already in the output), 0 failed" in err.getvalue()
+    assert f"{ROWS - 15} rows generated, 15 skipped (already in the output), 0 failed" in err.getvalue()
 
 
 # -- two writers ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("second", ["--resume", "--overwrite"])
-def test_a_second_job_on_the_same_output_is_refused_while_the_first_runs(toy, tmp_path, references, second):
+@pytest.mark.parametrize("first, second", [("fresh", "--resume"), ("fresh", "--overwrite"), ("--resume", "--resume")])
+def test_a_second_job_on_the_same_output_is_refused_while_the_first_runs(toy, tmp_path, references, first, second):
     source = inputs(tmp_path, "jsonl")
     target = tmp_path / "out.jsonl"
     go = tmp_path / "go"
-    pid = in_child(job(toy, source, target), at_byte=700, hold=go)
+    extra = []
+    if first == "--resume":  # the case: two --resume runs of one killed job
+        assert wait(in_child(job(toy, source, target), at_byte=400, signum=signal.SIGKILL)) == -signal.SIGKILL
+        extra = ["--resume"]
+    pid = in_child(job(toy, source, target, *extra), at_byte=300, hold=go)
     try:
         deadline = time.monotonic() + 60
         while not Path(str(go) + ".reached").exists():

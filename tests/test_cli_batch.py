@@ -54,7 +54,7 @@ def test_missing_csv_field_and_json_null_are_reported_never_generated(toy, tmp_p
     assert records[2]["error"] == "field 'text' is empty" and records[0]["error"] == records[3]["error"] == ""
     assert "row 2 (line 3): the row has 1 fields but the header has 2" in err
     assert "row 3 (line 4): field 'text' is empty" in err
-    assert "2 rows written, 0 skipped (already in the output), 2 failed" in err
+    assert "2 rows generated, 0 skipped (already in the output), 2 failed" in err
     source = tmp_path / "in.jsonl"
     source.write_text('{"text": "copy cat"}\n\n{"text": null}\nnull\n{"other": "x", "more": 1}\n{"text": 5}\n')
     code, out, err = run(["--model", toy, "--input", str(source), *SETTINGS])
