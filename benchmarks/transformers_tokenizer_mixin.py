@@ -9,8 +9,8 @@ tokenizers.  Nothing of transformers' test code is copied here; it is imported f
 
 Adaptations: the mixin's fixtures/sample_text.txt (absent from the sdist) is written from
 our botchan excerpt; its assertLogs("transformers") hears our "minibertgen" logger.  What
-still fails is the harness, not the tokenizers: transformers' own AddedToken objects handed
-to ours, return_tensors="pt" (torch), and exact error-message wording.
+still fails is the harness, not the tokenizers: return_tensors="pt" (torch) and exact
+error-message wording.
 Results: benchmarks/results/transformers_tokenizer_mixin.txt.
 """
 import logging
