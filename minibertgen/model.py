@@ -115,6 +115,7 @@ def transformer_layer(p, hidden, config, self_mask, *, encoder_states=None, enco
     context, self_probs = self_attention(
         p["attention"]["self"], hidden, self_mask, heads, cache=cache, layer=layer, past_length=past_length,
         head_mask=head_mask, position_embedding_type=config.position_embedding_type,
+        # transformers 4.57 quirk, kept for parity: with a cache, relative distances count from the last key
         distances_from_last_key=cache is not None and config.relative_distances == "cached_last_key",
         record=sub_record(attention, "self"),
     )

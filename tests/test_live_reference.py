@@ -80,7 +80,10 @@ def test_random_encoder_decoder_configs(tmp_path_factory, hf, heads, head_dim, l
         ref = model(input_ids=torch_tensor(src), attention_mask=torch_tensor(src_mask),
                     decoder_input_ids=torch_tensor(tgt), decoder_attention_mask=torch_tensor(tgt_mask),
                     use_cache=False)
-    out = ours(input_ids=src, attention_mask=src_mask, decoder_input_ids=tgt, decoder_attention_mask=tgt_mask)
+    # use_cache=False on both sides: with a cache, relative distances follow transformers' last-key
+    # rule (tests/training/test_relative_distances_live.py checks that one)
+    out = ours(input_ids=src, attention_mask=src_mask, decoder_input_ids=tgt, decoder_attention_mask=tgt_mask,
+               use_cache=False)
     assert max_diff(out.encoder_last_hidden_state, ref.encoder_last_hidden_state) <= TOL
     assert max_diff(out.logits, ref.logits) <= TOL
 

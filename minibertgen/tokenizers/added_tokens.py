@@ -59,8 +59,18 @@ class AddedToken:
         return cls(data["content"], **{k: bool(data[k]) for k in fields if k in data})
 
 
+def adopt(value):
+    """transformers' (the tokenizers library's) AddedToken -> ours, with the same flags; else value."""
+    if not isinstance(value, AddedToken) and type(value).__name__ == "AddedToken" \
+            and isinstance(getattr(value, "content", None), str):
+        fields = ("content", "single_word", "lstrip", "rstrip", "normalized", "special")
+        return AddedToken.from_dict({name: getattr(value, name) for name in fields if hasattr(value, name)})
+    return value
+
+
 def as_added_token(value, special):
-    """Accept a plain string or an AddedToken (or its JSON dict) and return an AddedToken."""
+    """Accept a plain string or an AddedToken (ours, transformers', or its JSON dict) and return ours."""
+    value = adopt(value)
     if isinstance(value, AddedToken):
         return value
     if isinstance(value, dict):

@@ -12,7 +12,7 @@ import inspect
 import re
 
 from ..suggest import unexpected_keywords
-from .added_tokens import AddedToken, as_added_token, build_matcher, split_on_added_tokens
+from .added_tokens import AddedToken, adopt, as_added_token, build_matcher, split_on_added_tokens
 from .calling import CallMixin
 from .chat_template import ChatTemplateMixin
 from .decoding import DecodeMixin
@@ -169,7 +169,7 @@ class PreTrainedTokenizer(SpecialTokensMixin, CallMixin, DecodeMixin, PlusMixin,
         vocab = self.get_vocab()
         next_id = len(vocab)
         added = 0
-        for token in new_tokens:
+        for token in map(adopt, new_tokens):
             if not isinstance(token, (str, AddedToken)):
                 raise TypeError(f"new_tokens must hold str or AddedToken, got {type(token).__name__} ({token!r})")
             if str(token) == "":

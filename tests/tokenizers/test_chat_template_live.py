@@ -210,3 +210,15 @@ def test_batch_encoding_to_device(pair):
     assert listed.to("cpu")["input_ids"] == ours("one two")["input_ids"]  # lists stay lists
     with pytest.raises(ValueError, match="device"):
         encoding.to("tpu")
+
+
+def test_transformers_added_tokens_are_taken(pair):
+    """add_tokens / add_special_tokens take transformers' own AddedToken, flags and all."""
+    ours, theirs = pair
+    for tokenizer in pair:
+        tokenizer.add_tokens([T.AddedToken("[ABC]", lstrip=True, rstrip=True), T.AddedToken("new_token")])
+        tokenizer.add_special_tokens({"additional_special_tokens": [T.AddedToken("<spec>", lstrip=True)]})
+    text = "a [ABC]  b new_token c <spec> d"
+    assert ours(text)["input_ids"] == theirs(text)["input_ids"]
+    assert ours.decode(ours(text)["input_ids"], skip_special_tokens=True) == \
+        theirs.decode(theirs(text)["input_ids"], skip_special_tokens=True)
