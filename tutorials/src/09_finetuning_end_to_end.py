@@ -190,6 +190,7 @@ if transformers is not None:
         train_dataset=tokenize(their_tokenizer, train_pairs), eval_dataset=tokenize(their_tokenizer, held_out_pairs),
         data_collator=transformers.DataCollatorForSeq2Seq(their_tokenizer, model=their_model),
         processing_class=their_tokenizer, compute_metrics=exact_match)
+    theirs.remove_callback(transformers.PrinterCallback)  # (its log lines would fill the page)
     started = time.perf_counter()
     theirs.train()
     torch_seconds = time.perf_counter() - started
