@@ -18,6 +18,7 @@
 import random
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -26,6 +27,9 @@ import numpy as np
 import minibertgen as mb
 
 plt.rcParams.update({"figure.dpi": 80, "savefig.dpi": 80, "font.size": 9})
+warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' notes on encoder-decoder training
+warnings.filterwarnings("ignore", message="IProgress")
+warnings.filterwarnings("ignore", message="the tokenizer's special tokens differ")  # explained in section 3
 NOTEBOOK_START = time.perf_counter()
 WORK = Path(tempfile.mkdtemp())
 
@@ -108,6 +112,11 @@ for name, value in batch.items():
 # weight decay 0.01 (not on biases and LayerNorm weights), gradients clipped at norm 1.0,
 # a log line every 10 steps and a checkpoint every 120. Torch-only arguments (`fp16`,
 # `deepspeed`, ...) are refused by name rather than ignored.
+#
+# As transformers' Trainer does, `train()` first aligns the model's special tokens with the
+# tokenizer's: a BERT tokenizer has no BOS/EOS token, so `config.bos_token_id` and
+# `config.eos_token_id` become `None`, while the generation config keeps its EOS id (3), so
+# `generate()` still stops at `[SEP]`.
 
 # %%
 def arguments(lib, output_dir, **extra):
