@@ -173,7 +173,8 @@ class AdamW:
             state = {"step": 0, "exp_avg": xp.zeros_like(w), "exp_avg_sq": xp.zeros_like(w)}
             self.state[id(param)] = state
         elif state["exp_avg"].dtype != w.dtype or array_module(state["exp_avg"]) is not xp:  # the weight moved
-            state["exp_avg"], state["exp_avg_sq"] = (xp.asarray(state[k]).astype(w.dtype) for k in ("exp_avg", "exp_avg_sq"))
+            for key in ("exp_avg", "exp_avg_sq"):
+                state[key] = xp.asarray(state[key]).astype(w.dtype)
         state["step"] += 1
         param._version = getattr(param, "_version", 0) + 1  # a recorded forward before this step cannot backward
         beta1, beta2 = group["betas"]
@@ -196,14 +197,15 @@ class AdamW:
     def load_state_dict(self, state_dict):
         """Restore hyperparameters and moments saved by state_dict() (by parameter position,
         as torch's); the moments are copied onto each parameter's device and dtype."""
-        groups, saved_groups = self.param_groups, state_dict.get("param_groups") if isinstance(state_dict, dict) else None
+        groups = self.param_groups
+        saved_groups = state_dict.get("param_groups") if isinstance(state_dict, dict) else None
         if saved_groups is None or "state" not in state_dict:
             raise ValueError("state_dict: expected a dict with 'state' and 'param_groups' (from optimizer.state_dict())")
-        if len(saved_groups) != len(groups) or any(len(a["params"]) != len(b["params"])
-                                                   for a, b in zip(groups, saved_groups)):
-            raise ValueError("state_dict: its parameter groups do not match this optimizer's "
-                             f"(sizes {[len(g['params']) for g in saved_groups]} vs {[len(g['params']) for g in groups]})")
-        by_index = {i: p for group, saved in zip(groups, saved_groups) for i, p in zip(saved["params"], group["params"])}
+        sizes, own = [len(g["params"]) for g in saved_groups], [len(g["params"]) for g in groups]
+        if sizes != own:
+            raise ValueError(f"state_dict: its parameter groups (sizes {sizes}) do not match this optimizer's ({own})")
+        by_index = {i: p for group, saved in zip(groups, saved_groups)
+                    for i, p in zip(saved["params"], group["params"])}
         state = {}
         for index, moments in state_dict["state"].items():
             param = by_index[int(index)]

@@ -4,7 +4,8 @@ weights in place, as torch's Module.load_state_dict does.
 The names are the checkpoint's (``model.state_dict().keys()``).  transformers' state
 dicts also list a tied weight under its alias -- ``lm_head.decoder.bias`` beside
 ``lm_head.bias``, ``cls.predictions.decoder.bias`` beside ``cls.predictions.bias`` -- so
-an alias is accepted for the weight it names (and must agree with it when both are given).
+an alias is accepted for the weight it names (and must agree with it when both are given),
+and a tied weight given under one of its names is not missing under the other.
 The arrays are overwritten in place: the model's Parameters, and an optimiser that holds
 them, keep pointing at the weights.  Each value is cast to the weight's dtype and moved to
 its device; a shape that differs is an error naming the weight.
@@ -61,7 +62,8 @@ def load_state_dict(model, state_dict, strict: bool = True, assign: bool = False
                 raise ValueError(f"state_dict: {name!r} is tied to {target!r} but holds different values")
             continue
         targets[target] = (name, value)
-    missing = [name for name in own if name not in targets]
+    loaded = {id(own[target]) for target in targets}
+    missing = [name for name in own if name not in targets and id(own[name]) not in loaded]  # a tie counts once
     if strict and (missing or unexpected):
         raise ValueError("load_state_dict (strict=True): "
                          + (f"missing keys {missing[:8]}{' ...' if len(missing) > 8 else ''}; " if missing else "")

@@ -27,98 +27,18 @@ from __future__ import annotations
 
 import functools
 import inspect
-import weakref
 
 import numpy as np
 
 from . import seeding
 from .activation_record import dropout_rates
-from .backend import array_module, to_numpy
+from .backend import to_numpy
 from .dispatch import training_part, using
 from .model_backward import bert_stack_backward, causal_lm_backward, seq2seq_backward
 from .optim import zero_grads
+from .parameter import SHARED, Parameter, WeightsModifiedError, parameter_for
 
 __all__ = ["Parameter", "Loss", "TrainingMixin", "WeightsModifiedError", "records_activations", "backward"]
-
-
-class Parameter:
-    """One trainable array: ``data`` (updated in place by the optimiser) and ``grad``.
-
-    As torch's: ``requires_grad = False`` (or ``requires_grad_(False)``) freezes it (no
-    gradient, no update); a gradient must have the parameter's shape; ``_version`` counts
-    the optimiser's in-place updates, so a backward through weights changed since its
-    forward is refused.  One Parameter per weight array, shared by a model and its halves,
-    and it follows its weight when ``to()`` / ``half()`` / ``float()`` rebuild the arrays.
-    """
-
-    _owner = None  # a weak reference to the model holding it (set by the model)
-
-    def __init__(self, name, data):
-        self.name, self.data, self._grad = name, data, None
-        self._requires_grad, self._version = True, 0
-
-    @property
-    def requires_grad(self) -> bool:
-        return self._requires_grad
-
-    @requires_grad.setter
-    def requires_grad(self, value):
-        if not isinstance(value, (bool, np.bool_)):
-            raise TypeError(f"{self.name}: requires_grad={value!r}, expected True or False")
-        self._requires_grad = bool(value)
-        if not value:
-            self._grad = None
-
-    def requires_grad_(self, requires_grad: bool = True):
-        self.requires_grad = requires_grad
-        return self
-
-    @property
-    def grad(self):
-        return self._grad
-
-    @grad.setter
-    def grad(self, value):
-        if value is not None and tuple(value.shape) != tuple(self.data.shape):
-            raise ValueError(f"{self.name}: a gradient of shape {tuple(value.shape)} for a parameter of shape "
-                             f"{tuple(self.data.shape)}; a gradient must have its parameter's shape")
-        self._grad = value
-
-    @property
-    def shape(self):
-        return self.data.shape
-
-    @property
-    def dtype(self):
-        return self.data.dtype
-
-    def numel(self) -> int:
-        return int(self.data.size)
-
-    @property
-    def kernels(self):
-        """The table an optimizer step on this parameter runs with: the training part of its
-        model's table (None, the reference, with model.use_fast_kernels(False))."""
-        model = self._owner() if self._owner is not None else None
-        return training_part(model.kernels) if model is not None else None
-
-    def _follow(self, array) -> None:
-        """Point at the weight's new array (after to() / half() / float()); the gradient follows."""
-        grad, self.data = self._grad, array
-        if grad is not None:
-            xp = array_module(array)
-            self._grad = xp.asarray(to_numpy(grad) if xp is np else grad).astype(array.dtype)
-
-    def __repr__(self):
-        return f"Parameter({self.name!r}, shape={tuple(self.shape)}, dtype={self.dtype})"
-
-
-class WeightsModifiedError(RuntimeError, ValueError):
-    """backward() through weights an optimiser step changed after the forward (torch's
-    "modified by an inplace operation")."""
-
-
-_SHARED = weakref.WeakValueDictionary()  # id(array) -> its Parameter, so a model and its halves share them
 
 
 class Loss(np.ndarray):
@@ -308,7 +228,7 @@ class TrainingMixin:
             if getattr(array, "is_quantized", False):
                 continue
             if id(array) not in live:
-                live[id(array)] = _parameter_for(name, array, cache, by_name, current, self)
+                live[id(array)] = parameter_for(name, array, cache, by_name, current, self)
             by_name[name] = live[id(array)]
         self.__dict__["_parameter_cache"] = live
         return live
@@ -343,10 +263,10 @@ class TrainingMixin:
                 node[key] = copies[id(value)]
         cache = self.__dict__.get("_parameter_cache", {})
         for old in list(copies):  # a parameter (and its gradient) follows its array to the copy
-            param = cache.pop(old, None) or _SHARED.get(old)
+            param = cache.pop(old, None) or SHARED.get(old)
             if param is not None and id(param.data) == old:
                 param.data = copies[old]
-                cache[id(param.data)] = _SHARED[id(param.data)] = param
+                cache[id(param.data)] = SHARED[id(param.data)] = param
 
     def _trees(self):
         """The parameter trees this model's arrays live in (each half's, and the projection)."""
@@ -382,21 +302,6 @@ class TrainingMixin:
                 param.grad += grad  # in place, as torch accumulates .grad (a tied array's second share)
 
 
-def _parameter_for(name, array, cache, by_name, current, model):
-    """The Parameter of ``array``: the one this model or another (its halves) already has,
-    the one of the same name whose array was replaced (it follows), or a new one."""
-    for param in (cache.get(id(array)), _SHARED.get(id(array))):
-        if param is not None and param.data is array:
-            break
-    else:
-        param = by_name.get(name)
-        if param is not None and id(param.data) not in current and tuple(param.shape) == tuple(array.shape):
-            param._follow(array)
-        else:
-            param = Parameter(name, array)
-            param._owner = weakref.ref(model)
-    _SHARED[id(array)] = param
-    return param
 
 
 def _leaves(tree):

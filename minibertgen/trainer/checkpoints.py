@@ -151,7 +151,7 @@ def load_checkpoint(trainer, directory) -> TrainerState:
 
 def load_model_weights(model, directory) -> None:
     """The weights of a checkpoint's model.safetensors, copied into ``model`` in place."""
-    model.load_state_dict(read_safetensors(Path(directory) / "model.safetensors"), strict=False)
+    model.load_state_dict(read_safetensors(Path(directory) / "model.safetensors"), strict=True)
 
 
 def sorted_checkpoints(output_dir, best=None) -> list:

@@ -152,3 +152,35 @@ def test_bad_datasets_named(tmp_path):
     with pytest.raises(ValueError, match="no checkpoint-N"):
         mb.Seq2SeqTrainer(model=model, args=args, train_dataset=tokenized(tokenizer, pairs(2, 0)),
                           processing_class=tokenizer).train(resume_from_checkpoint=True)
+
+
+def test_progress_bar_shows_loss_and_lr_and_obeys_the_switches(tmp_path, monkeypatch):
+    import tqdm.auto
+
+    from minibertgen import progress
+
+    bars = []
+
+    class Recorder:
+        def __init__(self, total, initial, desc, unit):
+            self.n, self.total, self.postfix, self.closed = initial, total, {}, False
+            bars.append(self)
+
+        def update(self, k):
+            self.n += k
+
+        def set_postfix(self, **values):
+            self.postfix = values
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorder)
+    monkeypatch.setattr(progress, "progress_bars_enabled", lambda: True)
+    trainer_for(tmp_path / "a", max_steps=3, save_strategy="no", disable_tqdm=None).train()
+    assert len(bars) == 1 and bars[0].n == 3 and bars[0].closed
+    assert set(bars[0].postfix) == {"loss", "lr"}
+    trainer_for(tmp_path / "b", max_steps=1, save_strategy="no", disable_tqdm=True).train()
+    monkeypatch.setattr(progress, "progress_bars_enabled", lambda: False)  # set_progress_bars(False), MINIBERTGEN_QUIET
+    trainer_for(tmp_path / "c", max_steps=1, save_strategy="no", disable_tqdm=None).train()
+    assert len(bars) == 1
