@@ -51,15 +51,17 @@ class ModelShell(ModuleSpellings, TrainingMixin):
     def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
         """Each distinct array once (a tied weight once), 8-bit and 4-bit weights by the values
         they stand for, as transformers counts.  ``only_trainable``: without the quantized
-        weights (frozen, as bitsandbytes' are); ``exclude_embeddings``: without the embedding
+        weights (frozen, as bitsandbytes' are) and those with requires_grad=False; ``exclude_embeddings``: without the embedding
         tables (words, positions, token types, relative distances; a head tied to the word
         embeddings goes with them)."""
         names = {}  # id -> (array, its checkpoint names)
+        frozen = ({id(p.data) for p in self._parameters_by_array().values() if not p.requires_grad}
+                  if only_trainable else set())
         for name, array in self.state_dict().items():
             names.setdefault(id(array), (array, []))[1].append(name)
         total = 0
         for array, aliases in names.values():
-            if only_trainable and getattr(array, "is_quantized", False):
+            if only_trainable and (getattr(array, "is_quantized", False) or id(array) in frozen):
                 continue
             if exclude_embeddings and any(name.endswith(_EMBEDDING_TABLES) for name in aliases):
                 continue

@@ -18,7 +18,7 @@ from .backend import array_module
 from .fast import kernels_for_array, training_kernels
 from .fast.lookup import replaceable, using
 
-__all__ = ["AdamW", "adamw_update", "LambdaLR", "get_linear_schedule_with_warmup", "clip_grad_norm_"]
+__all__ = ["AdamW", "adamw_update", "LambdaLR", "get_linear_schedule_with_warmup", "clip_grad_norm_", "vector_norm"]
 
 
 @replaceable
@@ -98,9 +98,15 @@ class AdamW:
         self.defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
                          "maximize": bool(maximize)}
         self.param_groups = []
-        self.state = {}  # id(array) -> {"step", "exp_avg", "exp_avg_sq"}
+        self.state = {}  # id(parameter) -> {"step", "exp_avg", "exp_avg_sq"}
+        if hasattr(params, "named_parameters") or not (hasattr(params, "data") or hasattr(params, "__iter__")):
+            raise TypeError(f"params: got {type(params).__name__}; expected an iterable of parameters or of "
+                            "parameter groups (dicts), e.g. model.parameters()")
         groups = list(params) if not hasattr(params, "data") else [params]
-        if groups and isinstance(groups[0], dict):
+        if not groups:
+            raise ValueError("params: an empty parameter list (a parameters() generator can be used once: "
+                             "call model.parameters() again)")
+        if isinstance(groups[0], dict):
             for group in groups:
                 self.add_param_group(group)
         else:
@@ -154,11 +160,15 @@ class AdamW:
         if group["maximize"]:
             g = -g
         xp = array_module(w)
-        state = self.state.get(id(w))
+        state = self.state.get(id(param))
         if state is None:
             state = {"step": 0, "exp_avg": xp.zeros_like(w), "exp_avg_sq": xp.zeros_like(w)}
-            self.state[id(w)] = state
+            self.state[id(param)] = state
+        elif state["exp_avg"].dtype != w.dtype or array_module(state["exp_avg"]) is not xp:  # the weight moved
+            for key in ("exp_avg", "exp_avg_sq"):
+                state[key] = xp.asarray(state[key]).astype(w.dtype)
         state["step"] += 1
+        param._version = getattr(param, "_version", 0) + 1  # a recorded forward before this step cannot backward
         beta1, beta2 = group["betas"]
         adamw_update(w, g, state["exp_avg"], state["exp_avg_sq"], step=state["step"], lr=group["lr"],
                      beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"])
@@ -169,8 +179,8 @@ class AdamW:
         for group in self.param_groups:
             ids = []
             for param in group["params"]:
-                if id(param.data) in self.state:
-                    state[index] = dict(self.state[id(param.data)])
+                if id(param) in self.state:
+                    state[index] = dict(self.state[id(param)])
                 ids.append(index)
                 index += 1
             groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": ids})
@@ -179,14 +189,15 @@ class AdamW:
     def load_state_dict(self, state_dict):
         """Restore hyperparameters and moments saved by state_dict() (by parameter position,
         as torch's); the moments are copied onto each parameter's device and dtype."""
-        groups, saved_groups = self.param_groups, state_dict.get("param_groups") if isinstance(state_dict, dict) else None
+        groups = self.param_groups
+        saved_groups = state_dict.get("param_groups") if isinstance(state_dict, dict) else None
         if saved_groups is None or "state" not in state_dict:
             raise ValueError("state_dict: expected a dict with 'state' and 'param_groups' (from optimizer.state_dict())")
-        if len(saved_groups) != len(groups) or any(len(a["params"]) != len(b["params"])
-                                                   for a, b in zip(groups, saved_groups)):
-            raise ValueError("state_dict: its parameter groups do not match this optimizer's "
-                             f"(sizes {[len(g['params']) for g in saved_groups]} vs {[len(g['params']) for g in groups]})")
-        by_index = {i: p for group, saved in zip(groups, saved_groups) for i, p in zip(saved["params"], group["params"])}
+        sizes, own = [len(g["params"]) for g in saved_groups], [len(g["params"]) for g in groups]
+        if sizes != own:
+            raise ValueError(f"state_dict: its parameter groups (sizes {sizes}) do not match this optimizer's ({own})")
+        by_index = {i: p for group, saved in zip(groups, saved_groups)
+                    for i, p in zip(saved["params"], group["params"])}
         state = {}
         for index, moments in state_dict["state"].items():
             param = by_index[int(index)]
@@ -198,21 +209,29 @@ class AdamW:
                     raise ValueError(f"state_dict: {key} of parameter {index} has shape {value.shape}, "
                                      f"the parameter {tuple(param.shape)}")
                 entry[key] = value.copy()
-            state[id(param.data)] = entry
+            state[id(param)] = entry
         for group, saved in zip(groups, saved_groups):
             group.update({k: (tuple(v) if k == "betas" else v) for k, v in saved.items() if k != "params"})
         self.state = state
 
 
+def _is_real(value):
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
 def _check_hyperparameters(lr, betas, eps, weight_decay):
-    if not (isinstance(lr, (int, float)) and lr >= 0):
+    """Numbers (NumPy scalars too, as torch takes them) in range; each error names its argument."""
+    if not (_is_real(lr) and lr >= 0):
         raise ValueError(f"lr={lr!r}: expected a number >= 0")
-    if not (len(tuple(betas)) == 2 and all(0.0 <= b < 1.0 for b in betas)):
+    if not (isinstance(betas, (tuple, list)) and len(betas) == 2 and all(_is_real(b) for b in betas)):
+        raise TypeError(f"betas={betas!r}: expected a pair of numbers (beta1, beta2), e.g. (0.9, 0.999)")
+    if not all(0.0 <= b < 1.0 for b in betas):
         raise ValueError(f"betas={betas!r}: expected two numbers in [0, 1)")
-    if not eps >= 0:
-        raise ValueError(f"eps={eps!r}: expected a number >= 0")
-    if not weight_decay >= 0:
-        raise ValueError(f"weight_decay={weight_decay!r}: expected a number >= 0")
+    for name, value in (("eps", eps), ("weight_decay", weight_decay)):
+        if not _is_real(value):
+            raise TypeError(f"{name}={value!r}: expected a number >= 0")
+        if not value >= 0:
+            raise ValueError(f"{name}={value!r}: expected a number >= 0")
 
 
 class LambdaLR:
@@ -227,6 +246,9 @@ class LambdaLR:
             raise TypeError(f"optimizer={optimizer!r}: expected an optimizer with param_groups")
         groups = optimizer.param_groups
         lambdas = list(lr_lambda) if isinstance(lr_lambda, (list, tuple)) else [lr_lambda] * len(groups)
+        if not all(callable(fn) for fn in lambdas):
+            raise TypeError(f"lr_lambda={lr_lambda!r}: expected a function of the step (or a list of them, "
+                            "one per parameter group)")
         if len(lambdas) != len(groups):
             raise ValueError(f"lr_lambda: {len(lambdas)} functions for {len(groups)} parameter groups")
         for group in groups:
@@ -280,26 +302,38 @@ def get_linear_schedule_with_warmup(optimizer, num_warmup_steps, num_training_st
     return LambdaLR(optimizer, factor, last_epoch)
 
 
+def vector_norm(x, ord):
+    """torch.linalg.vector_norm of all elements: inf -> max |x|, -inf -> min |x|, 0 -> the
+    count of non-zero elements, p -> (sum |x|^p)^(1/p)."""
+    xp = array_module(x)
+    if ord == math.inf:
+        return xp.abs(x).max()
+    if ord == -math.inf:
+        return xp.abs(x).min()
+    if ord == 0:
+        return (x != 0).sum().astype(x.dtype)
+    if ord == 2.0:  # the usual case: one dot product (in memory order, no copy)
+        flat = x.ravel(order="K")
+        return xp.sqrt(xp.vdot(flat, flat))
+    return (xp.abs(x) ** ord).sum() ** (1.0 / ord)
+
+
 def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False, foreach=None):
     """Scale every gradient by min(1, max_norm / (total_norm + 1e-6)), where total_norm is
-    the norm of all gradients together (the norm of the per-parameter norms), as torch.
-
-    Returns total_norm (a 0-d array).  Tied arrays count once.
-    """
+    the norm of order ``norm_type`` of the per-parameter norms (inf, -inf, 0, 1, 2 or any
+    p, as torch's vector_norm takes them).  Returns total_norm (a 0-d array).  Tied arrays
+    count once."""
     params = [p for p in _distinct_parameters(parameters, "parameters") if p.grad is not None]
+    if not _is_real(norm_type):
+        raise TypeError(f"norm_type={norm_type!r}: expected a number (2.0, 1, 0, float('inf'), ...)")
+    if not _is_real(max_norm):
+        raise TypeError(f"max_norm={max_norm!r}: expected a number")
     norm_type = float(norm_type)
     if not params:
         return np.zeros((), dtype=np.float32)
     xp = array_module(params[0].grad)
-    if norm_type == math.inf:
-        norms = xp.stack([xp.abs(p.grad).max() for p in params])
-        total = norms.max()
-    elif norm_type == 2.0:  # the usual case: one dot product per gradient (in memory order, no copy)
-        norms = xp.stack([xp.sqrt(xp.vdot(p.grad.ravel(order="K"), p.grad.ravel(order="K"))) for p in params])
-        total = xp.sqrt(xp.vdot(norms, norms))
-    else:
-        norms = xp.stack([(xp.abs(p.grad) ** norm_type).sum() ** (1.0 / norm_type) for p in params])
-        total = (norms ** norm_type).sum() ** (1.0 / norm_type)
+    norms = xp.stack([vector_norm(p.grad, norm_type) for p in params])
+    total = vector_norm(norms, norm_type)
     if error_if_nonfinite and not bool(xp.isfinite(total)):
         raise ValueError(f"the total norm of order {norm_type} of the gradients is {float(total)}: "
                          "non-finite, so clip_grad_norm_ cannot clip them")

@@ -37,31 +37,9 @@ from .fast.lookup import using
 from .model_backward import (bert_stack_backward, causal_lm_loss_backward, lm_head_backward, projection_backward,
                              seq2seq_loss_backward)
 from .ops_backward import dropout_mask
+from .parameter import SHARED, Parameter, WeightsModifiedError, parameter_for
 
-__all__ = ["Parameter", "Loss", "TrainingMixin", "records_activations", "backward"]
-
-
-class Parameter:
-    """One trainable array: ``data`` (updated in place by the optimiser) and ``grad``."""
-
-    requires_grad = True
-
-    def __init__(self, name, data):
-        self.name, self.data, self.grad = name, data, None
-
-    @property
-    def shape(self):
-        return self.data.shape
-
-    @property
-    def dtype(self):
-        return self.data.dtype
-
-    def numel(self) -> int:
-        return int(self.data.size)
-
-    def __repr__(self):
-        return f"Parameter({self.name!r}, shape={tuple(self.shape)}, dtype={self.dtype})"
+__all__ = ["Parameter", "Loss", "TrainingMixin", "WeightsModifiedError", "records_activations", "backward"]
 
 
 class Loss(np.ndarray):
@@ -104,6 +82,19 @@ class Loss(np.ndarray):
 
 def _is_number(value):
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _once(run):
+    """``run`` that refuses a second call (a loss and its scaled copies share it)."""
+    state = {"spent": False}
+
+    def backward_once(dloss):
+        if state["spent"]:
+            _spent(dloss)
+        state["spent"] = True
+        run(dloss)
+
+    return backward_once
 
 
 def _spent(dloss):
@@ -186,6 +177,12 @@ class TrainingMixin:
         self._make_trainable()
         return self._parameters_by_array()[id(self._named_arrays()[name])]
 
+    def requires_grad_(self, requires_grad: bool = True):
+        """Freeze (False) or unfreeze every weight of this model (a half: only that half's)."""
+        for param in self.parameters():
+            param.requires_grad_(requires_grad)
+        return self
+
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Copy {checkpoint name: array} into the weights in place (state_dict.py); returns
         (missing_keys, unexpected_keys) as torch's."""
@@ -221,19 +218,40 @@ class TrainingMixin:
         return remembered[1]
 
     def _parameters_by_array(self, state=None) -> dict:
-        """{id(array): Parameter}, kept between calls so gradients stay on their parameter."""
+        """{id(array): Parameter}, kept between calls so gradients stay on their parameter.
+        A weight whose array was rebuilt (to(), half(), float()) keeps its Parameter, which
+        now points at the new array, so an optimiser built before keeps updating the model."""
         cache = self.__dict__.setdefault("_parameter_cache", {})
+        by_name = self.__dict__.setdefault("_parameters_by_name", {})
         state = self._named_arrays() if state is None else state
+        current = {id(array) for array in state.values()}
         live = {}
         for name, array in state.items():
             if getattr(array, "is_quantized", False):
                 continue
-            param = cache.get(id(array))
-            if param is None or param.data is not array:
-                param = Parameter(name, array)
-            live.setdefault(id(array), param)
+            if id(array) not in live:
+                live[id(array)] = parameter_for(name, array, cache, by_name, current)
+            by_name[name] = live[id(array)]
         self.__dict__["_parameter_cache"] = live
         return live
+
+    def _weights_version(self) -> int:
+        """The sum of the parameters' update counters: it changes when an optimiser steps."""
+        return sum(param._version for param in self._parameters_by_array().values())
+
+    def _checked_backward(self, run):
+        """``run`` refusing to start when an optimiser step changed the weights since the forward."""
+        version = self._weights_version()
+
+        def checked(gradient):
+            if self._weights_version() != version:
+                raise WeightsModifiedError(
+                    "backward(): one of the weights needed for the gradient has been modified by an inplace "
+                    "operation (optimizer.step() ran between this forward and its backward); run backward() "
+                    "before optimizer.step(), or run the forward again")
+            run(gradient)
+
+        return checked
 
     def _make_trainable(self) -> None:
         """Copy each read-only (memory-mapped) weight once, in place in the parameter tree."""
@@ -247,10 +265,10 @@ class TrainingMixin:
                 node[key] = copies[id(value)]
         cache = self.__dict__.get("_parameter_cache", {})
         for old in list(copies):  # a parameter (and its gradient) follows its array to the copy
-            if old in cache:
-                param = cache.pop(old)
+            param = cache.pop(old, None) or SHARED.get(old)
+            if param is not None and id(param.data) == old:
                 param.data = copies[old]
-                cache[id(param.data)] = param
+                cache[id(param.data)] = SHARED[id(param.data)] = param
 
     def _trees(self):
         """The parameter trees this model's arrays live in (each half's, and the projection)."""
@@ -274,6 +292,11 @@ class TrainingMixin:
             if grad is None:
                 continue
             param = by_array[id(array)]
+            if not param.requires_grad:  # frozen: no gradient, as torch
+                continue
+            if tuple(grad.shape) != tuple(param.shape):
+                raise ValueError(f"{param.name}: a gradient of shape {tuple(grad.shape)} for a parameter of shape "
+                                 f"{tuple(param.shape)}")
             grad = grad.astype(param.dtype, copy=False)
             if param.grad is None:
                 param.grad = grad
@@ -362,7 +385,7 @@ def _attach_backward(model, out, record, labels):
             model._accumulate(model.params, grads)
             record.clear()
 
-        out._backward_from = run_from
+        out._backward_from = model._checked_backward(run_from)
     return out
 
 
@@ -378,7 +401,7 @@ def _loss_with_backward(model, record, loss, logits, labels):
         record.clear()
 
     loss = np.asarray(to_numpy(loss)).view(Loss)
-    loss._backward = run
+    loss._backward = _once(model._checked_backward(run))
     return loss
 
 

@@ -36,6 +36,7 @@ EXPECTED = [
     "06_gpu_and_quantization",
     "07_speed_on_the_cpu",
     "08_backpropagation",
+    "09_finetuning_end_to_end",
 ]
 MAX_TOTAL_BYTES = 1_500_000
 

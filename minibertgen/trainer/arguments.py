@@ -35,6 +35,7 @@ SUPPORTED = {
     "log_level": "passive", "log_level_replica": "warning", "log_on_each_node": True, "save_on_each_node": False,
     "restore_callback_states_from_checkpoint": False, "push_to_hub": False, "eval_on_start": False,
     "device": None,  # minibertgen's: "cpu", "cuda", "cuda:1" (transformers picks the device itself)
+    "plot_curves": True,  # minibertgen's: output_dir/training_curves.png at the end (needs matplotlib)
 }
 # torch-only or not implemented: accepted only at transformers' default
 REFUSED_UNLESS_DEFAULT = {

@@ -160,7 +160,8 @@ class Seq2SeqTrainer:
         return str(checkpoints.check_checkpoint(resume))
 
     def _inner_loop(self, epochs, skip_epochs, skip_batches, ignore_keys):
-        start, self._tr_loss, self._total_loss, self._last_logged = time.time(), np.float32(0), 0.0, self.state.global_step
+        start, self._tr_loss, self._total_loss = time.time(), np.float32(0), 0.0
+        self._last_logged = self.state.global_step
         self.control = self._call("on_train_begin")
         for epoch in range(skip_epochs, epochs):
             batches = epoch_batches(len(self.train_dataset), self.args.train_batch_size, seed=self._data_seed(),
@@ -274,7 +275,8 @@ class Seq2SeqTrainer:
         metrics.update(total_flos=0.0, train_loss=train_loss)
         self.log(dict(metrics))
         self.control = self._call("on_train_end")
-        plot_log_history(self.state.log_history, Path(self.args.output_dir) / "training_curves.png")
+        if self.args.plot_curves:
+            plot_log_history(self.state.log_history, Path(self.args.output_dir) / "training_curves.png")
         return TrainOutput(self.state.global_step, train_loss, metrics)
 
     # -- evaluation --------------------------------------------------------------------------

@@ -36,7 +36,7 @@ def run(lib, saved, output_dir, freeze=None, train_size=8, resume=None, **overri
         for name, param in model.named_parameters():
             if name.startswith(freeze):
                 param.requires_grad = False
-    extra = {"use_cpu": True} if lib is T else {}
+    extra = {"use_cpu": True} if lib is T else {"plot_curves": False}
     args = lib.Seq2SeqTrainingArguments(output_dir=str(output_dir), **{**ARGS, **overrides}, **extra)
     trainer = lib.Seq2SeqTrainer(model=model, args=args, train_dataset=tokenized(tokenizer, pairs(train_size, 0)),
                                  eval_dataset=tokenized(tokenizer, pairs(4, 1)), processing_class=tokenizer,
@@ -160,3 +160,19 @@ def test_freezing_matches_transformers(saved, tmp_path):
     assert all(np.array_equal(before[n], after[n]) for n in after if n.startswith("encoder."))
     assert not np.array_equal(before["decoder.lm_head.bias"], after["decoder.lm_head.bias"])
     assert ours.model.num_parameters(only_trainable=True) == theirs.model.num_parameters(only_trainable=True)
+
+
+@pytest.mark.parametrize("kind", ["linear", "constant", "constant_with_warmup", "cosine"])
+@pytest.mark.parametrize("warmup_ratio", [0.0, 0.25])
+def test_every_lr_scheduler_type_as_transformers(kind, warmup_ratio):
+    from minibertgen.trainer.schedules import create_scheduler
+
+    args = mb.Seq2SeqTrainingArguments(lr_scheduler_type=kind, warmup_ratio=warmup_ratio, learning_rate=1e-3)
+    ours = create_scheduler(mb.optim.AdamW([mb.training.Parameter("w", np.zeros(2, np.float32))], lr=1e-3), args, 17)
+    their_optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=1e-3)
+    theirs = T.get_scheduler(kind, their_optimizer, num_warmup_steps=args.get_warmup_steps(17), num_training_steps=17)
+    for _ in range(19):
+        assert ours.get_last_lr()[0] == pytest.approx(theirs.get_last_lr()[0], rel=1e-12, abs=1e-18)
+        ours.step()
+        their_optimizer.step()
+        theirs.step()

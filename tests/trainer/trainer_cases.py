@@ -10,6 +10,7 @@ TINY = dict(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=1, num_atte
 
 
 def write_vocab(directory):
+    directory.mkdir(parents=True, exist_ok=True)
     (directory / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
     return directory
 
@@ -38,3 +39,16 @@ def pairs(count, seed):
 def tokenized(tokenizer, examples):
     """A list of dicts, as ``dataset.map(lambda b: tokenizer(b["source"], text_target=b["target"]))``."""
     return [dict(tokenizer(source, text_target=target)) for source, target in examples]
+
+
+def tiny_ours(directory):
+    """(model, tokenizer) built by minibertgen alone: the core tests need no torch."""
+    import minibertgen as mb
+
+    write_vocab(directory)
+    mb.set_seed(0)  # the same new weights every time
+    encoder = mb.BertGenerationConfig(**TINY)
+    decoder = mb.BertGenerationConfig(**TINY, is_decoder=True, add_cross_attention=True)
+    config = mb.EncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = 2, 0, 3
+    return mb.EncoderDecoderModel(config=config), mb.BertTokenizer(str(directory / "vocab.txt"))

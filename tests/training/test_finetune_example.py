@@ -1,13 +1,16 @@
-"""examples/finetune_bert2bert.py: its data, its batches and its stop on a non-finite loss."""
+"""examples/finetune_bert2bert.py: its data, its tokenization with text_target, its metric and
+its Trainer recipe (the recipe's training itself is measured by benchmarks/bench_trainer.py)."""
+import argparse
 import random
 import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
 import finetune_bert2bert as example  # noqa: E402
+
+import minibertgen as mb  # noqa: E402
 
 
 def test_examples_copy_or_reverse():
@@ -19,18 +22,30 @@ def test_examples_copy_or_reverse():
         assert 2 <= len(words) <= 6
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf")])
-def test_non_finite_loss_stops_with_the_step_named(value):
-    with pytest.raises(SystemExit, match=f"step 17: the loss is {value}"):
-        example.check_finite(np.float32(value), 17)
-    assert example.check_finite(np.float32(2.5), 3) == 2.5
-
-
-def test_batches_pad_labels_with_ignore_index(minilm_dir):
-    import minibertgen as mb
-
+def test_dataset_labels_are_the_tokenized_targets(minilm_dir):
     tokenizer = mb.BertTokenizer.from_pretrained(minilm_dir)
-    ids, mask, labels = example.make_batch(tokenizer, [("copy cat dog", "cat dog"), ("reverse a b c", "c b a")])
-    assert ids.shape == mask.shape and labels.shape[0] == 2
-    assert (labels[0] == -100).sum() == 1 and (labels[1] != -100).all()  # [CLS] cat dog [SEP] + one pad
-    assert ids[0, 0] == 101 and labels[0, 0] == 101
+    data = example.make_dataset(tokenizer, 4, seed=3)
+    pairs = [example.make_example(random.Random(3)) for _ in range(1)]
+    assert data[0]["labels"] == tokenizer(pairs[0][1])["input_ids"]
+    assert data[0]["input_ids"] == tokenizer(pairs[0][0])["input_ids"]
+    assert data[0]["labels"][0] == 101 and data[0]["labels"][-1] == 102
+
+
+def test_exact_match_metric(minilm_dir):
+    tokenizer = mb.BertTokenizer.from_pretrained(minilm_dir)
+    want = tokenizer(["cat dog", "dog cat"], padding=True)["input_ids"]
+    labels = np.where(np.array(want) == 0, -100, np.array(want))
+    right = np.array([want[0] + [0, 0], want[0] + [0, 0]])  # the second one is wrong
+    prediction = mb.trainer.EvalPrediction(predictions=right, label_ids=labels)
+    assert example.exact_match_metric(tokenizer)(prediction) == {"exact_match": 0.5}
+
+
+def test_recipe_builds_the_trainer_with_its_arguments(minilm_dir, tmp_path):
+    tokenizer = mb.BertTokenizer.from_pretrained(minilm_dir)
+    model = example.build_model(mb, minilm_dir)
+    args = example.parse_args(["--steps", "3", "--output-dir", str(tmp_path), "--eval-examples", "2"])
+    trainer = example.recipe(mb, model, tokenizer, args, disable_tqdm=True, plot_curves=False)
+    assert isinstance(trainer, mb.Seq2SeqTrainer) and len(trainer.train_dataset) == 3 * args.batch_size
+    assert trainer.args.learning_rate == args.lr and trainer.args.warmup_steps == args.warmup
+    assert model.config.decoder_start_token_id == 101 and model.generation_config.eos_token_id == 102
+    assert isinstance(args, argparse.Namespace)
