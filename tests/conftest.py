@@ -16,6 +16,15 @@ FIXTURES = Path(__file__).parent / "fixtures"
 STRICT = os.environ.get("MINIBERTGEN_REQUIRE_REFERENCE") == "1"
 
 
+try:  # hypothesis draws the same examples on every run (derandomize), and replays no stored ones
+    from hypothesis import settings as _hypothesis_settings
+
+    _hypothesis_settings.register_profile("minibertgen", derandomize=True, database=None)
+    _hypothesis_settings.load_profile("minibertgen")
+except ImportError:
+    pass
+
+
 @pytest.fixture(autouse=True)
 def _seed_every_draw():
     """Every test starts from the same random state: NumPy's and Python's global generators,
