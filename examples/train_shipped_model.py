@@ -7,8 +7,7 @@
 Steps: Babel writes the rows (examples/dates_task.py; held-out days never seen in training)
 -> the ``sentencepiece`` library trains the tokenizer on the training rows' text -> a small
 BertGenerationEncoder + BertGenerationDecoder in an EncoderDecoderModel, new weights from
-``--seed`` -> minibertgen.Seq2SeqTrainer trains it (``--minimal-loop``: the same recipe as a
-plain loop of loss.backward() / AdamW / linear schedule, for when the Trainer is missing) ->
+``--seed`` -> minibertgen.Seq2SeqTrainer trains it (DataCollatorForSeq2Seq pads the batches) ->
 greedy generation on held-out rows gives the exact match, in float32 and with NF4 weights ->
 the directory gets the model, tokenizer, held-out rows and a model card with the figures.
 """
@@ -53,7 +52,6 @@ def parse_args(argv=None):
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--warmup-ratio", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--minimal-loop", action="store_true", help="train with a plain loop instead of the Trainer")
     return parser.parse_args(argv)
 
 
@@ -117,40 +115,6 @@ def train_with_trainer(model, tokenizer, features, args, logs: str):
     return trainer.model
 
 
-def train_minimal_loop(model, tokenizer, features, args):
-    """The Trainer's recipe as a plain loop: shuffled batches, AdamW, linear warmup/decay, clipping."""
-    from minibertgen.optim import AdamW, clip_grad_norm_, get_linear_schedule_with_warmup
-
-    rng = np.random.default_rng(args.seed)
-    steps_per_epoch = -(-len(features) // args.batch_size)
-    total = int(round(args.epochs * steps_per_epoch))
-    optimizer = AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-    schedule = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total), total)
-    model.train().manual_seed(args.seed)
-    order, losses = [], []
-    for step in range(total):
-        if not order:
-            order = list(rng.permutation(len(features)))
-        batch = [features[order.pop()] for _ in range(min(args.batch_size, len(order)))]
-        loss = model(**pad_batch(batch, tokenizer.pad_token_id)).loss
-        loss.backward()
-        clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step(); schedule.step(); optimizer.zero_grad()
-        losses.append(float(loss))
-        if (step + 1) % 100 == 0:
-            print(f"step {step + 1}/{total}  loss {np.mean(losses[-100:]):.4f}", flush=True)
-    return model.eval()
-
-
-def pad_batch(batch, pad_id):
-    """input_ids / attention_mask padded with pad_id, labels with -100 (DataCollatorForSeq2Seq's rule)."""
-    width = max(len(f["input_ids"]) for f in batch)
-    label_width = max(len(f["labels"]) for f in batch)
-    ids = np.array([f["input_ids"] + [pad_id] * (width - len(f["input_ids"])) for f in batch])  # [batch, width]
-    labels = np.array([f["labels"] + [-100] * (label_width - len(f["labels"])) for f in batch])  # [batch, label_width]
-    return {"input_ids": ids, "attention_mask": (ids != pad_id).astype(np.int64), "labels": labels}
-
-
 def exact_match(texts_of, rows, batch_size=100) -> float:
     """Share of rows whose generated text (``texts_of(sources)``) is the target."""
     right = 0
@@ -193,18 +157,14 @@ def main(argv=None):
     tokenizer = train_tokenizer(train_rows, args.vocab_size, out)
     model = build_model(tokenizer.vocab_size, args.hidden_size, args.layers, args.heads, args.seed)
     features = encode_rows(tokenizer, train_rows)
-    if args.minimal_loop:
-        model = train_minimal_loop(model, tokenizer, features, args)
-    else:
-        with tempfile.TemporaryDirectory() as logs:  # the Trainer's log; nothing of it is shipped
-            model = train_with_trainer(model, tokenizer, features, args, logs)
+    with tempfile.TemporaryDirectory() as logs:  # the Trainer's log; nothing of it is shipped
+        model = train_with_trainer(model, tokenizer, features, args, logs)
     minutes = (time.time() - started) / 60
     model.eval().save_pretrained(out)
     dates_task.write_jsonl(heldout_rows[:args.heldout_shipped], out / "heldout.jsonl")
     figures = measure(out, heldout_rows, args.heldout_shipped)
     figures.update(minutes=round(minutes, 1), load=round(os.getloadavg()[1], 1), train_rows=len(train_rows),
-                   train_days=len(train_days), heldout_days=len(heldout_days), parameters=model.num_parameters(),
-                   loop="a plain loop (--minimal-loop)" if args.minimal_loop else "minibertgen.Seq2SeqTrainer")
+                   train_days=len(train_days), heldout_days=len(heldout_days), parameters=model.num_parameters())
     print(json.dumps(figures, indent=1))
     write_card(out, args, figures)
 
@@ -232,13 +192,10 @@ def write_card(out: Path, args, figures):
     """README.md of the model from the card template, with this run's figures filled in."""
     command = "python examples/train_shipped_model.py" + "".join(
         f" --{key.replace('_', '-')} {value}" for key, value in vars(args).items()
-        if key not in ("minimal_loop", "out") and value != parse_args([]).__dict__[key])
-    command += " --minimal-loop" * args.minimal_loop + f" --out {args.out}"
-    trained_by = ("Trained by a plain loop of minibertgen's training surface (`--minimal-loop`: loss.backward(), "
-                  "minibertgen.optim.AdamW, get_linear_schedule_with_warmup, clip_grad_norm_)") if args.minimal_loop \
-        else "Trained by `minibertgen.Seq2SeqTrainer` with `DataCollatorForSeq2Seq`"
+        if key != "out" and value != parse_args([]).__dict__[key])
+    command += f" --out {args.out}"
     text = CARD.read_text(encoding="utf-8").format(
-        command=command, args=args, f=figures, ff=4 * args.hidden_size, trained_by=trained_by,
+        command=command, args=args, f=figures, ff=4 * args.hidden_size,
         warmup_pct=100 * args.warmup_ratio, mb32=figures["bytes_float32"] / 1e6, mbnf4=figures["bytes_nf4"] / 1e6,
         em=100 * figures["exact_match"], em_hf=100 * figures["exact_match_transformers"],
         em_nf4=100 * figures["exact_match_nf4"], em_shipped=100 * figures["exact_match_shipped"],

@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minibertgen", description="minibertgen: BertGeneration on NumPy/CuPy")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = commands.add_parser("run", help="run the text2text-generation pipeline over inputs",
-                              description=__doc__.split("\n\n")[1])
+                              description=__doc__.split("\n\n")[1],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)  # the examples, line by line
     run.add_argument("--task", default="text2text-generation",
                      help="text2text-generation (default), summarization or translation")
     run.add_argument("--model", required=True,
