@@ -4,6 +4,7 @@ each of which the test suite must catch.
     python benchmarks/mutations.py              # every mutation, table to benchmarks/results/mutations.txt
     python benchmarks/mutations.py --only 3 17  # some of them
     python benchmarks/mutations.py --list       # what they are
+    python benchmarks/mutations.py --only 39 --tests tests/training/test_loud_gradients_live.py
 
 For each mutation: copy the package (minibertgen/) into a temporary folder, replace one
 small code snippet by its faulty version there (never in the working tree), and run a
@@ -99,8 +100,9 @@ MUTATIONS = [
     Mutation("feed-forward without its activation", "    inner = activation(config.hidden_act)(inner)\n", "\n"),
     Mutation("absolute positions forget the cache offset", "return xp.arange(past_length, past_length + seq)[None, :]",
              "return xp.arange(seq)[None, :]"),
-    Mutation("RoBERTa positions not offset by the pad id", "return (xp.cumsum(real, axis=1) + past_length) * real + pad",
-             "return (xp.cumsum(real, axis=1) + past_length) * real + 1"),
+    # (not "+ 1" for "+ pad": every RoBERTa model here has pad_token_id 1, where that is no fault)
+    Mutation("RoBERTa padding tokens get a counted position", "return (xp.cumsum(real, axis=1) + past_length) * real + pad",
+             "return (xp.cumsum(real, axis=1) + past_length) + pad"),
     Mutation("token types ignored", 'hidden = hidden + embedding(p["token_type_embeddings"]["weight"], token_type_ids)',
              "hidden = hidden"),
     Mutation("LM head transform without its activation", "activated = activation(act)(inner)", "activated = inner"),
@@ -234,6 +236,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", type=int, nargs="*", help="mutation numbers to run (default: all)")
     parser.add_argument("--list", action="store_true", help="list the mutations and stop")
+    parser.add_argument("--tests", nargs="+", help="test files to run for every mutation (default: TARGETED)")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per suite run")
     parser.add_argument("--out", type=Path, default=OUT, help="where to write the table")
     args = parser.parse_args(argv)
@@ -259,7 +262,7 @@ def main(argv=None):
                 result, seconds, module = why, 0.0, "-"
                 skipped += 1
             else:
-                passed, failure, seconds = run_suite(workdir, TARGETED.get(module, SUITE), args.timeout)
+                passed, failure, seconds = run_suite(workdir, args.tests or TARGETED.get(module, SUITE), args.timeout)
                 result = "SURVIVED (the suite passed)" if passed else f"caught: {failure}"
                 survived += passed
                 caught += not passed
