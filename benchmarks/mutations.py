@@ -4,17 +4,18 @@ each of which the test suite must catch.
     python benchmarks/mutations.py              # every mutation, table to benchmarks/results/mutations.txt
     python benchmarks/mutations.py --only 3 17  # some of them
     python benchmarks/mutations.py --list       # what they are
+    python benchmarks/mutations.py --only 39 --tests tests/training/test_loud_gradients_live.py
 
 For each mutation: copy the package (minibertgen/) into a temporary folder, replace one
 small code snippet by its faulty version there (never in the working tree), and run a
-fixed, fast part of the suite (SUITE below, stopping at the first failure) with that copy
-first on the import path.  A mutation is *caught* when a test fails (or errors), *SURVIVED*
+fast part of the suite aimed at the mutated module (TARGETED below, stopping at the first
+failure) with that copy first on the import path.  A mutation is *caught* when a test fails (or errors), *SURVIVED*
 when the suite passes.  Snippets are found by their text, wherever they sit in the
 package's top-level modules (code moves between modules; the snippet does not), and must
 occur exactly once: a snippet found nowhere, or in several places, is reported as
 "not applied", never as caught.  The unmutated copy runs first and must pass.
 
-Run on demand, not in CI (about 10-40 s a mutation on two shared cores).
+Run on demand, not in CI (about 20-90 s a mutation on two shared cores; the baseline 1-3 min).
 Exit status: 0 when every applied mutation was caught, 1 otherwise.
 """
 from __future__ import annotations
@@ -34,7 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "minibertgen"
 OUT = ROOT / "benchmarks" / "results" / "mutations.txt"
 
-# The part of the suite each mutation runs, fastest first (-x stops at the first failure).
+# The part of the suite a mutation runs (-x stops at the first failure): chosen by the module the
+# snippet was found in, the tests aimed at that module first; a module not listed runs SUITE.
 SUITE = [
     "tests/test_reference_ops.py",
     "tests/training/test_ops_backward.py",
@@ -44,6 +46,16 @@ SUITE = [
     "tests/test_reference_fixtures.py",
     "tests/generation/test_reference_recorded.py",
 ]
+LOUD, CACHE = "tests/training/test_loud_gradients_live.py", "tests/generation/test_cache_steps.py"
+TARGETED = {
+    "ops.py": ["tests/test_reference_ops.py", "tests/training/test_ops_backward.py", LOUD],
+    "attention.py": ["tests/test_reference_ops.py", CACHE, LOUD],
+    "model.py": [LOUD, CACHE, "tests/test_reference_fixtures.py", "tests/generation/test_reference_recorded.py"],
+    "cache.py": [CACHE, "tests/test_reference_ops.py", "tests/generation/test_reference_recorded.py"],
+    "ops_backward.py": ["tests/training/test_ops_backward.py", LOUD],
+    "attention_backward.py": ["tests/training/test_attention_backward.py", LOUD],
+    "model_backward.py": [LOUD],
+}
 
 
 @dataclass
@@ -88,8 +100,9 @@ MUTATIONS = [
     Mutation("feed-forward without its activation", "    inner = activation(config.hidden_act)(inner)\n", "\n"),
     Mutation("absolute positions forget the cache offset", "return xp.arange(past_length, past_length + seq)[None, :]",
              "return xp.arange(seq)[None, :]"),
-    Mutation("RoBERTa positions not offset by the pad id", "return (xp.cumsum(real, axis=1) + past_length) * real + pad",
-             "return (xp.cumsum(real, axis=1) + past_length) * real + 1"),
+    # (not "+ 1" for "+ pad": every RoBERTa model here has pad_token_id 1, where that is no fault)
+    Mutation("RoBERTa padding tokens get a counted position", "return (xp.cumsum(real, axis=1) + past_length) * real + pad",
+             "return (xp.cumsum(real, axis=1) + past_length) + pad"),
     Mutation("token types ignored", 'hidden = hidden + embedding(p["token_type_embeddings"]["weight"], token_type_ids)',
              "hidden = hidden"),
     Mutation("LM head transform without its activation", "activated = activation(act)(inner)", "activated = inner"),
@@ -223,6 +236,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", type=int, nargs="*", help="mutation numbers to run (default: all)")
     parser.add_argument("--list", action="store_true", help="list the mutations and stop")
+    parser.add_argument("--tests", nargs="+", help="test files to run for every mutation (default: TARGETED)")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per suite run")
     parser.add_argument("--out", type=Path, default=OUT, help="where to write the table")
     args = parser.parse_args(argv)
@@ -231,7 +245,8 @@ def main(argv=None):
         for i, m in chosen:
             print(f"{i:3d}  {m.what}")
         return 0
-    lines = [f"suite: {' '.join(SUITE)} (-x)", f"{'#':>3}  {'module':<22} {'result':<70} {'s':>5}  mutation"]
+    lines = [f"baseline suite: {' '.join(SUITE)} (-x); each mutation runs the files TARGETED names for its module",
+             f"{'#':>3}  {'module':<22} {'result':<90} {'s':>5}  mutation"]
     with tempfile.TemporaryDirectory(prefix="mutations-") as workdir:
         fresh_copy(workdir)
         check_import_path(workdir)
@@ -247,11 +262,11 @@ def main(argv=None):
                 result, seconds, module = why, 0.0, "-"
                 skipped += 1
             else:
-                passed, failure, seconds = run_suite(workdir, SUITE, args.timeout)
+                passed, failure, seconds = run_suite(workdir, args.tests or TARGETED.get(module, SUITE), args.timeout)
                 result = "SURVIVED (the suite passed)" if passed else f"caught: {failure}"
                 survived += passed
                 caught += not passed
-            line = f"{i:3d}  {module:<22} {result[:70]:<70} {seconds:5.0f}  {mutation.what}"
+            line = f"{i:3d}  {module:<22} {result[:90]:<90} {seconds:5.0f}  {mutation.what}"
             lines.append(line)
             print(line, flush=True)
     lines.append(f"{caught} caught, {survived} survived, {skipped} not applied, of {len(chosen)} mutations")

@@ -54,9 +54,16 @@ def test_seq2seq_assistant_is_its_own_model():
                                   model.generate(ids, max_new_tokens=10))
 
 
-def test_prompt_lookup_matches_transformers_live():
+@pytest.mark.parametrize("seed", [
+    3, 4,
+    pytest.param(5, marks=pytest.mark.xfail(strict=True, reason=(
+        "minibertgen differs (reported, issue 36): on this prompt transformers 4.57's prompt lookup returns 11 "
+        "new tokens for max_new_tokens=10 (so do seeds 6 and 7; plain greedy returns 10); minibertgen returns "
+        "10"))),
+])
+def test_prompt_lookup_matches_transformers_live(seed):
     torch = require_module("torch")
-    ids = _prompt(88, 5)
+    ids = _prompt(88, seed)
     expected = transformers_model("random_decoder").generate(torch.tensor(ids), max_new_tokens=10,
                                                              prompt_lookup_num_tokens=3).numpy()
     np.testing.assert_array_equal(load_model("random_decoder").generate(ids, max_new_tokens=10,

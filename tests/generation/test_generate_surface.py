@@ -31,12 +31,12 @@ def test_inputs_embeds_of_the_prompt_continue_like_its_ids():
     model = load_model("random_decoder")
     ids = np.array([[7, 11, 13, 17]])
     table = model.embeddings_table  # [vocab, hidden]
-    from_ids = model.generate(ids, max_new_tokens=5)
+    from_ids = model.generate(ids, max_new_tokens=5, min_new_tokens=5)  # eos held off: all five steps run
     # word embeddings alone differ from the ids' (no positions in them): compare with the
     # model's own forward on those embeddings instead, step by step
     out = model(inputs_embeds=np.asarray(table)[ids])
     first = int(np.asarray(out["logits"])[0, -1].argmax())
-    assert model.generate(inputs_embeds=np.asarray(table)[ids], max_new_tokens=5)[0, 0] == first
+    assert model.generate(inputs_embeds=np.asarray(table)[ids], max_new_tokens=5, min_new_tokens=5)[0, 0] == first
     assert from_ids.shape == (1, 9)
 
 

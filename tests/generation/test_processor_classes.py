@@ -190,4 +190,6 @@ def test_sampling_variants_first_step_scores_match_transformers(settings):
     np.testing.assert_array_equal(np.isneginf(got), np.isneginf(expected))
     finite = np.isfinite(expected)
     assert finite.sum() < expected.size  # the warper did drop tokens
-    np.testing.assert_allclose(got[finite], expected[finite], rtol=1e-4, atol=1e-4)
+    # warped float32 logits (up to |31| here): DESIGN.md's 1e-4 absolute, with no relative widening
+    # (rtol=1e-4 allowed 3e-3 at that scale); measured <= 1.4e-5
+    np.testing.assert_allclose(got[finite], expected[finite], rtol=0, atol=1e-4)

@@ -45,7 +45,7 @@ def test_compute_dtype_spellings(given, name, compute):
 
 
 def test_real_torch_dtype_if_installed():
-    torch = pytest.importorskip("torch")
+    torch = require_module("torch")
     assert BitsAndBytesConfig(bnb_4bit_compute_dtype=torch.bfloat16).bnb_4bit_compute_dtype == "bfloat16"
 
 

@@ -203,21 +203,36 @@ def test_minilm_int8_outlier_decomposition_helps(minilm_models, minilm_dir):
 
 
 # The issue's targets on the MiniLM warm-started bert2bert, not met (measured on these sentences):
-# int8 0.99844 (>= 0.999 asked), NF4 0.9476, NF4 + double quant 0.9476, FP4 0.9257 (>= 0.99 asked).
+# int8 0.99844 (>= 0.999 asked), NF4 0.94759, NF4 + double quant 0.94758, FP4 0.92573 (>= 0.99 asked).
 # The 4-bit codes are bit-identical to bitsandbytes' reference algorithm (checked when written,
 # against the torch code in bitsandbytes 0.50.2's default backend).  The warm-started decoder was
 # never trained as a decoder and is very sensitive: int8 weights with *unquantized* activations
 # already give 0.99916, quantizing the encoder alone (NF4) leaves the logits at 0.999, and the
 # trained toy model meets every target (test_trained_toy_model_quality_and_greedy_agreement).
-# transformers 4.57 + bitsandbytes 0.50.2 on the same float32 checkpoint and sentences measure
-# int8 0.99847, NF4 0.94759, NF4 + double quant 0.94753, FP4 0.92573: the targets are out of
-# reach of the algorithm itself on this model (benchmarks/bnb_minilm_quality.py).
+# transformers 4.57 + bitsandbytes 0.50.2 on the same float32 checkpoint and sentences measured
+# int8 0.99847, NF4 0.94759, NF4 + double quant 0.94753, FP4 0.92573: the targets are out of reach
+# of the algorithm itself on this model.  (Those transformers numbers come from
+# benchmarks/bnb_minilm_quality.py as of commit e446540, when minibertgen's
+# from_encoder_decoder_pretrained still built BertGeneration halves from a BERT checkpoint; it now
+# builds BertModel + BertLMHeadModel, as transformers does, so rerunning that script measures that
+# pair, not the BertGeneration pair measured here.)
+# The targets stay as strict xfails; the measured values are pinned both ways below, so a
+# regression (or an improvement) shows.
+MEASURED = {"int8": 0.99844, "nf4": 0.94759, "nf4_dq": 0.94758, "fp4": 0.92573}
+
+
+@pytest.mark.parametrize("name", sorted(MEASURED))
+def test_minilm_quality_pinned_at_its_measured_value(minilm_quality, name):
+    # deterministic float32 arithmetic on fixed weights and sentences: the last printed digit
+    assert abs(minilm_quality[name][0] - MEASURED[name]) <= 1e-5
+
+
 @pytest.mark.xfail(strict=True, reason="measured 0.99844 on the warm-started MiniLM bert2bert (target 0.999)")
 def test_minilm_int8_target(minilm_quality):
     assert minilm_quality["int8"][0] >= 0.999
 
 
-@pytest.mark.xfail(strict=True, reason="measured 0.9476 on the warm-started MiniLM bert2bert (target 0.99)")
+@pytest.mark.xfail(strict=True, reason="measured 0.94759 on the warm-started MiniLM bert2bert (target 0.99)")
 def test_minilm_nf4_target(minilm_quality):
     assert minilm_quality["nf4"][0] >= 0.99
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import minibertgen as mb
-from conftest import FIXTURES
+from conftest import FIXTURES, require_module
 from minibertgen.checkpoint.safetensors_io import read_safetensors, write_safetensors
 from minibertgen.quantization import (BitsAndBytesConfig, QuantizedWeight4bit, QuantizedWeight8bit,
                                       quantize_rows_int8, quantized_weights)
@@ -268,9 +268,9 @@ def test_damaged_8bit_state_is_refused(tmp_path):
 # -- live: our files in transformers + bitsandbytes (skips where bitsandbytes is not installed) ----
 @pytest.mark.parametrize("setting", ["nf4_dq", "fp4"])
 def test_transformers_loads_our_4bit_files(tmp_path, setting):
-    pytest.importorskip("bitsandbytes")
-    pytest.importorskip("accelerate")
-    torch = pytest.importorskip("torch")
+    require_module("bitsandbytes")  # under MINIBERTGEN_REQUIRE_REFERENCE=1 (CI) a missing one fails
+    require_module("accelerate")
+    torch = require_module("torch")
     from transformers import EncoderDecoderModel
 
     model = quantized(SETTINGS[setting])
