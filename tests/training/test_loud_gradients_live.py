@@ -147,9 +147,10 @@ def test_seq2seq_every_parameter(tmp_path, enc, dec, position, tie):
     ids, mask = inputs(PAD[enc])
     labels = inputs(PAD[dec], seq=6)[0]
     labels[0, 4:] = -100
-    # use_cache=False on torch's side: see test_seq2seq_relative_positions_as_transformers_default below
+    # both sides at transformers' default (a cache object in the decoder's forward, so relative
+    # distances from the last key: see test_seq2seq_relative_positions_as_transformers_default)
     compare_loud(ours, theirs, dict(input_ids=ids, attention_mask=mask, labels=labels),
-                 position == "relative_key_query", use_cache=False)
+                 position == "relative_key_query")
 
 
 def test_seq2seq_with_projection_on_the_training_table(tmp_path):
@@ -164,15 +165,14 @@ def test_seq2seq_with_projection_on_the_training_table(tmp_path):
     ours = mb.EncoderDecoderModel.from_pretrained(tmp_path)
     assert ours.kernels is not None  # the training table, the default on the CPU
     ids, mask = inputs(0)
-    compare_loud(ours, theirs, dict(input_ids=ids, attention_mask=mask, labels=ids[:, :5]), False, use_cache=False)
+    compare_loud(ours, theirs, dict(input_ids=ids, attention_mask=mask, labels=ids[:, :5]), False)
 
 
-@pytest.mark.xfail(strict=True, reason="minibertgen bug (reported, issue 36): transformers 4.57 computes every "
-                   "query of a decoder's relative-position self-attention at position key_length - 1 whenever a "
-                   "cache object exists (use_cache defaults to True: EncoderDecoderModel's forward and training, "
-                   "a decoder's forward without labels); minibertgen uses the true positions 0 .. seq - 1. "
-                   "Measured on this case: loss 13.8029 (ours; torch with use_cache=False: 13.8029) vs 14.1029 (torch default)")
 def test_seq2seq_relative_positions_as_transformers_default(tmp_path):
+    """transformers 4.57 measures every query of a decoder's relative-position self-attention
+    from the last key whenever the forward holds a cache object (use_cache's default, also in
+    EncoderDecoderModel's training forward); minibertgen computes the same by default (config
+    relative_distances="cached_last_key"; found by this test, fixed for issue 33)."""
     torch.manual_seed(0)
     config = T.EncoderDecoderConfig.from_encoder_decoder_configs(
         hf_config("bert-generation", "relative_key"),
