@@ -48,7 +48,7 @@ def using(table):
     entered again.  A table may name a ``forward_context`` to enter around the block (the
     CPU table's limits BLAS to one thread while its own two-core pool splits the work).
     """
-    if table is not None and _ACTIVE.get() is table:
+    if _ACTIVE.get() is table:  # (None in force and None asked: the reference already)
         yield
         return
     token = _ACTIVE.set(table)
