@@ -11,17 +11,18 @@ from __future__ import annotations
 from . import loading, placement
 from .backend import parse_device
 from .checkpoint.mapping import flatten, unflatten
-from .config import EncoderDecoderConfig, config_for_checkpoint
-from .families import BASE_MODEL_PREFIX, MODEL_TYPES
+from .config import EncoderDecoderConfig
+from .families import BASE_MODEL_PREFIX
 from .fast import kernels_for
 from .generation import GenerationMixin
 from .generation.prepare import encoder_states_of
 from .inputs import as_ids, body_inputs
 from .model import project_states, seq2seq, shift_tokens_right
-from .modeling import DECODER_CLASSES, ENCODER_CLASSES, ModelShell
+from .model_shell import ModelShell
+from .modeling import DECODER_CLASSES, ENCODER_CLASSES
 from .generation.utils import generation_config_property
 from .outputs import ModelOutput
-from .pretrained_config import config_file, read_json
+from .warm_start import refuse_a_single_half, warm_start
 from .activation_record import sub_record
 from .training import records_activations
 
@@ -174,7 +175,7 @@ class EncoderDecoderModel(GenerationMixin, ModelShell):
         Returns:
             The model (and the loading info with output_loading_info=True), in eval mode.
         """
-        _refuse_a_single_half(pretrained_model_name_or_path, kwargs)
+        refuse_a_single_half(pretrained_model_name_or_path, kwargs)
         config, tree, device, directory, report, options = loading.from_pretrained(
             cls.__name__, pretrained_model_name_or_path, EncoderDecoderConfig, _build_flat, kwargs,
             quantized_as=loading.seq2seq_quantization)
@@ -204,10 +205,10 @@ class EncoderDecoderModel(GenerationMixin, ModelShell):
         shared_load = {k: shared.pop(k) for k in ("dtype", "device", "seed") if k in shared}
         encoder = enc_kwargs.pop("model", None)
         if encoder is None:
-            encoder = _warm_start(encoder_pretrained_model_name_or_path, "encoder", {**shared_load, **enc_kwargs})
+            encoder = warm_start(encoder_pretrained_model_name_or_path, "encoder", {**shared_load, **enc_kwargs})
         decoder = dec_kwargs.pop("model", None)
         if decoder is None:
-            decoder = _warm_start(decoder_pretrained_model_name_or_path, "decoder", {**shared_load, **dec_kwargs})
+            decoder = warm_start(decoder_pretrained_model_name_or_path, "decoder", {**shared_load, **dec_kwargs})
         config = EncoderDecoderConfig.from_encoder_decoder_configs(encoder.config, decoder.config, **shared)
         return cls(config, encoder, decoder)
 
@@ -383,42 +384,3 @@ class EncoderDecoderModel(GenerationMixin, ModelShell):
                 raise ValueError(f"labels were given without decoder_input_ids, so they must be shifted right, "
                                  f"which needs config.{name} (it is None): set model.config.{name}")
         return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
-
-
-def _refuse_a_single_half(name_or_path, kwargs) -> None:
-    """EncoderDecoderModel.from_pretrained(<a BERT checkpoint>): say how to warm-start from it."""
-    if name_or_path is None or "config" in kwargs:
-        return
-    hub = {k: kwargs[k] for k in ("revision", "cache_dir", "local_files_only") if k in kwargs}
-    try:
-        model_type = read_json(config_file(name_or_path, **hub), "config.json").get("model_type")
-    except (OSError, ValueError):
-        return  # loading reports what is wrong with the files
-    if model_type in MODEL_TYPES:
-        path = repr(str(name_or_path))
-        raise ValueError(f"{name_or_path} holds one {model_type} model, not an encoder-decoder: to build one from it "
-                         f"(as transformers), use EncoderDecoderModel.from_encoder_decoder_pretrained({path}, {path})")
-
-
-def _warm_start(name_or_path, role: str, kwargs: dict):
-    """One half of from_encoder_decoder_pretrained: the class transformers' AutoModel (encoder)
-    or AutoModelForCausalLM (decoder) picks for the checkpoint's model_type."""
-    if name_or_path is None:
-        raise ValueError(f"from_encoder_decoder_pretrained: pass {role}_pretrained_model_name_or_path "
-                         f"or {role}_model=")
-    config = kwargs.pop("config", None)
-    if config is None:
-        config = config_for_checkpoint(name_or_path, {k: kwargs[k] for k in ("revision", "cache_dir", "local_files_only")
-                                             if k in kwargs})
-        overrides = {k: kwargs.pop(k) for k in list(kwargs) if hasattr(config, k)}
-        for key, value in overrides.items():
-            setattr(config, key, value)
-        if role == "encoder":  # transformers: an encoder is never causal nor cross-attending
-            config.is_decoder = config.add_cross_attention = False
-        else:
-            config.is_decoder = config.add_cross_attention = True
-    table = ENCODER_CLASSES if role == "encoder" else DECODER_CLASSES
-    # An encoder checkpoint without a pooler (a masked-LM one) gets a fresh pooler, as in transformers:
-    # an EncoderDecoderModel never uses it (BertModel.from_pretrained alone refuses that).
-    return table[config.model_type].from_pretrained(name_or_path, config=config, _missing_pooler="initialise",
-                                                    **kwargs)

@@ -14,7 +14,7 @@ import numpy as np
 from .backend import array_module, to_numpy
 from .dispatch import training_part
 
-__all__ = ["Parameter", "WeightsModifiedError", "SHARED", "parameter_for"]
+__all__ = ["Parameter", "WeightsModifiedError", "SHARED", "parameter_for", "leaves", "matching_leaves"]
 
 
 class Parameter:
@@ -112,3 +112,30 @@ def parameter_for(name, array, cache, by_name, current, model=None):
             param._owner = None if model is None else weakref.ref(model)
     SHARED[id(array)] = param
     return param
+
+
+# -- walking a parameter tree (nested dicts and lists of arrays) --------------------------
+
+def leaves(tree):
+    """Every leaf (array) of a parameter tree of dicts and lists: (its dict or list, key, leaf)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        for key, value in (node.items() if isinstance(node, dict) else enumerate(node)):
+            if isinstance(value, (dict, list)):
+                stack.append(value)
+            else:
+                yield node, key, value
+
+
+def matching_leaves(params, grads):
+    """(parameter array, its gradient) for every leaf of a gradient tree, which has the
+    parameter tree's keys (or some of them)."""
+    stack = [(params, grads)]
+    while stack:
+        param_node, grad_node = stack.pop()
+        for key, grad in (grad_node.items() if isinstance(grad_node, dict) else enumerate(grad_node)):
+            if isinstance(grad, (dict, list)):
+                stack.append((param_node[key], grad))
+            else:
+                yield param_node[key], grad

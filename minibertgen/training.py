@@ -36,7 +36,7 @@ from .backend import to_numpy
 from .dispatch import training_part, using
 from .model_backward import bert_stack_backward, causal_lm_backward, seq2seq_backward
 from .optim import zero_grads
-from .parameter import SHARED, Parameter, WeightsModifiedError, parameter_for
+from .parameter import SHARED, Parameter, WeightsModifiedError, leaves, matching_leaves, parameter_for
 
 __all__ = ["Parameter", "Loss", "TrainingMixin", "WeightsModifiedError", "records_activations", "backward"]
 
@@ -208,7 +208,7 @@ class TrainingMixin:
         """state_dict(), remembered while the trees hold the same arrays: the names are
         built once, and each call only walks the trees to compare the arrays' ids (the
         remembered dict holds the arrays, so an id cannot be reused while it is kept)."""
-        ids = tuple(id(array) for tree in self._trees() for _, _, array in _leaves(tree))
+        ids = tuple(id(array) for tree in self._trees() for _, _, array in leaves(tree))
         remembered = self.__dict__.get("_named_arrays_cache")
         if remembered is None or remembered[0] != ids:
             remembered = (ids, self.state_dict())
@@ -255,7 +255,7 @@ class TrainingMixin:
         """Copy each read-only (memory-mapped) weight once, in place in the parameter tree."""
         copies = {}
         for tree in self._trees():
-            read_only = [(node, key, value) for node, key, value in _leaves(tree)
+            read_only = [(node, key, value) for node, key, value in leaves(tree)
                          if isinstance(value, np.ndarray) and not value.flags.writeable]
             for node, key, value in read_only:
                 if id(value) not in copies:
@@ -286,7 +286,7 @@ class TrainingMixin:
         """Add a gradient tree onto the parameters of the matching parameter tree
         (``by_array``: this model's _parameters_by_array(), when the caller has it)."""
         by_array = self._parameters_by_array() if by_array is None else by_array
-        for array, grad in _matching_leaves(params, grads):
+        for array, grad in matching_leaves(params, grads):
             if grad is None:
                 continue
             param = by_array[id(array)]
@@ -302,31 +302,6 @@ class TrainingMixin:
                 param.grad += grad  # in place, as torch accumulates .grad (a tied array's second share)
 
 
-
-
-def _leaves(tree):
-    """Every leaf (array) of a parameter tree of dicts and lists: (its dict or list, key, leaf)."""
-    stack = [tree]
-    while stack:
-        node = stack.pop()
-        for key, value in (node.items() if isinstance(node, dict) else enumerate(node)):
-            if isinstance(value, (dict, list)):
-                stack.append(value)
-            else:
-                yield node, key, value
-
-
-def _matching_leaves(params, grads):
-    """(parameter array, its gradient) for every leaf of a gradient tree, which has the
-    parameter tree's keys (or some of them)."""
-    stack = [(params, grads)]
-    while stack:
-        param_node, grad_node = stack.pop()
-        for key, grad in (grad_node.items() if isinstance(grad_node, dict) else enumerate(grad_node)):
-            if isinstance(grad, (dict, list)):
-                stack.append((param_node[key], grad))
-            else:
-                yield param_node[key], grad
 
 
 def records_activations(call):
