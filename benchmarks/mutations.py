@@ -49,7 +49,7 @@ SUITE = [
 LOUD, CACHE = "tests/training/test_loud_gradients_live.py", "tests/generation/test_cache_steps.py"
 TARGETED = {
     "ops.py": ["tests/test_reference_ops.py", "tests/training/test_ops_backward.py", LOUD],
-    "attention.py": ["tests/test_reference_ops.py", CACHE, LOUD],
+    "attention.py": ["tests/test_reference_ops.py", CACHE, LOUD, "tests/training/test_relative_distances_live.py"],
     "model.py": [LOUD, CACHE, "tests/test_reference_fixtures.py", "tests/generation/test_reference_recorded.py"],
     "cache.py": [CACHE, "tests/test_reference_ops.py", "tests/generation/test_reference_recorded.py"],
     "ops_backward.py": ["tests/training/test_ops_backward.py", LOUD],
@@ -89,8 +89,8 @@ MUTATIONS = [
     Mutation("causal mask lets a query see the next token", "allowed = (key_pos <= query_pos)",
              "allowed = (key_pos <= query_pos + 1)"),
     Mutation("relative query positions forget the cache offset",
-             "query_positions = xp.arange(past_length, past_length + hidden.shape[1])",
-             "query_positions = xp.arange(hidden.shape[1])"),
+             "return xp.arange(past_length, past_length + seq)  # [seq]",
+             "return xp.arange(seq)  # [seq]"),
     Mutation("cross-attention values from the key projection",
              'linear(encoder_states, p["value"]["weight"], p["value"]["bias"])',
              'linear(encoder_states, p["key"]["weight"], p["key"]["bias"])'),

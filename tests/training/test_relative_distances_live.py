@@ -138,6 +138,26 @@ def test_decoder_alone_with_and_without_labels(tmp_path, family):
     assert abs(float(out.loss) - float(with_labels.loss)) <= 1e-5 * float(with_labels.loss)
 
 
+@pytest.mark.parametrize("position", POSITIONS)
+def test_per_query_distances_through_cache_steps_match_a_full_forward(tmp_path, position):
+    """relative_distances="per_query" with a cache fed token by token: each new query sits at
+    its own position past + i, so every step's logits equal transformers' full forward without
+    a cache (which measures per query).  Sees a cache offset lost from the query positions."""
+    torch.manual_seed(0)
+    config = T.BertGenerationConfig(**SMALL, is_decoder=True, position_embedding_type=position)
+    theirs = loud(T.BertGenerationDecoder(config))
+    theirs.save_pretrained(tmp_path)
+    ours = mb.BertGenerationDecoder.from_pretrained(tmp_path)
+    ours.config.relative_distances = "per_query"
+    ids = IDS[1:]  # [1, 8], no padding
+    reference = copy.deepcopy(theirs).double()(input_ids=torch.tensor(ids), use_cache=False).logits  # [1, 8, vocab]
+    out = ours(input_ids=ids[:, :5], use_cache=True)
+    assert max_diff(out.logits, reference[:, :5]) <= 1e-4
+    for t in range(5, ids.shape[1]):
+        out = ours(input_ids=ids[:, t:t + 1], past_key_values=out.past_key_values, use_cache=True)
+        assert max_diff(out.logits, reference[:, t:t + 1]) <= 1e-4, t
+
+
 def test_generate_from_a_several_token_prompt_matches_transformers(tmp_path):
     """generate() fills the cache from the whole prompt at once, under the quirk: the cached
     keys of the later layers carry it, so every following token depends on it."""
