@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from conftest import require_module
 from trainer_cases import pairs, tiny_ours, tokenized
 
 import minibertgen as mb
@@ -98,7 +99,7 @@ def test_early_stopping(tmp_path):
 
 
 def test_datasets_dataset_gives_the_same_run_as_a_list(tmp_path):
-    datasets = pytest.importorskip("datasets")
+    datasets = require_module("datasets")  # the reference extra installs it; a skip fails CI
     plain = trainer_for(tmp_path / "a", max_steps=3, save_strategy="no")
     plain.train()
     model, tokenizer = tiny_ours(tmp_path)
