@@ -110,10 +110,10 @@ def test_an_assistant_is_a_model_with_positions_for_the_whole_run():
 
 
 def test_resize_refuses_a_vocabulary_that_cannot_fit_naming_the_bytes(monkeypatch):
-    from minibertgen import modeling_surface
+    from minibertgen import embeddings_surface
 
     model = decoder()
-    monkeypatch.setattr(modeling_surface, "_resized", lambda *a: pytest.fail("a table was allocated"))
+    monkeypatch.setattr(embeddings_surface, "_resized", lambda *a: pytest.fail("a table was allocated"))
     with pytest.raises(ValueError, match=r"new_num_tokens=10000000000: 1 table\(s\) of \[10000000000, 16\] float32 "
                                          r"would take 640,000,000,000 bytes"):
         model.resize_token_embeddings(10**10)
