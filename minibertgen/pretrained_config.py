@@ -19,7 +19,8 @@ import os
 import warnings
 from pathlib import Path
 
-__all__ = ["PretrainedConfig", "CONFIG_NAME", "GENERATION_DEFAULTS", "config_file", "read_json"]
+__all__ = ["PretrainedConfig", "CONFIG_NAME", "GENERATION_DEFAULTS", "config_file", "read_json",
+           "non_default_generation_parameters"]
 
 CONFIG_NAME = "config.json"
 logger = logging.getLogger("minibertgen.config")  # its name from before the split: log filters use it
@@ -119,6 +120,19 @@ def config_file(pretrained_model_name_or_path, subfolder="", **hub_kwargs) -> Pa
         raise FileNotFoundError(f"{directory}: no {CONFIG_NAME} in this directory")
     check_save_complete(directory)
     return candidate
+
+
+# -- the one rule: which generation parameters a model config holds with non-default values -------
+
+def non_default_generation_parameters(model_config) -> dict:
+    """Generation parameters the model config (its top level) holds with non-default values
+    (the defaults: transformers' PretrainedConfig._get_global_generation_defaults)."""
+    found = {}
+    for name, default in GENERATION_DEFAULTS.items():
+        value = getattr(model_config, name, None)
+        if value is not None and value != default:
+            found[name] = value
+    return found
 
 
 class PretrainedConfig:
@@ -286,8 +300,8 @@ class PretrainedConfig:
         if kwargs.get("push_to_hub"):
             raise ValueError("push_to_hub=True: minibertgen never uploads; push the directory with "
                              "`pip install huggingface_hub && hf upload REPO_ID DIRECTORY`")
-        moved = {k: getattr(self, k) for k, v in GENERATION_DEFAULTS.items() if getattr(self, k, v) != v}
-        if moved:  # as transformers warns
+        moved = non_default_generation_parameters(self)
+        if moved:  # as transformers warns (None delegates to the generation config: not counted)
             warnings.warn(f"non-default generation parameters are set in the model config: {moved}; they belong "
                           "in model.generation_config (generation_config.json)", UserWarning, stacklevel=2)
         return self.to_json_file(prepare_directory(save_directory) / CONFIG_NAME, use_diff=True)

@@ -311,3 +311,26 @@ def test_from_pretrained_subfolder(tmp_path):
     assert mb.BertGenerationConfig.from_pretrained(tmp_path, subfolder="sub").hidden_size == 8
     with pytest.raises(FileNotFoundError, match="no config.json"):
         mb.BertGenerationConfig.from_pretrained(tmp_path, subfolder="absent")
+
+
+@pytest.mark.parametrize("value", [None, 4])
+def test_config_save_warns_about_generation_parameters_as_transformers(tmp_path, value):
+    """One rule (pretrained_config.non_default_generation_parameters) for generation settings held
+    by a model config: None delegates to the generation config and is not reported, as transformers."""
+    import warnings
+
+    from conftest import require_module
+
+    T = require_module("transformers")
+
+    def generation_warnings(config, directory):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            config.save_pretrained(directory)
+        return [w for w in caught if "generation parameters" in str(w.message)]
+
+    ours, theirs = mb.BertGenerationConfig(), T.BertGenerationConfig()
+    ours.num_beams = theirs.num_beams = value
+    expected = bool(generation_warnings(theirs, tmp_path / "theirs"))
+    assert expected == (value is not None)
+    assert bool(generation_warnings(ours, tmp_path / "ours")) == expected

@@ -17,7 +17,7 @@ import os
 import warnings
 from pathlib import Path
 
-from ..pretrained_config import GENERATION_DEFAULTS
+from ..pretrained_config import non_default_generation_parameters
 
 __all__ = ["GenerationConfig", "GENERATION_CONFIG_NAME", "legacy_generation_config",
            "non_default_generation_parameters", "move_generation_parameters"]
@@ -236,17 +236,6 @@ def _check_id_lists(name, value):
 
 
 # -- the model config's generation parameters (transformers' legacy rule) -------------------
-
-def non_default_generation_parameters(model_config) -> dict:
-    """Generation parameters the model config (its top level) holds with non-default values
-    (the defaults: transformers' PretrainedConfig._get_global_generation_defaults)."""
-    found = {}
-    for name, default in GENERATION_DEFAULTS.items():
-        value = getattr(model_config, name, None)
-        if value is not None and value != default:
-            found[name] = value
-    return found
-
 
 def _snapshot(generation_config) -> dict:
     data = generation_config.to_dict()
