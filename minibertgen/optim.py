@@ -200,7 +200,9 @@ class AdamW:
         groups = self.param_groups
         saved_groups = state_dict.get("param_groups") if isinstance(state_dict, dict) else None
         if saved_groups is None or "state" not in state_dict:
-            raise ValueError("state_dict: expected a dict with 'state' and 'param_groups' (from optimizer.state_dict())")
+            got = sorted(state_dict) if isinstance(state_dict, dict) else type(state_dict).__name__
+            raise ValueError(f"state_dict: got {got!r:.120}, expected a dict with 'state' and 'param_groups' "
+                             "(from optimizer.state_dict())")
         sizes, own = [len(g["params"]) for g in saved_groups], [len(g["params"]) for g in groups]
         if sizes != own:
             raise ValueError(f"state_dict: its parameter groups (sizes {sizes}) do not match this optimizer's ({own})")

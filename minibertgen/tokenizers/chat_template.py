@@ -269,8 +269,11 @@ def _tool_schemas(tools):
 
 
 def _documents(documents):
-    if documents is not None and any(not isinstance(d, dict) for d in documents):
-        raise TypeError("documents: expected a list of dicts with 'title' and 'text' keys")
+    bad = [d for d in documents if not isinstance(d, dict)] if documents is not None else []
+    if bad:
+        bad = bad[0]
+        raise TypeError(f"documents: an item is {type(bad).__name__} ({bad!r:.60}): expected a list of dicts "
+                        "with 'title' and 'text' keys")
     return documents
 
 

@@ -222,3 +222,12 @@ def test_transformers_added_tokens_are_taken(pair):
     assert ours(text)["input_ids"] == theirs(text)["input_ids"]
     assert ours.decode(ours(text)["input_ids"], skip_special_tokens=True) == \
         theirs.decode(theirs(text)["input_ids"], skip_special_tokens=True)
+
+
+def test_documents_that_are_not_dicts_are_named():
+    from minibertgen.tokenizers.chat_template import _documents
+
+    with pytest.raises(TypeError, match=r"documents: an item is str \('x'\)"):
+        _documents([{"title": "a", "text": "b"}, "x"])
+    with pytest.raises(TypeError, match=r"an item is NoneType"):
+        _documents([None])

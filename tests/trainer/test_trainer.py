@@ -185,3 +185,18 @@ def test_progress_bar_shows_loss_and_lr_and_obeys_the_switches(tmp_path, monkeyp
     monkeypatch.setattr(progress, "progress_bars_enabled", lambda: False)  # set_progress_bars(False), MINIBERTGEN_QUIET
     trainer_for(tmp_path / "c", max_steps=1, save_strategy="no", disable_tqdm=None).train()
     assert len(bars) == 1
+
+
+def test_optimizer_load_state_dict_names_what_it_got():
+    model, _ = tiny_ours_for_errors()
+    optimizer = mb.optim.AdamW(model.parameters())
+    with pytest.raises(ValueError, match=r"state_dict: got \['x'\], expected a dict with 'state' and 'param_groups'"):
+        optimizer.load_state_dict({"x": 1})
+    with pytest.raises(ValueError, match="state_dict: got 'int'"):
+        optimizer.load_state_dict(3)
+
+
+def tiny_ours_for_errors():
+    config = mb.BertGenerationConfig(vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=16, is_decoder=True)
+    return mb.BertGenerationDecoder(config, seed=0), config
