@@ -24,12 +24,12 @@ Why each exists (measured figures: benchmarks/results and README):
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
 from .. import ops
-from . import threads
+from . import native, threads
+from .gelu_blocks import gelu_block
 
 __all__ = ["KERNELS"]
 
@@ -220,6 +220,10 @@ def apply_activation(fn, x):
         return ops.apply_activation.reference(fn, x)
     flat = np.ascontiguousarray(x, dtype=np.promote_types(x.dtype, np.float32)).reshape(-1)  # float32 at least
     out = np.empty_like(flat)
+    lib = native.library() if flat.dtype == np.float32 else None
+    if lib is not None:  # one pass in C (native.py): the same steps, in one loop
+        native.gelu_forward(lib, flat, out, 0, flat.size)
+        return out.reshape(x.shape).astype(x.dtype, copy=False)  # [size] -> x.shape
 
     def blocks(part):  # part: a range of flat positions
         for start in range(part.start, part.stop, BLOCK):
@@ -235,53 +239,6 @@ def apply_activation(fn, x):
 
 
 BLOCK = 65536  # elements: 256 KiB of float32, a few buffers fit in a 2 MiB L2 cache
-
-
-_HALF_ERF_A = tuple(a / 2 for a in ops.ERF_A)  # halved coefficients: the polynomial then gives h = erfc / 2
-_ERF_P_OVER_ROOT2 = ops.ERF_P / math.sqrt(2.0)
-
-
-def gelu_block(x, out):
-    """ops.gelu of one block into ``out``, with two scratch buffers and no sign pass.
-
-    With a = |x| and the erf polynomial of ops.erf (coefficients halved):
-        t = 1 / (1 + p a / sqrt 2),  h = t (a1/2 + t (a2/2 + ...)) exp(-x^2 / 2) = (1 - erf(a / sqrt 2)) / 2,
-    Phi(x) is 1 - h for x >= 0 and h for x < 0, so GELU(x) = x Phi(x) = max(x, 0) - a h.
-    The same polynomial and exponential as the reference, rounded in another order (and
-    without its 1 - (1 - 2h) for negative x, which cancels): equal to float32 rounding.
-    At x = +inf, a h is inf * 0 = NaN, so +inf inputs (found by the block's maximum; a
-    block holding a NaN is searched too) are set to +inf afterwards, the reference's (and
-    torch's) GELU(+inf).
-    """
-    a = np.abs(x)  # scratch 1: |x|
-    t = np.multiply(a, _ERF_P_OVER_ROOT2)  # scratch 2
-    t += 1.0
-    np.reciprocal(t, out=t)  # t
-    a1, a2, a3, a4, a5 = _HALF_ERF_A
-    poly = np.multiply(t, a5, out=out)  # Horner's rule, in place
-    for coefficient in (a4, a3, a2, a1):
-        poly += coefficient
-        poly *= t
-    np.multiply(x, x, out=t)  # t is free again: exp(-x^2 / 2) into it
-    t *= -0.5
-    np.exp(t, out=t)
-    poly *= t  # h
-    poly *= a  # |x| h
-    np.maximum(x, _zeros(x.size, x.dtype), out=a)  # against an array of zeros: ~5x faster than against 0.0
-    np.subtract(a, poly, out=poly)  # max(x, 0) - |x| h
-    if not x.max() < np.inf:  # a fast reduction: +inf or NaN in the block (NaN in gives NaN out, as the reference)
-        poly[x == np.inf] = np.inf
-    return poly
-
-
-_ZEROS = {}  # dtype -> a block of zeros (gelu_block's max(x, 0))
-
-
-def _zeros(n, dtype):
-    zeros = _ZEROS.get(np.dtype(dtype))
-    if zeros is None or zeros.size < n:
-        zeros = _ZEROS[np.dtype(dtype)] = np.zeros(max(n, BLOCK), dtype=dtype)
-    return zeros[:n]
 
 
 TOP_K_BLOCK = 256

@@ -31,16 +31,17 @@ too; the beam-search top-k is not needed here.
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
 from .. import ops, ops_backward, optim
-from . import cpu, threads
+from . import cpu, native, threads
+from .gelu_blocks import gelu_backward_block
 
 __all__ = ["TRAINING_KERNELS"]
 
 BLOCK = cpu.BLOCK  # elements: 256 KiB of float32
+NATIVE_SPLIT = 1 << 15  # elements: smaller C passes are not worth handing to the second core
 
 
 def in_blocks(size, fn):
@@ -58,16 +59,35 @@ def in_blocks(size, fn):
     pool.pair(lambda: run(0, middle), lambda: run(middle, size))
 
 
+def in_halves(size, fn):
+    """fn(start, stop) over range(size): in two halves on both cores (threads.training_pool)
+    when there is a pool and enough work, else at once on this core."""
+    pool = threads.training_pool()
+    if pool is None or size < NATIVE_SPLIT:
+        fn(0, size)
+        return
+    middle = size // 2
+    pool.pair(lambda: fn(0, middle), lambda: fn(middle, size))
+
+
 def adamw_update(w, g, m, v, **hyperparameters):
-    """optim.adamw_update on one block of the flattened arrays at a time."""
+    """optim.adamw_update in one C pass per core (native.py), or else one block of the
+    flattened arrays at a time: the same bits either way."""
     reference = optim.adamw_update.reference
     order = "C" if w.flags.c_contiguous else "F" if w.flags.f_contiguous else None
-    if w.size <= BLOCK or order is None or any(not a.flags[f"{order}_CONTIGUOUS"] for a in (m, v)):
-        return reference(w, g, m, v, **hyperparameters)  # (one block already, or no flat view)
+    if order is None or any(not a.flags[f"{order}_CONTIGUOUS"] for a in (m, v)):
+        return reference(w, g, m, v, **hyperparameters)  # (no flat view)
     flat_w, flat_m, flat_v = (a.ravel(order=order) for a in (w, m, v))  # views, memory order
     flat_g = np.ravel(g, order=order)  # a view too, or (another memory order) a copy in w's order
-    in_blocks(flat_w.size, lambda part: reference(flat_w[part], flat_g[part], flat_m[part], flat_v[part],
-                                                  **hyperparameters))
+    lib = native.library() if all(a.dtype == np.float32 for a in (flat_w, flat_g, flat_m, flat_v)) else None
+    if lib is not None:
+        in_halves(flat_w.size, lambda start, stop: native.adamw_update(lib, flat_w, flat_g, flat_m, flat_v,
+                                                                       start, stop, **hyperparameters))
+    elif w.size <= BLOCK:
+        reference(w, g, m, v, **hyperparameters)  # one block already
+    else:
+        in_blocks(flat_w.size, lambda part: reference(flat_w[part], flat_g[part], flat_m[part], flat_v[part],
+                                                      **hyperparameters))
 
 
 def linear_backward(dout, x, weight, has_bias=True):
@@ -97,7 +117,9 @@ def embedding_backward(dout, ids, table, padding_idx=None):
     if padding_idx is not None:
         counted = flat_ids != padding_idx  # the padding row gets nothing
         flat_ids, rows = flat_ids[counted], rows[counted]
-    dtable = np.zeros_like(table)  # [vocab, hidden], laid out as the table
+    order = "F" if table.flags.f_contiguous and not table.flags.c_contiguous else "C"
+    dtable = np.zeros(table.shape, table.dtype, order=order)  # [vocab, hidden], laid out as the table; fresh
+    # zero pages from the OS (zeros_like would write every byte; most rows are never touched)
     if flat_ids.size == 0:
         return dtable
     order = np.argsort(flat_ids, kind="stable")
@@ -212,38 +234,12 @@ def activation_backward(name, dout, x):
     flat_x = np.ascontiguousarray(x).reshape(-1)  # [...] -> [size]
     flat_dout = np.ascontiguousarray(dout).reshape(-1)
     dx = np.empty_like(flat_dout)
-    in_blocks(flat_x.size, lambda part: gelu_backward_block(flat_dout[part], flat_x[part], dx[part]))
+    lib = native.library()
+    if lib is not None:  # one pass in C per core (native.py): the same steps, in one loop
+        in_halves(flat_x.size, lambda start, stop: native.gelu_backward(lib, flat_dout, flat_x, dx, start, stop))
+    else:
+        in_blocks(flat_x.size, lambda part: gelu_backward_block(flat_dout[part], flat_x[part], dx[part]))
     return dx.reshape(dout.shape)  # [size] -> dout.shape
-
-
-def gelu_backward_block(dout, x, out):
-    """dL/dx = dL/dy (Phi(x) + x phi(x)) for one block, into ``out``:
-        z = x / sqrt 2,  t = 1 / (1 + p|z|),  e = exp(-z^2),
-        erf|z| = 1 - t (a1 + t (a2 + ...)) e,  Phi = (1 + erf z) / 2,  phi = e / sqrt(2 pi)
-    """
-    z = x * (1.0 / math.sqrt(2.0))
-    square = z * z
-    np.abs(z, out=z)
-    z *= ops.ERF_P
-    z += 1.0
-    np.reciprocal(z, out=z)  # t
-    a1, a2, a3, a4, a5 = ops.ERF_A
-    poly = np.multiply(z, a5, out=out)  # Horner's rule, in place
-    for coefficient in (a4, a3, a2, a1):
-        poly += coefficient
-        poly *= z
-    np.negative(square, out=square)
-    np.exp(square, out=square)  # e = exp(-z^2) = exp(-x^2 / 2)
-    poly *= square
-    np.subtract(1.0, poly, out=poly)  # erf(|z|)
-    np.copysign(poly, x, out=poly)  # erf(z)
-    poly += 1.0
-    poly *= 0.5  # Phi(x)
-    square *= x
-    square *= 1.0 / math.sqrt(2.0 * math.pi)  # x phi(x)
-    poly += square
-    poly *= dout
-    return poly
 
 
 TRAINING_KERNELS = {

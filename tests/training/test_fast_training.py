@@ -26,6 +26,18 @@ def pool_setting(request, monkeypatch):
     return request.param
 
 
+@pytest.fixture(params=["C loops", "NumPy blocks"])
+def native_setting(request, monkeypatch):
+    """Run a test with fast/native.py's C loops (where they build) and with the NumPy blocks."""
+    from minibertgen.fast import native
+
+    if request.param == "NumPy blocks":
+        monkeypatch.setitem(native._STATE, "library", None)
+    elif native.library() is None:
+        pytest.skip(f"no native loops here: {native.status()}")
+    return request.param
+
+
 def _moments(rng, shape, order):
     w, g, m, v = (np.asarray(rng.standard_normal(shape), dtype=np.float32, order=order) for _ in range(4))
     return w, g, m, np.abs(v)  # the second moment is never negative
@@ -33,7 +45,7 @@ def _moments(rng, shape, order):
 
 @pytest.mark.parametrize("shape", [(7,), (300, 1001), (4 * cpu_training.BLOCK + 5,)])
 @pytest.mark.parametrize("orders", ["CC", "FF", "FC"])  # weight order, gradient order
-def test_adamw_update_in_blocks_is_the_reference_bit_for_bit(pool_setting, shape, orders):
+def test_adamw_update_in_blocks_is_the_reference_bit_for_bit(pool_setting, native_setting, shape, orders):
     rng = np.random.default_rng(0)
     w, g, m, v = _moments(rng, shape, orders[0])
     g = np.asarray(g, order=orders[1])
@@ -58,7 +70,7 @@ def test_adamw_update_of_a_strided_view_falls_back_to_the_reference():
 
 
 @pytest.mark.parametrize("shape", [(3, 5, 1536), (2 * cpu_training.BLOCK + 3,)])
-def test_gelu_backward_in_blocks_equals_the_reference(pool_setting, shape):
+def test_gelu_backward_in_blocks_equals_the_reference(pool_setting, native_setting, shape):
     rng = np.random.default_rng(2)
     x = (3 * rng.standard_normal(shape)).astype(np.float32)
     dout = rng.standard_normal(shape).astype(np.float32)

@@ -1,0 +1,82 @@
+/* CPU loops for the training table (fast/native.py compiles this file at first use).
+ *
+ * Each loop makes one pass over its arrays and does, element by element, the float32
+ * operations of the NumPy code it replaces, in the same order: compiled without
+ * -ffast-math and with -ffp-contract=off (no fused multiply-add), every operation is
+ * rounded once, as NumPy's float32 ufuncs round it, so the results are the same bits.
+ * fast/native.py checks that on a test array before it uses the library.
+ */
+#include <math.h>
+#include <stdint.h>
+
+/* optim.adamw_update on n elements: the reference's steps, in its order.
+ *   w <- w decay                                    decay = 1 - lr wd
+ *   m <- m + (g - m) one_minus_beta1                torch's lerp
+ *   v <- v beta2 + (g g) one_minus_beta2
+ *   w <- w - (m / (sqrt(v) / bias2_root + eps)) step_size
+ */
+void adamw_update(float *restrict w, const float *restrict g, float *restrict m, float *restrict v, int64_t n,
+                  float decay, float one_minus_beta1, float beta2, float one_minus_beta2, float bias2_root,
+                  float eps, float step_size)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float grad = g[i];
+        float mean = m[i] + (grad - m[i]) * one_minus_beta1;
+        float square = v[i] * beta2 + (grad * grad) * one_minus_beta2;
+        float denom = sqrtf(square) / bias2_root + eps;
+        w[i] = w[i] * decay - (mean / denom) * step_size;
+        m[i] = mean;
+        v[i] = square;
+    }
+}
+
+/* x <- x scale on n elements (clip_grad_norm_'s in-place multiply). */
+void scale(float *restrict x, int64_t n, float factor)
+{
+    for (int64_t i = 0; i < n; i++)
+        x[i] = x[i] * factor;
+}
+
+/* fast/cpu.py's gelu_block on n elements, given e = exp(-x^2 / 2) (NumPy's exp, in `out`
+ * on entry): with a = |x| and the erf polynomial's halved coefficients half_a[0..4]
+ * (Horner's rule, highest first),
+ *   t = 1 / (1 + a p_over_root2),  h = t (a1/2 + t (...)) e,  GELU(x) = max(x, 0) - a h,
+ * and +inf at x = +inf (where a h is inf * 0). */
+void gelu_forward(const float *restrict x, float *out, int64_t n, float p_over_root2, const float *restrict half_a)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float xi = x[i];
+        float a = fabsf(xi);
+        float t = 1.0f / (a * p_over_root2 + 1.0f);
+        float poly = t * half_a[4];
+        poly = (poly + half_a[3]) * t;
+        poly = (poly + half_a[2]) * t;
+        poly = (poly + half_a[1]) * t;
+        poly = (poly + half_a[0]) * t;
+        float h = poly * out[i];
+        float positive = xi > 0.0f ? xi : 0.0f;
+        out[i] = xi == INFINITY ? INFINITY : positive - h * a;
+    }
+}
+
+/* fast/cpu_training.py's gelu_backward_block on n elements, given e = exp(-z^2) (NumPy's
+ * exp, in `dx` on entry): dL/dx = dL/dy (Phi(x) + x phi(x)),
+ *   z = x inv_root2,  t = 1 / (1 + p |z|),
+ *   erf|z| = 1 - t (a1 + t (a2 + ...)) e,  Phi = (1 + erf z) / 2,  x phi = x e inv_root_2pi. */
+void gelu_backward(const float *restrict dout, const float *restrict x, float *dx, int64_t n,
+                   float inv_root2, float p, const float *restrict erf_a, float inv_root_2pi)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float xi = x[i];
+        float e = dx[i];
+        float t = 1.0f / (fabsf(xi * inv_root2) * p + 1.0f);
+        float poly = t * erf_a[4];
+        poly = (poly + erf_a[3]) * t;
+        poly = (poly + erf_a[2]) * t;
+        poly = (poly + erf_a[1]) * t;
+        poly = (poly + erf_a[0]) * t;
+        float phi_term = (e * xi) * inv_root_2pi;
+        float cdf = (copysignf(1.0f - poly * e, xi) + 1.0f) * 0.5f;
+        dx[i] = (cdf + phi_term) * dout[i];
+    }
+}

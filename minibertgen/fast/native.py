@@ -1,0 +1,187 @@
+"""CPU loops compiled at first use: the training table's elementwise passes in one loop each.
+
+NumPy runs an elementwise formula one operation at a time, each a pass over whole
+arrays: AdamW's update is fourteen of them over every parameter, its moments and its
+gradient, GELU's and its derivative's about twenty.  ``kernels/cpu_training.c`` does the
+same float32 operations in the same order, one element at a time, in one pass (GELU's
+exponential stays NumPy's, one pass before it, so that its bits are NumPy's too).
+Figures: benchmarks/results/trainer.txt.
+
+The C file is compiled once per process with the system's C compiler (``$CC``, else
+``cc``) into a private temporary directory, loaded with ctypes (which releases the GIL,
+so fast/threads.py's two halves run at once) and checked before use: on a test array
+each loop must give the bits of the NumPy code it replaces, or the library is not used.
+No compiler, a failed build, a failed check or ``MINIBERTGEN_NATIVE=0``: ``library()``
+is None and the training table keeps its NumPy blocks (the same numbers, slower).
+``status()`` says which, and why.
+"""
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ..ops import ERF_A, ERF_P
+from . import gelu_blocks
+
+__all__ = ["library", "status", "adamw_update", "scale", "gelu_forward", "gelu_backward"]
+
+SOURCE = Path(__file__).parent / "kernels" / "cpu_training.c"
+FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared"]  # never -ffast-math: the bits must match
+TUNED = ["-march=native"]  # vector width of this machine (dropped if the compiler refuses it)
+
+_LOCK = threading.Lock()
+_STATE = {}  # "library": CDLL or None, "status": why
+
+
+def library():
+    """The compiled, checked library, or None (see status())."""
+    if "library" not in _STATE:
+        with _LOCK:
+            if "library" not in _STATE:
+                _STATE["library"], _STATE["status"] = _load()
+    return _STATE["library"]
+
+
+def status() -> str:
+    """A line saying whether the native loops are in use, and why not when they are not."""
+    library()
+    return _STATE["status"]
+
+
+def _load():
+    if os.environ.get("MINIBERTGEN_NATIVE", "1") == "0":
+        return None, "off (MINIBERTGEN_NATIVE=0): NumPy blocks"
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not compiler:
+        return None, "no C compiler found (set CC): NumPy blocks"
+    directory = tempfile.mkdtemp(prefix="minibertgen-native-")  # private (0700), removed once loaded
+    try:
+        target = os.path.join(directory, "cpu_training.so")
+        for extra in (TUNED, []):
+            done = subprocess.run([compiler, *FLAGS, *extra, "-o", target, str(SOURCE), "-lm"],
+                                  capture_output=True, text=True, check=False)
+            if done.returncode == 0:
+                break
+        else:
+            return None, f"{compiler} failed ({done.stderr.strip()[:200]}): NumPy blocks"
+        lib = _declare(ctypes.CDLL(target))
+    except OSError as exc:
+        return None, f"could not build or load the native loops ({exc}): NumPy blocks"
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    mismatch = _self_check(lib)
+    if mismatch:
+        return None, f"built with {compiler}, but {mismatch} differs from NumPy's bits: NumPy blocks"
+    return lib, f"native loops built with {compiler}"
+
+
+def _declare(lib):
+    pointer, size, real = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
+    lib.adamw_update.argtypes = [pointer] * 4 + [size] + [real] * 7
+    lib.adamw_update.restype = None
+    lib.scale.argtypes = [pointer, size, real]
+    lib.scale.restype = None
+    lib.gelu_forward.argtypes = [pointer, pointer, size, real, pointer]
+    lib.gelu_forward.restype = None
+    lib.gelu_backward.argtypes = [pointer, pointer, pointer, size, real, real, pointer, real]
+    lib.gelu_backward.restype = None
+    return lib
+
+
+def _address(a, start):
+    return a.ctypes.data + start * a.itemsize
+
+
+def adamw_update(lib, w, g, m, v, start, stop, *, step, lr, beta1, beta2, eps, weight_decay):
+    """optim.adamw_update on elements [start, stop) of flat float32 arrays w, g, m, v
+    (the same constants, rounded to float32 as NumPy rounds a Python float against a
+    float32 array)."""
+    constants = (1.0 - lr * weight_decay, 1.0 - beta1, beta2, 1.0 - beta2, math.sqrt(1.0 - beta2 ** step), eps,
+                 lr / (1.0 - beta1 ** step))
+    lib.adamw_update(*(_address(a, start) for a in (w, g, m, v)), stop - start,
+                     *(float(np.float32(c)) for c in constants))
+
+
+def scale(lib, x, start, stop, factor):
+    """x[start:stop] *= factor (float32) in a flat float32 array."""
+    lib.scale(_address(x, start), stop - start, float(np.float32(factor)))
+
+
+def _float32s(values):
+    return np.asarray(values, dtype=np.float32)  # kept alive by the caller while C reads it
+
+
+_HALF_ERF_A = _float32s([a / 2 for a in ERF_A])  # fast/cpu.py's gelu_block's coefficients
+_ERF_A = _float32s(ERF_A)
+
+
+def gelu_forward(lib, x, out, start, stop):
+    """out[start:stop] = GELU(x[start:stop]) (flat float32), fast/cpu.py's gelu_block's
+    steps: exp(-x^2 / 2) by NumPy, the rest in one C pass."""
+    e = out[start:stop]
+    np.multiply(x[start:stop], x[start:stop], out=e)
+    e *= -0.5
+    np.exp(e, out=e)
+    lib.gelu_forward(_address(x, start), _address(out, start), stop - start,
+                     float(np.float32(ERF_P / math.sqrt(2.0))), _HALF_ERF_A.ctypes.data)
+
+
+def gelu_backward(lib, dout, x, dx, start, stop):
+    """dx[start:stop] = dL/dx of GELU, fast/cpu_training.py's gelu_backward_block's steps:
+    exp(-(x / sqrt 2)^2) by NumPy, the rest in one C pass."""
+    e = dx[start:stop]
+    np.multiply(x[start:stop], 1.0 / math.sqrt(2.0), out=e)  # z
+    np.multiply(e, e, out=e)
+    np.negative(e, out=e)
+    np.exp(e, out=e)
+    lib.gelu_backward(_address(dout, start), _address(x, start), _address(dx, start), stop - start,
+                      float(np.float32(1.0 / math.sqrt(2.0))), float(np.float32(ERF_P)), _ERF_A.ctypes.data,
+                      float(np.float32(1.0 / math.sqrt(2.0 * math.pi))))
+
+
+def _self_check(lib):
+    """The name of the first loop whose bits differ from the NumPy code it replaces, or None."""
+    from .. import optim
+
+    rng = np.random.default_rng(0)
+    n = 4099  # not a multiple of any vector width: the loops' tails run too
+    w, g, m = (rng.standard_normal(n).astype(np.float32) for _ in range(3))
+    v = np.abs(rng.standard_normal(n)).astype(np.float32)
+    g[:5] = (0.0, -0.0, 1e-30, 3e38, -1e-45)
+    hyper = dict(step=3, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01)
+    want = [a.copy() for a in (w, m, v)]
+    with np.errstate(all="ignore"):  # (3e38 squared overflows to inf, on purpose)
+        optim.adamw_update.reference(want[0], g, want[1], want[2], **hyper)
+    got = [a.copy() for a in (w, m, v)]
+    adamw_update(lib, got[0], g, got[1], got[2], 0, n, **hyper)
+    if not all(np.array_equal(a, b, equal_nan=True) for a, b in zip(got, want)):
+        return "adamw_update"
+    scaled = g.copy()
+    scale(lib, scaled, 0, n, 0.37)
+    if not np.array_equal(scaled, g * np.float32(0.37)):
+        return "scale"
+    return _gelu_mismatch(lib, (3 * rng.standard_normal(n)).astype(np.float32), w)
+
+
+def _gelu_mismatch(lib, x, dout):
+    """The GELU loop whose bits differ from fast/cpu.py's or cpu_training.py's NumPy blocks, or None."""
+    x[:4] = (np.inf, -np.inf, np.nan, -0.0)
+    for name, got, want in (
+            ("gelu_forward", lambda out: gelu_forward(lib, x, out, 0, x.size), lambda out: gelu_blocks.gelu_block(x, out)),
+            ("gelu_backward", lambda out: gelu_backward(lib, dout, x, out, 0, x.size),
+             lambda out: gelu_blocks.gelu_backward_block(dout, x, out))):
+        mine, theirs = np.empty_like(x), np.empty_like(x)
+        with np.errstate(all="ignore"):  # (the infinities, on purpose)
+            got(mine)
+            want(theirs)
+        if not np.array_equal(mine, theirs, equal_nan=True):
+            return name
+    return None
