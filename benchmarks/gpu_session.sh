@@ -7,7 +7,7 @@
 #
 # 1. the GPU tests: the whole GPU suite, with the kernels of fast/preview.py (4-bit
 #    products, one-launch attention) switched on by the tests that check them, and the
-#    CPU-side checks of those kernels (emulator, nvcc);
+#    CPU-side checks of those kernels (emulator, nvcc), and the Trainer on CuPy (tests/trainer/test_trainer_gpu.py);
 # 2. bench_gpu.py on the large shape with the preview kernels on (adds the NF4 rows), then
 #    fused and graph modes with them off, for the before/after in one sitting.
 # Everything it prints is kept under $OUT (logs and JSON), also when a step is cut short.
@@ -21,7 +21,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT
 python3 -c "import transformers, cupy, torch; print('transformers', transformers.__version__, 'cupy', cupy.__version__, 'torch', torch.__version__)" | tee -a "$OUT/device.txt"
 
 timeout 240 python3 -m pytest -q -p no:cacheprovider tests/fast/test_gpu.py tests/fast/test_cuda_fourbit.py \
-  tests/fast/test_cuda_attention.py tests/training/test_training_gpu.py tests/quantization 2>&1 | tee "$OUT/gpu_tests.log"
+  tests/fast/test_cuda_attention.py tests/training/test_training_gpu.py tests/trainer/test_trainer_gpu.py \
+  tests/quantization 2>&1 | tee "$OUT/gpu_tests.log"
 tests=$?
 
 timeout 150 python3 benchmarks/bench_gpu.py --shapes large --reps 5 --preview on \

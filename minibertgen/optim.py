@@ -22,7 +22,8 @@ import numpy as np
 from .backend import array_module
 from .dispatch import replaceable, using
 
-__all__ = ["AdamW", "adamw_update", "LambdaLR", "get_linear_schedule_with_warmup", "clip_grad_norm_", "vector_norm"]
+__all__ = ["AdamW", "adamw_update", "LambdaLR", "get_linear_schedule_with_warmup", "clip_grad_norm_", "vector_norm",
+           "scale_"]
 
 
 @replaceable
@@ -312,6 +313,7 @@ def get_linear_schedule_with_warmup(optimizer, num_warmup_steps, num_training_st
     return LambdaLR(optimizer, factor, last_epoch)
 
 
+@replaceable
 def vector_norm(x, ord):
     """torch.linalg.vector_norm of all elements: inf -> max |x|, -inf -> min |x|, 0 -> the
     count of non-zero elements, p -> (sum |x|^p)^(1/p)."""
@@ -342,14 +344,21 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     if not params:
         return np.zeros((), dtype=np.float32)
     xp = array_module(params[0].grad)
-    norms = xp.stack([vector_norm(p.grad, norm_type) for p in params])
-    total = vector_norm(norms, norm_type)
-    if error_if_nonfinite and not bool(xp.isfinite(total)):
-        raise ValueError(f"the total norm of order {norm_type} of the gradients is {float(total)}: "
-                         "non-finite, so clip_grad_norm_ cannot clip them")
-    scale = float(max_norm) / (float(total) + 1e-6)
-    if scale >= 1.0:  # nothing to clip: times 1 would change no gradient
-        return total
-    for param in params:  # (a NaN norm gives a NaN scale, which spreads to the gradients, as in torch)
-        param.grad *= param.grad.dtype.type(scale)  # in place, as torch's mul_
+    with using(getattr(params[0], "kernels", None)):  # an entry point: the table of the parameters' model
+        norms = xp.stack([vector_norm(p.grad, norm_type) for p in params])
+        total = vector_norm(norms, norm_type)
+        if error_if_nonfinite and not bool(xp.isfinite(total)):
+            raise ValueError(f"the total norm of order {norm_type} of the gradients is {float(total)}: "
+                             "non-finite, so clip_grad_norm_ cannot clip them")
+        scale = float(max_norm) / (float(total) + 1e-6)
+        if scale >= 1.0:  # nothing to clip: times 1 would change no gradient
+            return total
+        for param in params:  # (a NaN norm gives a NaN scale, which spreads to the gradients, as in torch)
+            scale_(param.grad, scale)
     return total
+
+
+@replaceable
+def scale_(x, factor):
+    """x <- x factor, in place (as torch's mul_), the factor rounded to x's dtype."""
+    x *= x.dtype.type(factor)

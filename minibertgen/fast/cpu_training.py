@@ -90,6 +90,28 @@ def adamw_update(w, g, m, v, **hyperparameters):
                                                       **hyperparameters))
 
 
+def vector_norm(x, ord):
+    """optim.vector_norm; for the 2-norm of a large float32 array, each core takes the dot
+    product of one half with itself (BLAS), then sqrt(first + second): the same sum of
+    squares, added in another order (equal to float32 rounding)."""
+    flat = x.ravel(order="K") if x.flags.c_contiguous or x.flags.f_contiguous else None
+    pool = threads.training_pool()
+    if ord != 2.0 or flat is None or flat.dtype != np.float32 or pool is None or flat.size < 4 * BLOCK:
+        return optim.vector_norm.reference(x, ord)
+    middle = flat.size // 2
+    first, second = pool.pair(lambda: np.vdot(flat[:middle], flat[:middle]), lambda: np.vdot(flat[middle:], flat[middle:]))
+    return np.sqrt(first + second)
+
+
+def scale_(x, factor):
+    """optim.scale_ in one C pass per core (native.py): the same bits."""
+    lib = native.library()
+    flat = x.ravel(order="K") if x.flags.c_contiguous or x.flags.f_contiguous else None
+    if lib is None or flat is None or flat.dtype != np.float32:
+        return optim.scale_.reference(x, factor)
+    in_halves(flat.size, lambda start, stop: native.scale(lib, flat, start, stop, factor))
+
+
 def linear_backward(dout, x, weight, has_bias=True):
     """ops_backward.linear_backward, with dL/dW in the memory order of the weight and
     dL/db as a product with ones (fast/cpu.py's column_sums)."""
@@ -245,6 +267,8 @@ def activation_backward(name, dout, x):
 TRAINING_KERNELS = {
     **{name: fn for name, fn in cpu.KERNELS.items() if name != "top_k"},
     "adamw_update": adamw_update,
+    "vector_norm": vector_norm,
+    "scale_": scale_,
     "linear_backward": linear_backward,
     "embedding_backward": embedding_backward,
     "layer_norm_backward": layer_norm_backward,

@@ -242,3 +242,38 @@ def test_embedding_backward_by_sorting_is_the_reference(padding_idx, order):
         assert not got[padding_idx].any()
     only_padding = cpu_training.embedding_backward(dout[:1, :1], np.zeros((1, 1), np.int64), table, 0)
     assert not only_padding.any()
+
+
+@pytest.mark.parametrize("shape,order", [((5 * cpu_training.BLOCK + 3,), "C"), ((1536, 384), "F"), ((7, 3), "C")])
+def test_the_2_norm_in_halves_and_the_scaling_in_c_are_the_reference(pool_setting, native_setting, shape, order):
+    x = np.asarray(np.random.default_rng(8).standard_normal(shape), dtype=np.float32, order=order)
+    got, want = cpu_training.vector_norm(x, 2.0), optim.vector_norm.reference(x, 2.0)
+    # two half sums added at the end instead of one BLAS dot over the whole array: float32 rounding of
+    # a sum of x.size positive terms (relative ~ eps per addition level)
+    np.testing.assert_allclose(got, want, rtol=16 * np.finfo(np.float32).eps)
+    for ord in (1.0, np.inf, 0.0, 3.0):
+        assert cpu_training.vector_norm(x, ord) == optim.vector_norm.reference(x, ord)
+    scaled, expected = x.copy(order="K"), x.copy(order="K")
+    cpu_training.scale_(scaled, 0.3)
+    optim.scale_.reference(expected, 0.3)
+    np.testing.assert_array_equal(scaled, expected)  # elementwise: the same multiply per element
+
+
+def test_clip_grad_norm_takes_the_table_of_the_model_it_clips(monkeypatch):
+    from minibertgen import BertGenerationConfig, BertGenerationDecoder
+
+    config = BertGenerationConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=32, is_decoder=True)
+    model = BertGenerationDecoder(config, seed=0)
+    for param in model.parameters():
+        param.grad = np.ones(param.shape, np.float32)
+    calls = []
+    monkeypatch.setitem(cpu_training.TRAINING_KERNELS, "scale_", lambda x, f: calls.append(f))
+    optim.clip_grad_norm_(model.parameters(), 1.0)
+    assert len(calls) == len({id(p.data) for p in model.parameters()})  # the model's table scaled each gradient
+    model.use_fast_kernels(False)
+    calls.clear()
+    optim.clip_grad_norm_(model.parameters(), 1.0)
+    assert calls == []
+    after = optim.clip_grad_norm_(model.parameters(), 1e9)  # (nothing to clip: only the norm)
+    np.testing.assert_allclose(after, 1.0, rtol=1e-5)  # the reference scaled them to norm 1
