@@ -35,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ops, ops_backward, optim
-from . import cpu, native, threads
+from . import buffers, cpu, native, threads
 from .gelu_blocks import gelu_backward_block
 
 __all__ = ["TRAINING_KERNELS"]
@@ -121,9 +121,11 @@ def linear_backward(dout, x, weight, has_bias=True):
     rows_in = x.reshape(-1, x.shape[-1])  # [..., in] -> [rows, in]
     dx = (rows_out @ weight).reshape(*dout.shape[:-1], weight.shape[1])  # [rows, out] @ [out, in] -> [..., in]
     if weight.flags.f_contiguous and not weight.flags.c_contiguous:
-        dweight = (rows_in.T @ rows_out).T  # ([in, rows] @ [rows, out]).T -> [out, in], Fortran order
+        dweight = buffers.reusable(weight, "linear_backward", weight.shape, np.float32, "F")  # (a big one: last step's)
+        np.matmul(rows_in.T, rows_out, out=dweight.T)  # ([in, rows] @ [rows, out]).T -> [out, in], Fortran order
     else:
-        dweight = rows_out.T @ rows_in  # [out, rows] @ [rows, in] -> [out, in]
+        dweight = buffers.reusable(weight, "linear_backward", weight.shape, np.float32, "C")
+        np.matmul(rows_out.T, rows_in, out=dweight)  # [out, rows] @ [rows, in] -> [out, in]
     dbias = cpu.column_sums(rows_out) if has_bias else None  # [out]
     return dx, dweight, dbias
 
@@ -140,8 +142,8 @@ def embedding_backward(dout, ids, table, padding_idx=None):
         counted = flat_ids != padding_idx  # the padding row gets nothing
         flat_ids, rows = flat_ids[counted], rows[counted]
     order = "F" if table.flags.f_contiguous and not table.flags.c_contiguous else "C"
-    dtable = np.zeros(table.shape, table.dtype, order=order)  # [vocab, hidden], laid out as the table; fresh
-    # zero pages from the OS (zeros_like would write every byte; most rows are never touched)
+    dtable = buffers.reusable(table, "embedding_backward", table.shape, table.dtype, order)  # [vocab, hidden]
+    dtable.fill(0)  # (laid out as the table; a big one is last step's when nothing holds it: buffers.py)
     if flat_ids.size == 0:
         return dtable
     order = np.argsort(flat_ids, kind="stable")
