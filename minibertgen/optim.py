@@ -22,8 +22,8 @@ import numpy as np
 from .backend import array_module
 from .dispatch import replaceable, using
 
-__all__ = ["AdamW", "adamw_update", "LambdaLR", "get_linear_schedule_with_warmup", "clip_grad_norm_", "vector_norm",
-           "scale_"]
+__all__ = ["AdamW", "adamw_update", "adamw_updates", "LambdaLR", "get_linear_schedule_with_warmup", "clip_grad_norm_", "vector_norm",
+           "vector_norms", "scale_all_"]
 
 
 @replaceable
@@ -53,6 +53,13 @@ def adamw_update(w, g, m, v, *, step, lr, beta1, beta2, eps, weight_decay):
     xp.divide(m, scratch, out=scratch)
     scratch *= lr / (1.0 - beta1 ** step)
     w -= scratch  # w -= step_size m / denom
+
+
+@replaceable
+def adamw_updates(updates, *, lr, beta1, beta2, eps, weight_decay):
+    """adamw_update of each (w, g, m, v, step) in ``updates``: one parameter group's step."""
+    for w, g, m, v, step in updates:
+        adamw_update(w, g, m, v, step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
 
 
 def zero_grads(params, set_to_none=True):
@@ -150,9 +157,13 @@ class AdamW:
         loss = closure() if closure is not None else None
         with using(self._kernels()):
             for group in self.param_groups:
-                for param in group["params"]:
-                    if param.grad is not None:
-                        self._update(param, group)
+                params = [param for param in group["params"] if param.grad is not None]
+                for param in params:  # all checked before any moment or weight changes
+                    _check_writeable(param.data)
+                updates = [self._prepare(param, group) for param in params]
+                beta1, beta2 = group["betas"]
+                adamw_updates(updates, lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
+                              weight_decay=group["weight_decay"])
         return loss
 
     def _kernels(self):
@@ -161,11 +172,10 @@ class AdamW:
         first = next((p for g in self.param_groups for p in g["params"]), None)
         return getattr(first, "kernels", None)
 
-    def _update(self, param, group):
+    def _prepare(self, param, group):
+        """(w, g, m, v, step) for this step's update of ``param``: its moments made on the first
+        step (or moved with the weight), its step counted."""
         w, g = param.data, param.grad
-        if not getattr(getattr(w, "flags", None), "writeable", True):  # (CuPy arrays have no such flag)
-            raise ValueError("a parameter's array is read-only (a memory-mapped checkpoint): "
-                             "call model.train() or model.parameters() first, which copy the weights once")
         if group["maximize"]:
             g = -g
         xp = array_module(w)
@@ -178,9 +188,7 @@ class AdamW:
                 state[key] = xp.asarray(state[key]).astype(w.dtype)
         state["step"] += 1
         param._version = getattr(param, "_version", 0) + 1  # a recorded forward before this step cannot backward
-        beta1, beta2 = group["betas"]
-        adamw_update(w, g, state["exp_avg"], state["exp_avg_sq"], step=state["step"], lr=group["lr"],
-                     beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"])
+        return w, g, state["exp_avg"], state["exp_avg_sq"], state["step"]
 
     def state_dict(self):
         """Hyperparameters and moments, by position of each parameter (as torch's)."""
@@ -224,6 +232,12 @@ class AdamW:
         for group, saved in zip(groups, saved_groups):
             group.update({k: (tuple(v) if k == "betas" else v) for k, v in saved.items() if k != "params"})
         self.state = state
+
+
+def _check_writeable(w):
+    if not getattr(getattr(w, "flags", None), "writeable", True):  # (CuPy arrays have no such flag)
+        raise ValueError("a parameter's array is read-only (a memory-mapped checkpoint): "
+                         "call model.train() or model.parameters() first, which copy the weights once")
 
 
 def _is_real(value):
@@ -313,7 +327,6 @@ def get_linear_schedule_with_warmup(optimizer, num_warmup_steps, num_training_st
     return LambdaLR(optimizer, factor, last_epoch)
 
 
-@replaceable
 def vector_norm(x, ord):
     """torch.linalg.vector_norm of all elements: inf -> max |x|, -inf -> min |x|, 0 -> the
     count of non-zero elements, p -> (sum |x|^p)^(1/p)."""
@@ -345,7 +358,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         return np.zeros((), dtype=np.float32)
     xp = array_module(params[0].grad)
     with using(getattr(params[0], "kernels", None)):  # an entry point: the table of the parameters' model
-        norms = xp.stack([vector_norm(p.grad, norm_type) for p in params])
+        norms = xp.stack(vector_norms([p.grad for p in params], norm_type))
         total = vector_norm(norms, norm_type)
         if error_if_nonfinite and not bool(xp.isfinite(total)):
             raise ValueError(f"the total norm of order {norm_type} of the gradients is {float(total)}: "
@@ -353,12 +366,19 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         scale = float(max_norm) / (float(total) + 1e-6)
         if scale >= 1.0:  # nothing to clip: times 1 would change no gradient
             return total
-        for param in params:  # (a NaN norm gives a NaN scale, which spreads to the gradients, as in torch)
-            scale_(param.grad, scale)
+        scale_all_([p.grad for p in params], scale)  # (a NaN norm: a NaN scale, spread to the gradients, as in torch)
     return total
 
 
 @replaceable
-def scale_(x, factor):
-    """x <- x factor, in place (as torch's mul_), the factor rounded to x's dtype."""
-    x *= x.dtype.type(factor)
+def vector_norms(arrays, ord):
+    """[vector_norm(x, ord) for x in arrays] (clip_grad_norm_'s per-gradient norms)."""
+    return [vector_norm(x, ord) for x in arrays]
+
+
+@replaceable
+def scale_all_(arrays, factor):
+    """x <- x factor for each x of ``arrays``, in place (as torch's mul_), the factor
+    rounded to x's dtype."""
+    for x in arrays:
+        x *= x.dtype.type(factor)

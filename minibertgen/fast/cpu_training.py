@@ -90,26 +90,107 @@ def adamw_update(w, g, m, v, **hyperparameters):
                                                       **hyperparameters))
 
 
-def vector_norm(x, ord):
-    """optim.vector_norm; for the 2-norm of a large float32 array, each core takes the dot
-    product of one half with itself (BLAS), then sqrt(first + second): the same sum of
-    squares, added in another order (equal to float32 rounding)."""
-    flat = x.ravel(order="K") if x.flags.c_contiguous or x.flags.f_contiguous else None
-    pool = threads.training_pool()
-    if ord != 2.0 or flat is None or flat.dtype != np.float32 or pool is None or flat.size < 4 * BLOCK:
-        return optim.vector_norm.reference(x, ord)
-    middle = flat.size // 2
-    first, second = pool.pair(lambda: np.vdot(flat[:middle], flat[:middle]), lambda: np.vdot(flat[middle:], flat[middle:]))
-    return np.sqrt(first + second)
-
-
-def scale_(x, factor):
-    """optim.scale_ in one C pass per core (native.py): the same bits."""
+def adamw_updates(updates, **hyperparameters):
+    """optim.adamw_updates: the whole group's updates in C (native.py), the elements of all
+    its parameters cut into two halves of equal size, one per core, handed over once
+    (per parameter, the hand-over to the second core costs more than a small update);
+    parameters the C loop cannot take (no flat float32 views) as adamw_update."""
     lib = native.library()
-    flat = x.ravel(order="K") if x.flags.c_contiguous or x.flags.f_contiguous else None
-    if lib is None or flat is None or flat.dtype != np.float32:
-        return optim.scale_.reference(x, factor)
-    in_halves(flat.size, lambda start, stop: native.scale(lib, flat, start, stop, factor))
+    pieces = []  # (w, g, m, v, step): flat float32 views in one memory order
+    for w, g, m, v, step in updates:
+        flat = _flat_views(w, g, m, v) if lib is not None else None
+        if flat is None:
+            adamw_update(w, g, m, v, step=step, **hyperparameters)
+        else:
+            pieces.append((*flat, step))
+    if not pieces:
+        return
+
+    def run(share):
+        for (w, g, m, v, step), start, stop in share:
+            native.adamw_update(lib, w, g, m, v, start, stop, step=step, **hyperparameters)
+
+    total = sum(piece[0].size for piece in pieces)
+    pool = threads.training_pool()
+    if pool is None or total < NATIVE_SPLIT:
+        run([(piece, 0, piece[0].size) for piece in pieces])
+        return
+    first, second = _two_shares(pieces, total // 2)
+    pool.pair(lambda: run(first), lambda: run(second))
+
+
+def _flat_views(w, g, m, v):
+    """w, m, v as flat views in their memory order and g in the same order (a copy when it
+    is laid out otherwise), all float32; None when w, m and v have no common flat view."""
+    order = "C" if w.flags.c_contiguous else "F" if w.flags.f_contiguous else None
+    if order is None or any(not a.flags[f"{order}_CONTIGUOUS"] for a in (m, v)):
+        return None
+    flat = [a.ravel(order=order) for a in (w, m, v)]
+    flat.insert(1, np.ravel(g, order=order))
+    return flat if all(a.dtype == np.float32 for a in flat) else None
+
+
+def _two_shares(pieces, half, size_of=lambda piece: piece[0].size):
+    """The pieces' elements in order, cut after ``half`` of them: two lists of (piece, start, stop)."""
+    first, second, seen = [], [], 0
+    for piece in pieces:
+        size = size_of(piece)
+        cut = min(max(half - seen, 0), size)
+        if cut:
+            first.append((piece, 0, cut))
+        if cut < size:
+            second.append((piece, cut, size))
+        seen += size
+    return first, second
+
+
+def vector_norms(arrays, ord):
+    """optim.vector_norms; the 2-norms of float32 arrays as square roots of sums of squares
+    in C (native.py), accumulated in float64, the elements of all the arrays in two halves,
+    one per core.  The reference's BLAS dot adds in float32: the two agree to float32
+    rounding, this one nearer the exact norm."""
+    lib = native.library()
+    flat = [_flat(x) for x in arrays] if lib is not None and ord == 2.0 else None
+    if flat is None or any(x is None for x in flat):
+        return optim.vector_norms.reference(arrays, ord)
+    shares = _in_two_shares([x.size for x in flat], lambda share: [
+        (index, native.sum_of_squares(lib, flat[index], start, stop)) for index, start, stop in share])
+    sums = [0.0] * len(flat)
+    for share in shares:  # an array cut between the shares: its first part's sum, then its second's
+        for index, part in share:
+            sums[index] += part
+    return [np.float32(np.sqrt(total)) for total in sums]
+
+
+def scale_all_(arrays, factor):
+    """optim.scale_all_ in C (native.py): the same multiply per element, the elements of
+    all the arrays in two halves, one per core."""
+    lib = native.library()
+    flat = [_flat(x) for x in arrays] if lib is not None else None
+    if flat is None or any(x is None for x in flat):
+        return optim.scale_all_.reference(arrays, factor)
+    _in_two_shares([x.size for x in flat], lambda share: [native.scale(lib, flat[index], start, stop, factor)
+                                                          for index, start, stop in share])
+
+
+def _flat(x):
+    """x as a flat float32 view in its memory order, or None."""
+    if x.dtype != np.float32 or not (x.flags.c_contiguous or x.flags.f_contiguous):
+        return None
+    return x.ravel(order="K")
+
+
+def _in_two_shares(sizes, run):
+    """run(share) over all elements of arrays of ``sizes``, a share being a list of (array
+    index, start, stop): two shares of equal size on both cores when there is a pool and
+    enough work, else one share here.  -> the runs' results, in share order."""
+    total = sum(sizes)
+    pool = threads.training_pool()
+    if pool is None or total < NATIVE_SPLIT:
+        return [run([(index, 0, size) for index, size in enumerate(sizes)])]
+    first, second = _two_shares(list(enumerate(sizes)), total // 2, size_of=lambda item: item[1])
+    return list(pool.pair(lambda: run([(index, start, stop) for (index, _), start, stop in first]),
+                          lambda: run([(index, start, stop) for (index, _), start, stop in second])))
 
 
 def linear_backward(dout, x, weight, has_bias=True):
@@ -269,8 +350,9 @@ def activation_backward(name, dout, x):
 TRAINING_KERNELS = {
     **{name: fn for name, fn in cpu.KERNELS.items() if name != "top_k"},
     "adamw_update": adamw_update,
-    "vector_norm": vector_norm,
-    "scale_": scale_,
+    "adamw_updates": adamw_updates,
+    "vector_norms": vector_norms,
+    "scale_all_": scale_all_,
     "linear_backward": linear_backward,
     "embedding_backward": embedding_backward,
     "layer_norm_backward": layer_norm_backward,

@@ -31,7 +31,7 @@ import numpy as np
 from ..ops import ERF_A, ERF_P
 from . import gelu_blocks
 
-__all__ = ["library", "status", "adamw_update", "scale", "gelu_forward", "gelu_backward"]
+__all__ = ["library", "status", "adamw_update", "scale", "sum_of_squares", "gelu_forward", "gelu_backward"]
 
 SOURCE = Path(__file__).parent / "kernels" / "cpu_training.c"
 FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared"]  # never -ffast-math: the bits must match
@@ -89,6 +89,8 @@ def _declare(lib):
     lib.adamw_update.restype = None
     lib.scale.argtypes = [pointer, size, real]
     lib.scale.restype = None
+    lib.sum_of_squares.argtypes = [pointer, size]
+    lib.sum_of_squares.restype = ctypes.c_double
     lib.gelu_forward.argtypes = [pointer, pointer, size, real, pointer]
     lib.gelu_forward.restype = None
     lib.gelu_backward.argtypes = [pointer, pointer, pointer, size, real, real, pointer, real]
@@ -113,6 +115,11 @@ def adamw_update(lib, w, g, m, v, start, stop, *, step, lr, beta1, beta2, eps, w
 def scale(lib, x, start, stop, factor):
     """x[start:stop] *= factor (float32) in a flat float32 array."""
     lib.scale(_address(x, start), stop - start, float(np.float32(factor)))
+
+
+def sum_of_squares(lib, x, start, stop):
+    """The sum of x[start:stop]^2 (flat float32), accumulated in float64 (a Python float)."""
+    return lib.sum_of_squares(_address(x, start), stop - start)
 
 
 def _float32s(values):
@@ -168,6 +175,9 @@ def _self_check(lib):
     scale(lib, scaled, 0, n, 0.37)
     if not np.array_equal(scaled, g * np.float32(0.37)):
         return "scale"
+    squares = w[5:].astype(np.float64) ** 2  # (finite values; summed sixteen ways, then together)
+    if not np.isclose(sum_of_squares(lib, w, 5, n), squares.sum(), rtol=1e-12, atol=0):
+        return "sum_of_squares"
     return _gelu_mismatch(lib, (3 * rng.standard_normal(n)).astype(np.float32), w)
 
 

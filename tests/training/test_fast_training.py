@@ -244,19 +244,30 @@ def test_embedding_backward_by_sorting_is_the_reference(padding_idx, order):
     assert not only_padding.any()
 
 
-@pytest.mark.parametrize("shape,order", [((5 * cpu_training.BLOCK + 3,), "C"), ((1536, 384), "F"), ((7, 3), "C")])
-def test_the_2_norm_in_halves_and_the_scaling_in_c_are_the_reference(pool_setting, native_setting, shape, order):
-    x = np.asarray(np.random.default_rng(8).standard_normal(shape), dtype=np.float32, order=order)
-    got, want = cpu_training.vector_norm(x, 2.0), optim.vector_norm.reference(x, 2.0)
-    # two half sums added at the end instead of one BLAS dot over the whole array: float32 rounding of
-    # a sum of x.size positive terms (relative ~ eps per addition level)
-    np.testing.assert_allclose(got, want, rtol=16 * np.finfo(np.float32).eps)
+def _gradients(rng):
+    shapes_orders = [((5 * cpu_training.BLOCK + 3,), "C"), ((1536, 384), "F"), ((7, 3), "C"), ((384,), "C")]
+    return [np.asarray(rng.standard_normal(shape), dtype=np.float32, order=order) for shape, order in shapes_orders]
+
+
+def test_the_2_norms_and_the_scaling_in_two_halves_are_the_reference(pool_setting, native_setting):
+    arrays = _gradients(np.random.default_rng(8))
+    got, want = cpu_training.vector_norms(arrays, 2.0), optim.vector_norms.reference(arrays, 2.0)
+    exact = [np.sqrt((x.astype(np.float64) ** 2).sum()) for x in arrays]
+    for mine, theirs, truth in zip(got, want, exact):
+        assert mine.dtype == theirs.dtype == np.float32
+        # the reference's BLAS dot adds the squares in float32 (error ~ eps x log2(size) relative at worst);
+        # the C loop in float64, rounded once to float32: within half a float32 step of the exact norm
+        assert abs(float(mine) - truth) <= (np.finfo(np.float32).eps if native_setting == "C loops"
+                                            else 32 * np.finfo(np.float32).eps) * truth
+        np.testing.assert_allclose(mine, theirs, rtol=32 * np.finfo(np.float32).eps)
     for ord in (1.0, np.inf, 0.0, 3.0):
-        assert cpu_training.vector_norm(x, ord) == optim.vector_norm.reference(x, ord)
-    scaled, expected = x.copy(order="K"), x.copy(order="K")
-    cpu_training.scale_(scaled, 0.3)
-    optim.scale_.reference(expected, 0.3)
-    np.testing.assert_array_equal(scaled, expected)  # elementwise: the same multiply per element
+        assert cpu_training.vector_norms(arrays, ord) == optim.vector_norms.reference(arrays, ord)
+    scaled, expected = [x.copy(order="K") for x in arrays], [x.copy(order="K") for x in arrays]
+    cpu_training.scale_all_(scaled, 0.3)
+    optim.scale_all_.reference(expected, 0.3)
+    for mine, theirs in zip(scaled, expected):
+        np.testing.assert_array_equal(mine, theirs)  # elementwise: the same multiply per element
+        assert mine.flags.f_contiguous == theirs.flags.f_contiguous
 
 
 def test_clip_grad_norm_takes_the_table_of_the_model_it_clips(monkeypatch):
@@ -268,7 +279,7 @@ def test_clip_grad_norm_takes_the_table_of_the_model_it_clips(monkeypatch):
     for param in model.parameters():
         param.grad = np.ones(param.shape, np.float32)
     calls = []
-    monkeypatch.setitem(cpu_training.TRAINING_KERNELS, "scale_", lambda x, f: calls.append(f))
+    monkeypatch.setitem(cpu_training.TRAINING_KERNELS, "scale_all_", lambda arrays, f: calls.extend(arrays))
     optim.clip_grad_norm_(model.parameters(), 1.0)
     assert len(calls) == len({id(p.data) for p in model.parameters()})  # the model's table scaled each gradient
     model.use_fast_kernels(False)

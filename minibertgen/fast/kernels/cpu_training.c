@@ -80,3 +80,21 @@ void gelu_backward(const float *restrict dout, const float *restrict x, float *d
         dx[i] = (cdf + phi_term) * dout[i];
     }
 }
+
+/* The sum of x[i]^2 over n elements, in double: sixteen running sums (element i adds to
+ * sum i mod 16, each in order; then the sixteen are added), which vectorize without
+ * reordering any one of them. */
+double sum_of_squares(const float *restrict x, int64_t n)
+{
+    double sums[16] = {0};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; j++)
+            sums[j] += (double)x[i + j] * (double)x[i + j];
+    for (; i < n; i++)
+        sums[i % 16] += (double)x[i] * (double)x[i];
+    double total = 0.0;
+    for (int j = 0; j < 16; j++)
+        total += sums[j];
+    return total;
+}
