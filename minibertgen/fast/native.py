@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import math
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -62,18 +63,22 @@ def _load():
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if not compiler:
         return None, "no C compiler found (set CC): NumPy blocks"
+    try:
+        command = shlex.split(compiler)  # CC may carry flags of its own ("gcc -m64")
+    except ValueError as exc:
+        return None, f"CC={compiler!r} cannot be read as a command ({exc}): NumPy blocks"
     directory = tempfile.mkdtemp(prefix="minibertgen-native-")  # private (0700), removed once loaded
     try:
         target = os.path.join(directory, "cpu_training.so")
         for extra in (TUNED, []):
-            done = subprocess.run([compiler, *FLAGS, *extra, "-o", target, str(SOURCE), "-lm"],
-                                  capture_output=True, text=True, check=False)
+            done = subprocess.run([*command, *FLAGS, *extra, "-o", target, str(SOURCE), "-lm"],
+                                  capture_output=True, text=True, check=False, timeout=300)
             if done.returncode == 0:
                 break
         else:
             return None, f"{compiler} failed ({done.stderr.strip()[:200]}): NumPy blocks"
         lib = _declare(ctypes.CDLL(target))
-    except OSError as exc:
+    except (OSError, subprocess.SubprocessError) as exc:  # (no such program, a time-out, an unloadable file)
         return None, f"could not build or load the native loops ({exc}): NumPy blocks"
     finally:
         shutil.rmtree(directory, ignore_errors=True)

@@ -114,3 +114,20 @@ class _OffByOneUlp:
 def test_a_library_whose_bits_differ_is_refused(lib):
     assert native._self_check(lib) is None
     assert native._self_check(_OffByOneUlp(lib)) == "adamw_update"
+
+
+@pytest.mark.parametrize("cc, said", [("no-such-compiler-here", "could not build"), ('gcc "-m64', "cannot be read")])
+def test_a_compiler_that_cannot_run_leaves_the_numpy_blocks(monkeypatch, cc, said):
+    library, why = _fresh_load(monkeypatch, CC=cc)
+    assert library is None and said in why and "NumPy blocks" in why
+
+
+def test_cc_may_carry_flags(monkeypatch):
+    import shutil
+
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler here")
+    library, why = _fresh_load(monkeypatch, CC=f"{compiler} -DMINIBERTGEN_TEST=1")
+    assert library is not None, why
+    assert native._self_check(library) is None
