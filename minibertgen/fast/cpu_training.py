@@ -42,6 +42,7 @@ __all__ = ["TRAINING_KERNELS"]
 
 BLOCK = cpu.BLOCK  # elements: 256 KiB of float32
 NATIVE_SPLIT = 1 << 15  # elements: smaller C passes are not worth handing to the second core
+ROWS_SPLIT = 1 << 20  # elements: LayerNorm's backward (a few passes per row, in cache) below this on one core
 
 
 def in_blocks(size, fn):
@@ -240,6 +241,9 @@ def layer_norm_backward(dout, x, weight, eps, residual=None):
     apart, the reference's numbers; other dtypes as the reference)."""
     if not (x.dtype == dout.dtype == weight.dtype == np.float32):
         return ops_backward.layer_norm_backward.reference(dout, x, weight, eps, residual)
+    native_result = _layer_norm_backward_in_c(dout, x, weight, eps, residual)
+    if native_result is not None:
+        return native_result
     shape, hidden = x.shape, x.shape[-1]
     x2 = x.reshape(-1, hidden)  # [..., hidden] -> [rows, hidden]
     dout2 = np.ascontiguousarray(dout).reshape(-1, hidden)  # [..., hidden] -> [rows, hidden]
@@ -260,6 +264,32 @@ def layer_norm_backward(dout, x, weight, eps, residual=None):
     g -= xhat
     g *= rstd
     return g.reshape(shape), dweight, dbias  # [rows, hidden] -> [..., hidden]
+
+
+def _layer_norm_backward_in_c(dout, x, weight, eps, residual):
+    """layer_norm_backward in one C loop per half of the rows (native.py): the same steps,
+    its means and column sums added in float64.  None where the loop cannot take the arrays."""
+    lib = native.library()
+    hidden = x.shape[-1]
+    arrays = [a.reshape(-1, hidden) for a in (dout, x) + ((residual,) if residual is not None else ())]
+    if lib is None or not all(cpu._float32_rows(a, weight) for a in arrays):
+        return None
+    dout2, x2, residual2 = arrays[0], arrays[1], arrays[2] if residual is not None else None
+    ds = np.empty_like(x2)  # [rows, hidden]
+    shares = _in_row_halves(x2.shape[0], hidden, lambda start, stop: native.layer_norm_backward_rows(
+        lib, dout2, x2, residual2, weight, eps, ds, start, stop))
+    dweight = sum(share[0] for share in shares).astype(np.float32)  # [hidden]
+    dbias = sum(share[1] for share in shares).astype(np.float32)
+    return ds.reshape(x.shape), dweight, dbias  # [rows, hidden] -> [..., hidden]
+
+
+def _in_row_halves(rows, width, fn):
+    """[fn(start, stop)] over range(rows): two halves on both cores when there is enough work."""
+    pool = threads.training_pool()
+    if pool is None or rows < 2 or rows * width < ROWS_SPLIT:
+        return [fn(0, rows)]
+    middle = rows // 2
+    return list(pool.pair(lambda: fn(0, middle), lambda: fn(middle, rows)))
 
 
 def _row_blocks(rows, width):

@@ -32,7 +32,8 @@ import numpy as np
 from ..ops import ERF_A, ERF_P
 from . import gelu_blocks
 
-__all__ = ["library", "status", "adamw_update", "scale", "sum_of_squares", "gelu_forward", "gelu_backward"]
+__all__ = ["library", "status", "adamw_update", "scale", "sum_of_squares", "gelu_forward", "gelu_backward",
+           "layer_norm_rows", "layer_norm_backward_rows"]
 
 SOURCE = Path(__file__).parent / "kernels" / "cpu_training.c"
 FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared"]  # never -ffast-math: the bits must match
@@ -96,6 +97,10 @@ def _declare(lib):
     lib.scale.restype = None
     lib.sum_of_squares.argtypes = [pointer, size]
     lib.sum_of_squares.restype = ctypes.c_double
+    lib.layer_norm_rows.argtypes = [pointer, size, size, pointer, pointer, real]
+    lib.layer_norm_rows.restype = None
+    lib.layer_norm_backward_rows.argtypes = [pointer] * 4 + [real, size, size] + [pointer] * 5
+    lib.layer_norm_backward_rows.restype = None
     lib.gelu_forward.argtypes = [pointer, pointer, size, real, pointer]
     lib.gelu_forward.restype = None
     lib.gelu_backward.argtypes = [pointer, pointer, pointer, size, real, real, pointer, real]
@@ -125,6 +130,29 @@ def scale(lib, x, start, stop, factor):
 def sum_of_squares(lib, x, start, stop):
     """The sum of x[start:stop]^2 (flat float32), accumulated in float64 (a Python float)."""
     return lib.sum_of_squares(_address(x, start), stop - start)
+
+
+def layer_norm_rows(lib, work, weight, bias, eps):
+    """fast/cpu.py's _normalise_rows on ``work`` [rows, hidden] (float32, C order) in place;
+    weight and bias [hidden] float32."""
+    rows, hidden = work.shape
+    lib.layer_norm_rows(work.ctypes.data, rows, hidden, weight.ctypes.data, bias.ctypes.data,
+                        float(np.float32(eps)))
+
+
+def layer_norm_backward_rows(lib, dout, x, residual, weight, eps, ds, start, stop):
+    """fast/cpu_training.py's layer_norm_backward on rows [start, stop) of dout, x (and
+    residual, or None) [rows, hidden] float32 C order: ds written there; -> this share's
+    (dweight, dbias) as float64 sums [hidden]."""
+    hidden = x.shape[1]
+    scratch = np.empty((2, hidden), np.float32)
+    sums = np.zeros((2, hidden), np.float64)
+    lib.layer_norm_backward_rows(_address(dout, start * hidden), _address(x, start * hidden),
+                                 None if residual is None else _address(residual, start * hidden),
+                                 weight.ctypes.data, float(np.float32(eps)), stop - start, hidden,
+                                 _address(ds, start * hidden), scratch[0].ctypes.data, scratch[1].ctypes.data,
+                                 sums[0].ctypes.data, sums[1].ctypes.data)
+    return sums[0], sums[1]
 
 
 def _float32s(values):
@@ -183,7 +211,32 @@ def _self_check(lib):
     squares = w[5:].astype(np.float64) ** 2  # (finite values; summed sixteen ways, then together)
     if not np.isclose(sum_of_squares(lib, w, 5, n), squares.sum(), rtol=1e-12, atol=0):
         return "sum_of_squares"
-    return _gelu_mismatch(lib, (3 * rng.standard_normal(n)).astype(np.float32), w)
+    return (_gelu_mismatch(lib, (3 * rng.standard_normal(n)).astype(np.float32), w)
+            or _layer_norm_mismatch(lib, rng))
+
+
+def _layer_norm_mismatch(lib, rng):
+    """The LayerNorm loop whose results stray from float64 LayerNorm by more than float32
+    rounding (its sums are not NumPy's, so no bits to compare), or None."""
+    x, dout = (rng.standard_normal((5, 77)).astype(np.float32) for _ in range(2))
+    weight, bias = (1 + rng.standard_normal(77)).astype(np.float32), rng.standard_normal(77).astype(np.float32)
+    wide = x.astype(np.float64)
+    centred = wide - wide.mean(axis=-1, keepdims=True)
+    xhat = centred / np.sqrt((centred ** 2).mean(axis=-1, keepdims=True) + 1e-12)
+    y = x.copy()
+    layer_norm_rows(lib, y, weight, bias, 1e-12)
+    if not np.allclose(y, xhat * weight + bias, rtol=0, atol=1e-5):
+        return "layer_norm_rows"
+    ds = np.empty_like(x)
+    dweight, dbias = layer_norm_backward_rows(lib, dout, x, None, weight, 1e-12, ds, 0, x.shape[0])
+    g = dout * weight.astype(np.float64)
+    rstd = 1 / np.sqrt((centred ** 2).mean(axis=-1, keepdims=True) + 1e-12)
+    exact = rstd * (g - g.mean(axis=-1, keepdims=True) - xhat * (g * xhat).mean(axis=-1, keepdims=True))
+    if not (np.allclose(ds, exact, rtol=0, atol=1e-5 * np.abs(exact).max())
+            and np.allclose(dweight, (dout * xhat).sum(axis=0), rtol=0, atol=1e-4)
+            and np.allclose(dbias, dout.astype(np.float64).sum(axis=0), rtol=0, atol=1e-4)):
+        return "layer_norm_backward_rows"
+    return None
 
 
 def _gelu_mismatch(lib, x, dout):

@@ -85,7 +85,7 @@ def test_other_activations_are_the_reference(name):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
-def test_in_place_layer_norm_and_softmax_equal_the_reference(dtype):
+def test_in_place_layer_norm_and_softmax_equal_the_reference(native_setting, dtype):
     x, residual = _case((2, 5, 16), 2, dtype), _case((2, 5, 16), 3, dtype)
     weight, bias = _case((16,), 4, dtype, 1.0), _case((16,), 5, dtype, 1.0)
     np.testing.assert_allclose(cpu.layer_norm(x, weight, bias, 1e-12, residual=residual),

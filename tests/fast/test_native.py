@@ -139,3 +139,28 @@ def test_cc_may_carry_flags(monkeypatch):
     library, why = _fresh_load(monkeypatch, CC=f"{compiler} -DMINIBERTGEN_TEST=1")
     assert library is not None, why
     assert native._self_check(library) is None
+
+
+@pytest.mark.parametrize("rows", [1, 7, 300])
+def test_layer_norm_loops_in_c_are_as_near_the_exact_values_as_the_numpy_blocks(lib, rows, monkeypatch):
+    """Not bitwise: the C loops add their means and column sums in float64, the NumPy blocks in
+    BLAS's float32 order; both are float32 roundings of the exact (float64) LayerNorm."""
+    from minibertgen import ops, ops_backward
+
+    rng = np.random.default_rng(rows)
+    x, residual, dout = (rng.standard_normal((rows, 384)).astype(np.float32) for _ in range(3))
+    weight, bias = (1 + 0.5 * rng.standard_normal(384)).astype(np.float32), rng.standard_normal(384).astype(np.float32)
+    monkeypatch.setattr(threads, "_TRAINING_POOL", [threads.make_pool()])
+    with_c = (cpu.layer_norm(x, weight, bias, 1e-12, residual=residual),
+              *cpu_training.layer_norm_backward(dout, x, weight, 1e-12, residual=residual))
+    monkeypatch.setitem(native._STATE, "library", None)
+    numpy_blocks = (cpu.layer_norm(x, weight, bias, 1e-12, residual=residual),
+                    *cpu_training.layer_norm_backward(dout, x, weight, 1e-12, residual=residual))
+    wide = [a.astype(np.float64) for a in (x, residual, dout, weight, bias)]
+    exact = (ops.layer_norm.reference(wide[0], wide[3], wide[4], 1e-12, residual=wide[1]),
+             *ops_backward.layer_norm_backward.reference(wide[2], wide[0], wide[3], 1e-12, residual=wide[1]))
+    for name, mine, theirs, truth in zip(("y", "ds", "dweight", "dbias"), with_c, numpy_blocks, exact):
+        assert mine.dtype == np.float32 and mine.shape == truth.shape
+        bound = 2e-6 * np.abs(truth).max()
+        np.testing.assert_allclose(mine, truth, rtol=0, atol=bound, err_msg=name)
+        np.testing.assert_allclose(theirs, truth, rtol=0, atol=bound, err_msg=name)

@@ -177,7 +177,7 @@ def test_cross_entropy_and_its_backward_by_rows_are_the_reference(rows, vocab, i
 
 
 @pytest.mark.parametrize("with_residual", [True, False])
-def test_layer_norm_backward_in_three_buffers_is_the_reference(with_residual):
+def test_layer_norm_backward_in_three_buffers_is_the_reference(native_setting, with_residual):
     rng = np.random.default_rng(7)
     x, dout = (rng.standard_normal((3, 5, 384)).astype(np.float32) for _ in range(2))
     residual = rng.standard_normal((3, 5, 384)).astype(np.float32) if with_residual else None
@@ -189,9 +189,10 @@ def test_layer_norm_backward_in_three_buffers_is_the_reference(with_residual):
     exact = ops_backward.layer_norm_backward.reference(wide[0], wide[1], wide[2], 1e-12, residual=wide[3])
     for name, g, w, e in zip(("ds", "dweight", "dbias"), got, want, exact):
         assert g.dtype == np.float32 and g.shape == w.shape
-        # Not bitwise: the sums (row means, column sums) are BLAS products with ones, added in
-        # another order than NumPy's pairwise sums.  Both are float32 roundings of the float64
-        # value; measured, they differ from it and from each other by < 1e-6 of the largest entry.
+        # Not bitwise: the sums (row means, column sums) are BLAS products with ones (or, in the C
+        # loop, float64 sums), added in another order than NumPy's pairwise sums.  Both are float32
+        # roundings of the float64 value; measured, they differ from it and from each other by < 1e-6
+        # of the largest entry.
         np.testing.assert_allclose(g, e, rtol=0, atol=2e-6 * np.abs(e).max(), err_msg=name)
         np.testing.assert_allclose(g, w, rtol=0, atol=2e-6 * np.abs(e).max(), err_msg=name)
     np.testing.assert_array_equal(x, before)  # the record's input is left as it was

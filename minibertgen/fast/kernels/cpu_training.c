@@ -7,6 +7,7 @@
  * fast/native.py checks that on a test array before it uses the library.
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* optim.adamw_update on n elements: the reference's steps, in its order.
@@ -97,4 +98,69 @@ double sum_of_squares(const float *restrict x, int64_t n)
     for (int j = 0; j < 16; j++)
         total += sums[j];
     return total;
+}
+
+/* The mean of n float32 values (y NULL) or of the products x[i] * y[i] (each rounded to
+ * float32), summed in double in sixteen running sums as sum_of_squares does, rounded once. */
+static float row_mean(const float *restrict x, const float *restrict y, int64_t n)
+{
+    double sums[16] = {0};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; j++)
+            sums[j] += y ? (double)(x[i + j] * y[i + j]) : (double)x[i + j];
+    for (; i < n; i++)
+        sums[i % 16] += y ? (double)(x[i] * y[i]) : (double)x[i];
+    double total = 0.0;
+    for (int j = 0; j < 16; j++)
+        total += sums[j];
+    return (float)(total / (double)n);
+}
+
+/* fast/cpu.py's _normalise_rows on rows [rows, hidden] in place: per row,
+ *   x <- x - mean(x);  x <- x / sqrt(mean(x^2) + eps);  x <- x weight + bias
+ * (the means summed in double, each step rounded to float32 as NumPy's). */
+void layer_norm_rows(float *restrict work, int64_t rows, int64_t hidden, const float *restrict weight,
+                     const float *restrict bias, float eps)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        float *x = work + r * hidden;
+        float mean = row_mean(x, NULL, hidden);
+        for (int64_t i = 0; i < hidden; i++)
+            x[i] = x[i] - mean;
+        float scale = sqrtf(row_mean(x, x, hidden) + eps);
+        for (int64_t i = 0; i < hidden; i++)
+            x[i] = (x[i] / scale) * weight[i] + bias[i];
+    }
+}
+
+/* fast/cpu_training.py's layer_norm_backward on rows [rows, hidden]: s = x (+ residual, or
+ * NULL), xhat = (s - mean(s)) rstd, rstd = 1 / sqrt(mean((s - mean)^2) + eps), g = dout weight:
+ *   ds = ((g - mean(g)) - xhat mean(g xhat)) rstd          into ds (scratch: xhat, g of hidden each)
+ *   dweight += dout xhat,  dbias += dout                    (double sums over these rows)   */
+void layer_norm_backward_rows(const float *restrict dout, const float *restrict x, const float *residual,
+                              const float *restrict weight, float eps, int64_t rows, int64_t hidden,
+                              float *restrict ds, float *restrict xhat, float *restrict g,
+                              double *restrict dweight, double *restrict dbias)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const float *dy = dout + r * hidden, *xr = x + r * hidden;
+        float *out = ds + r * hidden;
+        for (int64_t i = 0; i < hidden; i++)
+            xhat[i] = residual ? xr[i] + residual[r * hidden + i] : xr[i];
+        float mean = row_mean(xhat, NULL, hidden);
+        for (int64_t i = 0; i < hidden; i++)
+            xhat[i] = xhat[i] - mean;
+        float rstd = 1.0f / sqrtf(row_mean(xhat, xhat, hidden) + eps);
+        for (int64_t i = 0; i < hidden; i++) {
+            xhat[i] = xhat[i] * rstd;
+            dweight[i] += dy[i] * xhat[i];
+            dbias[i] += dy[i];
+            g[i] = dy[i] * weight[i];
+        }
+        float projection = row_mean(g, xhat, hidden);
+        float mean_g = row_mean(g, NULL, hidden);
+        for (int64_t i = 0; i < hidden; i++)
+            out[i] = ((g[i] - mean_g) - xhat[i] * projection) * rstd;
+    }
 }
