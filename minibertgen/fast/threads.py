@@ -26,7 +26,8 @@ import os
 import queue
 import threading
 
-__all__ = ["POOL", "TwoCores", "choose_pool", "training_pool"]
+__all__ = ["POOL", "TwoCores", "choose_pool", "training_pool", "in_blocks", "in_halves", "two_shares",
+           "in_two_shares"]
 
 
 class TwoCores:
@@ -113,3 +114,57 @@ def training_pool():
         wanted = os.environ.get("MINIBERTGEN_TRAINING_POOL", "1") != "0"
         _TRAINING_POOL.append(POOL or make_pool() if wanted else None)
     return _TRAINING_POOL[0]
+
+
+# -- work cut in two for the training pool (fast/cpu_training.py, fast/cpu_optim.py) --------
+
+def in_blocks(size, fn, block):
+    """fn(part) for each block-sized slice of range(size); the first half of the blocks on
+    this core, the second half on the other (training_pool()) when there is one."""
+    def run(first, last):
+        for start in range(first, last, block):
+            fn(slice(start, min(start + block, last)))
+
+    pool = training_pool()
+    if pool is None or size < 4 * block:
+        run(0, size)
+        return
+    middle = (size // 2 + block - 1) // block * block  # halves on block boundaries
+    pool.pair(lambda: run(0, middle), lambda: run(middle, size))
+
+
+def in_halves(size, fn, minimum):
+    """[fn(start, stop)] over range(size): two halves on both cores (training_pool()) when
+    there is a pool and at least ``minimum`` elements, else one call on this core."""
+    pool = training_pool()
+    if pool is None or size < max(2, minimum):
+        return [fn(0, size)]
+    middle = size // 2
+    return list(pool.pair(lambda: fn(0, middle), lambda: fn(middle, size)))
+
+
+def two_shares(pieces, half, size_of):
+    """The pieces' elements in order, cut after ``half`` of them: two lists of (piece, start, stop)."""
+    first, second, seen = [], [], 0
+    for piece in pieces:
+        size = size_of(piece)
+        cut = min(max(half - seen, 0), size)
+        if cut:
+            first.append((piece, 0, cut))
+        if cut < size:
+            second.append((piece, cut, size))
+        seen += size
+    return first, second
+
+
+def in_two_shares(sizes, run, minimum):
+    """run(share) over all elements of arrays of ``sizes``, a share being a list of (array
+    index, start, stop): two shares of equal size on both cores when there is a pool and at
+    least ``minimum`` elements, else one share here.  -> the runs' results, in share order."""
+    total = sum(sizes)
+    pool = training_pool()
+    if pool is None or total < minimum:
+        return [run([(index, 0, size) for index, size in enumerate(sizes)])]
+    first, second = two_shares(list(enumerate(sizes)), total // 2, size_of=lambda item: item[1])
+    return list(pool.pair(lambda: run([(index, start, stop) for (index, _), start, stop in first]),
+                          lambda: run([(index, start, stop) for (index, _), start, stop in second])))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from minibertgen import optim
-from minibertgen.fast import cpu, cpu_training, gelu_blocks, native, threads
+from minibertgen.fast import cpu, cpu_optim, cpu_training, gelu_blocks, native, threads
 
 HYPER = dict(step=7, lr=3e-4, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01)
 
@@ -78,7 +78,7 @@ def test_the_training_table_gives_the_same_bits_with_and_without_the_c_loops(lib
 
     def run():
         arrays = [a.copy() for a in (w, m, v)]
-        cpu_training.adamw_update(arrays[0], g, arrays[1], arrays[2], **HYPER)
+        cpu_optim.adamw_update(arrays[0], g, arrays[1], arrays[2], **HYPER)
         return [cpu.apply_activation(cpu.ops.gelu, x), cpu_training.activation_backward("gelu", dout, x), *arrays]
 
     with_c = run()

@@ -11,7 +11,7 @@ import pytest
 
 from minibertgen import ops_backward, optim
 from minibertgen.dispatch import training_part, using
-from minibertgen.fast import cpu_training, kernels_for_array, threads
+from minibertgen.fast import cpu_optim, cpu_training, kernels_for_array, threads
 
 HYPER = dict(step=3, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01)
 
@@ -51,7 +51,7 @@ def test_adamw_update_in_blocks_is_the_reference_bit_for_bit(pool_setting, nativ
     g = np.asarray(g, order=orders[1])
     expected = [a.copy(order="K") for a in (w, m, v)]
     optim.adamw_update.reference(*expected[:1], g, *expected[1:], **HYPER)
-    cpu_training.adamw_update(w, g, m, v, **HYPER)
+    cpu_optim.adamw_update(w, g, m, v, **HYPER)
     for name, got, want in zip("wmv", (w, m, v), expected):
         np.testing.assert_array_equal(got, want, err_msg=name)  # elementwise: the same operations per element
     if len(shape) > 1:
@@ -64,7 +64,7 @@ def test_adamw_update_of_a_strided_view_falls_back_to_the_reference():
     view = (w[:, ::2], g[:, ::2], m[:, ::2], v[:, ::2])  # neither C nor F contiguous
     expected = [a.copy() for a in view]
     optim.adamw_update.reference(expected[0], view[1], expected[2], expected[3], **HYPER)
-    cpu_training.adamw_update(*view, **HYPER)
+    cpu_optim.adamw_update(*view, **HYPER)
     for got, want in zip(view[::2], expected[::2]):
         np.testing.assert_array_equal(got, want)
 
@@ -118,7 +118,7 @@ def test_linear_backward_gives_the_weight_gradient_in_the_weights_order(order):
 
 def test_the_training_table_is_chosen_for_numpy_arrays_and_replaces_the_named_ops():
     table = training_part(kernels_for_array(np.zeros(1)))
-    assert table["adamw_update"] is cpu_training.adamw_update
+    assert table["adamw_update"] is cpu_optim.adamw_update
     assert "top_k" not in table  # beam search is not training
     w, g, m, v = _moments(np.random.default_rng(5), (3 * cpu_training.BLOCK,), "C")
     calls = []
@@ -252,7 +252,7 @@ def _gradients(rng):
 
 def test_the_2_norms_and_the_scaling_in_two_halves_are_the_reference(pool_setting, native_setting):
     arrays = _gradients(np.random.default_rng(8))
-    got, want = cpu_training.vector_norms(arrays, 2.0), optim.vector_norms.reference(arrays, 2.0)
+    got, want = cpu_optim.vector_norms(arrays, 2.0), optim.vector_norms.reference(arrays, 2.0)
     exact = [np.sqrt((x.astype(np.float64) ** 2).sum()) for x in arrays]
     for mine, theirs, truth in zip(got, want, exact):
         assert mine.dtype == theirs.dtype == np.float32
@@ -262,9 +262,9 @@ def test_the_2_norms_and_the_scaling_in_two_halves_are_the_reference(pool_settin
                                             else 32 * np.finfo(np.float32).eps) * truth
         np.testing.assert_allclose(mine, theirs, rtol=32 * np.finfo(np.float32).eps)
     for ord in (1.0, np.inf, 0.0, 3.0):
-        assert cpu_training.vector_norms(arrays, ord) == optim.vector_norms.reference(arrays, ord)
+        assert cpu_optim.vector_norms(arrays, ord) == optim.vector_norms.reference(arrays, ord)
     scaled, expected = [x.copy(order="K") for x in arrays], [x.copy(order="K") for x in arrays]
-    cpu_training.scale_all_(scaled, 0.3)
+    cpu_optim.scale_all_(scaled, 0.3)
     optim.scale_all_.reference(expected, 0.3)
     for mine, theirs in zip(scaled, expected):
         np.testing.assert_array_equal(mine, theirs)  # elementwise: the same multiply per element
