@@ -46,7 +46,7 @@ ROWS_SPLIT = 1 << 20  # elements: LayerNorm's backward (a few passes per row, in
 def linear_backward(dout, x, weight, has_bias=True):
     """ops_backward.linear_backward, with dL/dW in the memory order of the weight and
     dL/db as a product with ones (fast/cpu.py's column_sums)."""
-    if dout.dtype != np.float32:
+    if not (dout.dtype == x.dtype == weight.dtype == np.float32):  # (dL/dW is written into a float32 array)
         return ops_backward.linear_backward.reference(dout, x, weight, has_bias)
     rows_out = dout.reshape(-1, dout.shape[-1])  # [..., out] -> [rows, out]
     rows_in = x.reshape(-1, x.shape[-1])  # [..., in] -> [rows, in]

@@ -289,3 +289,15 @@ def test_clip_grad_norm_takes_the_table_of_the_model_it_clips(monkeypatch):
     assert calls == []
     after = optim.clip_grad_norm_(model.parameters(), 1e9)  # (nothing to clip: only the norm)
     np.testing.assert_allclose(after, 1.0, rtol=1e-5)  # the reference scaled them to norm 1
+
+
+def test_linear_backward_of_mixed_dtypes_is_the_reference():
+    rng = np.random.default_rng(11)
+    dout = rng.standard_normal((4, 6)).astype(np.float32)
+    x = rng.standard_normal((4, 5))  # float64 input, float32 weight and gradient
+    weight = rng.standard_normal((6, 5)).astype(np.float32)
+    got = cpu_training.linear_backward(dout, x, weight)
+    want = ops_backward.linear_backward.reference(dout, x, weight)
+    for mine, theirs in zip(got, want):
+        assert mine.dtype == theirs.dtype
+        np.testing.assert_array_equal(mine, theirs)
