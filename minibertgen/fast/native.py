@@ -68,8 +68,9 @@ def _load():
         command = shlex.split(compiler)  # CC may carry flags of its own ("gcc -m64")
     except ValueError as exc:
         return None, f"CC={compiler!r} cannot be read as a command ({exc}): NumPy blocks"
-    directory = tempfile.mkdtemp(prefix="minibertgen-native-")  # private (0700), removed once loaded
+    directory = None
     try:
+        directory = tempfile.mkdtemp(prefix="minibertgen-native-")  # private (0700), removed once loaded
         target = os.path.join(directory, "cpu_training.so")
         for extra in (TUNED, []):
             done = subprocess.run([*command, *FLAGS, *extra, "-o", target, str(SOURCE), "-lm"],
@@ -82,7 +83,8 @@ def _load():
     except (OSError, subprocess.SubprocessError) as exc:  # (no such program, a time-out, an unloadable file)
         return None, f"could not build or load the native loops ({exc}): NumPy blocks"
     finally:
-        shutil.rmtree(directory, ignore_errors=True)
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
     mismatch = _self_check(lib)
     if mismatch:
         return None, f"built with {compiler}, but {mismatch} differs from NumPy's bits: NumPy blocks"

@@ -164,3 +164,10 @@ def test_layer_norm_loops_in_c_are_as_near_the_exact_values_as_the_numpy_blocks(
         bound = 2e-6 * np.abs(truth).max()
         np.testing.assert_allclose(mine, truth, rtol=0, atol=bound, err_msg=name)
         np.testing.assert_allclose(theirs, truth, rtol=0, atol=bound, err_msg=name)
+
+
+def test_no_writable_temporary_directory_leaves_the_numpy_blocks(monkeypatch, tmp_path):
+    missing = tmp_path / "no-such-directory"
+    monkeypatch.setattr(native.tempfile, "tempdir", str(missing))
+    library, why = native._load()
+    assert library is None and "could not build" in why
