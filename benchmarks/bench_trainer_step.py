@@ -10,7 +10,8 @@ optim "adamw_torch_fused"; lr 2e-4, weight decay 0.01), zero_grad.  Dropout off 
 (so the same work), each library in its own subprocess with the same number of threads,
 medians of --reps steps after two warm-up steps.  Also printed: the time of all the
 matrix products of a minibertgen step (the forward's products and the backward's
-linear_backward), so that what is left over can be compared.
+linear_backward, which includes the bias gradients' sums), so that what is left over
+can be compared.
 """
 from __future__ import annotations
 
