@@ -23,8 +23,6 @@ import shutil
 import uuid
 from pathlib import Path
 
-import numpy as np
-
 from ..backend import to_numpy
 from ..checkpoint.safetensors_io import read_safetensors, write_safetensors
 from .rng_state import load_rng_state, save_rng_state
@@ -114,7 +112,7 @@ def _save_optimizer(optimizer, directory: Path) -> None:
     for index, moments in saved["state"].items():
         steps[str(index)] = int(moments["step"])
         for key in ("exp_avg", "exp_avg_sq"):
-            tensors[f"state.{index}.{key}"] = np.ascontiguousarray(to_numpy(moments[key]))
+            tensors[f"state.{index}.{key}"] = to_numpy(moments[key])  # (laid out in row order one at a time, as written)
     write_safetensors(tensors, directory / "optimizer.safetensors", {"format": "minibertgen-adamw"})
     groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in saved["param_groups"]]
     _write_json(directory / "optimizer.json", {"param_groups": groups, "steps": steps})
