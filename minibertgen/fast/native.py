@@ -1,19 +1,23 @@
-"""CPU loops compiled at first use: the training table's elementwise passes in one loop each.
+"""CPU loops compiled at first use: a few elementwise formulas in one pass each.
 
 NumPy runs an elementwise formula one operation at a time, each a pass over whole
 arrays: AdamW's update is fourteen of them over every parameter, its moments and its
 gradient, GELU's and its derivative's about twenty.  ``kernels/cpu_training.c`` does the
 same float32 operations in the same order, one element at a time, in one pass (GELU's
-exponential stays NumPy's, one pass before it, so that its bits are NumPy's too).
-Figures: benchmarks/results/trainer.txt.
+exponential stays NumPy's, one pass before it, so that its bits are NumPy's too).  Also
+there: the gradients' scaling and sums of squares (clip_grad_norm_) and LayerNorm
+forward and backward, whose means and column sums add in float64 (so not NumPy's bits:
+float32 roundings of the exact values, as the NumPy blocks' BLAS sums are).
+Figures: benchmarks/results/trainer.txt and trainer_step.txt.
 
 The C file is compiled once per process with the system's C compiler (``$CC``, else
 ``cc``) into a private temporary directory, loaded with ctypes (which releases the GIL,
 so fast/threads.py's two halves run at once) and checked before use: on a test array
-each loop must give the bits of the NumPy code it replaces, or the library is not used.
-No compiler, a failed build, a failed check or ``MINIBERTGEN_NATIVE=0``: ``library()``
-is None and the training table keeps its NumPy blocks (the same numbers, slower).
-``status()`` says which, and why.
+each bitwise loop must give the bits of the NumPy code it replaces, and LayerNorm's must
+stay within float32 rounding of float64 LayerNorm, or the library is not used.  No
+compiler, a failed build, a failed check or ``MINIBERTGEN_NATIVE=0``: ``library()`` is
+None and the CPU tables keep their NumPy blocks (the same numbers, slower).  ``status()``
+says which, and why.
 """
 from __future__ import annotations
 

@@ -1,10 +1,12 @@
-/* CPU loops for the training table (fast/native.py compiles this file at first use).
+/* CPU loops for the CPU tables (fast/native.py compiles this file at first use).
  *
  * Each loop makes one pass over its arrays and does, element by element, the float32
  * operations of the NumPy code it replaces, in the same order: compiled without
  * -ffast-math and with -ffp-contract=off (no fused multiply-add), every operation is
  * rounded once, as NumPy's float32 ufuncs round it, so the results are the same bits.
- * fast/native.py checks that on a test array before it uses the library.
+ * The sums (sum_of_squares, LayerNorm's means and column sums) are the exception: they
+ * add in double, in sixteen running sums, where NumPy and BLAS add float32 in their own
+ * orders.  fast/native.py checks each loop on a test array before it uses the library.
  */
 #include <math.h>
 #include <stddef.h>
