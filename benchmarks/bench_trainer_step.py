@@ -25,20 +25,11 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+from bench_training import make_batch  # noqa: E402  (the same batch: half the rows padded by a quarter)
+
 CHECKPOINT = HERE / "_checkpoints" / "trainer_minilm"
 PHASES = ("forward", "backward", "clip", "adamw", "zero_grad")
-
-
-def batch(size, source, target):
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    ids = rng.integers(1000, 20000, (size, source))
-    mask = np.ones_like(ids)
-    mask[size // 2:, source - source // 4:] = 0  # half the rows padded by a quarter
-    labels = rng.integers(1000, 20000, (size, target))
-    labels[size // 2:, target - target // 4:] = -100
-    return ids, mask, labels
 
 
 def torch_step(args):
@@ -51,7 +42,7 @@ def torch_step(args):
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-4, weight_decay=0.01, fused=True)
-    ids, mask, labels = (torch.from_numpy(a) for a in batch(args.batch, args.source, args.target))
+    ids, mask, labels = (torch.from_numpy(a) for a in make_batch(args.batch, args.source, args.target))
     held = {}
     return model, [lambda: held.update(loss=model(input_ids=ids, attention_mask=mask, labels=labels).loss),
                    lambda: held["loss"].backward(),
@@ -67,7 +58,7 @@ def minibertgen_step(args):
     for config in (model.config.encoder, model.config.decoder):
         config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
     optimizer = AdamW(model.parameters(), lr=2e-4, weight_decay=0.01)
-    ids, mask, labels = batch(args.batch, args.source, args.target)
+    ids, mask, labels = make_batch(args.batch, args.source, args.target)
     held = {}
     return model, [lambda: held.update(loss=model(input_ids=ids, attention_mask=mask, labels=labels).loss),
                    lambda: held["loss"].backward(),

@@ -22,8 +22,8 @@ import numpy as np
 from .backend import array_module
 from .dispatch import replaceable, using
 
-__all__ = ["AdamW", "adamw_update", "adamw_updates", "LambdaLR", "get_linear_schedule_with_warmup", "clip_grad_norm_", "vector_norm",
-           "vector_norms", "scale_all_"]
+__all__ = ["AdamW", "adamw_update", "adamw_updates", "LambdaLR", "get_linear_schedule_with_warmup", "clip_grad_norm_",
+           "vector_norm", "vector_norms", "scale_all_"]
 
 
 @replaceable

@@ -58,6 +58,31 @@ def _seed_every_draw():
         sys.modules["torch"].manual_seed(0)
 
 
+def gpu_available():
+    """CuPy importable and at least one NVIDIA GPU (the GPU tests skip otherwise; CI has none)."""
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # no CuPy, no driver, or no device: all mean "skip"
+        return False
+
+
+needs_gpu = pytest.mark.skipif(not gpu_available(), reason="needs CuPy and an NVIDIA GPU")
+
+
+@pytest.fixture(params=["C loops", "NumPy blocks"])
+def native_setting(request, monkeypatch):
+    """Run a test with fast/native.py's C loops (where they build) and with the NumPy blocks."""
+    from minibertgen.fast import native
+
+    if request.param == "NumPy blocks":
+        monkeypatch.setitem(native._STATE, "library", None)
+    elif native.library() is None:
+        pytest.skip(f"no native loops here: {native.status()}")
+    return request.param
+
+
 def require_module(name):
     """Import ``name`` or skip (fail under MINIBERTGEN_REQUIRE_REFERENCE=1)."""
     try:

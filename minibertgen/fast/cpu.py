@@ -154,7 +154,7 @@ def layer_norm(x, weight, bias, eps, residual=None):
         x = x + residual
     fresh = residual is not None  # x + residual is ours to overwrite
     work = x.astype(np.promote_types(x.dtype, np.float32), copy=not fresh).reshape(-1, x.shape[-1])  # [rows, hidden]
-    lib = native.library() if _float32_rows(work, weight, bias) else None
+    lib = native.library() if float32_rows(work, weight, bias) else None
     if lib is not None:  # one C loop over the rows (native.py): the same steps, the means summed in float64
         native.layer_norm_rows(lib, work, weight, bias, eps)
     else:
@@ -162,7 +162,7 @@ def layer_norm(x, weight, bias, eps, residual=None):
     return work.reshape(x.shape).astype(x.dtype, copy=False)  # [rows, hidden] -> [..., hidden]
 
 
-def _float32_rows(work, *vectors):
+def float32_rows(work, *vectors):
     """C-contiguous float32 rows and float32 contiguous vectors (what native.py's loops read)."""
     return (work.dtype == np.float32 and work.flags.c_contiguous and work.ndim == 2
             and all(isinstance(v, np.ndarray) and v.dtype == np.float32 and v.ndim == 1 and v.flags.c_contiguous

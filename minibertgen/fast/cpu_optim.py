@@ -30,12 +30,11 @@ def adamw_update(w, g, m, v, **hyperparameters):
     """optim.adamw_update in one C pass per core (native.py), or else one block of the
     flattened arrays at a time: the same bits either way."""
     reference = optim.adamw_update.reference
-    order = "C" if w.flags.c_contiguous else "F" if w.flags.f_contiguous else None
-    if order is None or any(not a.flags[f"{order}_CONTIGUOUS"] for a in (m, v)):
-        return reference(w, g, m, v, **hyperparameters)  # (no flat view)
-    flat_w, flat_m, flat_v = (a.ravel(order=order) for a in (w, m, v))  # views, memory order
-    flat_g = np.ravel(g, order=order)  # a view too, or (another memory order) a copy in w's order
-    lib = native.library() if all(a.dtype == np.float32 for a in (flat_w, flat_g, flat_m, flat_v)) else None
+    flat = _flat_views(w, g, m, v)
+    if flat is None:
+        return reference(w, g, m, v, **hyperparameters)
+    flat_w, flat_g, flat_m, flat_v = flat
+    lib = native.library() if _all_float32(flat) else None
     if lib is not None:
         threads.in_halves(flat_w.size, lambda start, stop: native.adamw_update(lib, flat_w, flat_g, flat_m, flat_v,
                                                                        start, stop, **hyperparameters), NATIVE_SPLIT)
@@ -55,35 +54,31 @@ def adamw_updates(updates, **hyperparameters):
     pieces = []  # (w, g, m, v, step): flat float32 views in one memory order
     for w, g, m, v, step in updates:
         flat = _flat_views(w, g, m, v) if lib is not None else None
-        if flat is None:
+        if flat is None or not _all_float32(flat):
             adamw_update(w, g, m, v, step=step, **hyperparameters)
         else:
             pieces.append((*flat, step))
-    if not pieces:
-        return
 
     def run(share):
-        for (w, g, m, v, step), start, stop in share:
+        for index, start, stop in share:
+            w, g, m, v, step = pieces[index]
             native.adamw_update(lib, w, g, m, v, start, stop, step=step, **hyperparameters)
 
-    total = sum(piece[0].size for piece in pieces)
-    pool = threads.training_pool()
-    if pool is None or total < NATIVE_SPLIT:
-        run([(piece, 0, piece[0].size) for piece in pieces])
-        return
-    first, second = threads.two_shares(pieces, total // 2, size_of=lambda piece: piece[0].size)
-    pool.pair(lambda: run(first), lambda: run(second))
+    if pieces:
+        threads.in_two_shares([piece[0].size for piece in pieces], run, NATIVE_SPLIT)
 
 
 def _flat_views(w, g, m, v):
-    """w, m, v as flat views in their memory order and g in the same order (a copy when it
-    is laid out otherwise), all float32; None when w, m and v have no common flat view."""
+    """[w, g, m, v] flat: w, m, v as views in their common memory order, g in that order too
+    (a copy when it is laid out otherwise); None when w, m and v have no common flat view."""
     order = "C" if w.flags.c_contiguous else "F" if w.flags.f_contiguous else None
     if order is None or any(not a.flags[f"{order}_CONTIGUOUS"] for a in (m, v)):
         return None
-    flat = [a.ravel(order=order) for a in (w, m, v)]
-    flat.insert(1, np.ravel(g, order=order))
-    return flat if all(a.dtype == np.float32 for a in flat) else None
+    return [w.ravel(order=order), np.ravel(g, order=order), m.ravel(order=order), v.ravel(order=order)]  # [size] each
+
+
+def _all_float32(arrays):
+    return all(a.dtype == np.float32 for a in arrays)
 
 
 def vector_norms(arrays, ord):
@@ -119,7 +114,7 @@ def _flat(x):
     """x as a flat float32 view in its memory order, or None."""
     if x.dtype != np.float32 or not (x.flags.c_contiguous or x.flags.f_contiguous):
         return None
-    return x.ravel(order="K")
+    return x.ravel(order="K")  # [...] -> [size], a view
 
 
 OPTIMIZER_KERNELS = {

@@ -1,7 +1,8 @@
 """The CPU table for training: what a recorded forward, its backward and AdamW run on.
 
 The same numbers as the reference (ops_backward.py), computed on cache-sized blocks or
-in C loops (native.py); the optimizer's ops are cpu_optim.py's, in the same table.  Why (figures: benchmarks/results/training.txt and README, "Training"):
+in C loops (native.py); the optimizer's ops are cpu_optim.py's, in the same table.  Why
+(figures: benchmarks/results/training.txt and README, "Training"):
 
 * ``linear_backward``: one GEMM over all rows for dL/dW, in the weight's memory order: a
   weight stored transposed (fast/layout.py) gets (x^T dL/dy)^T, so AdamW walks weight
@@ -120,8 +121,9 @@ def _layer_norm_backward_in_c(dout, x, weight, eps, residual):
     its means and column sums added in float64.  None where the loop cannot take the arrays."""
     lib = native.library()
     hidden = x.shape[-1]
-    arrays = [a.reshape(-1, hidden) for a in (dout, x) + ((residual,) if residual is not None else ())]
-    if lib is None or not all(cpu._float32_rows(a, weight) for a in arrays):
+    given = (dout, x) if residual is None else (dout, x, residual)
+    arrays = [a.reshape(-1, hidden) for a in given]  # each [..., hidden] -> [rows, hidden]
+    if lib is None or not all(cpu.float32_rows(a, weight) for a in arrays):
         return None
     dout2, x2, residual2 = arrays[0], arrays[1], arrays[2] if residual is not None else None
     ds = np.empty_like(x2)  # [rows, hidden]
@@ -211,8 +213,8 @@ def activation_backward(name, dout, x):
     dx = np.empty_like(flat_dout)
     lib = native.library()
     if lib is not None:  # one pass in C per core (native.py): the same steps, in one loop
-        threads.in_halves(flat_x.size, lambda start, stop: native.gelu_backward(lib, flat_dout, flat_x, dx, start, stop),
-                          NATIVE_SPLIT)
+        threads.in_halves(flat_x.size, lambda start, stop: native.gelu_backward(
+            lib, flat_dout, flat_x, dx, start, stop), NATIVE_SPLIT)
     else:
         threads.in_blocks(flat_x.size, lambda part: gelu_backward_block(flat_dout[part], flat_x[part], dx[part]), BLOCK)
     return dx.reshape(dout.shape)  # [size] -> dout.shape

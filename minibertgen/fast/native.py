@@ -249,7 +249,8 @@ def _gelu_mismatch(lib, x, dout):
     """The GELU loop whose bits differ from fast/cpu.py's or cpu_training.py's NumPy blocks, or None."""
     x[:4] = (np.inf, -np.inf, np.nan, -0.0)
     for name, got, want in (
-            ("gelu_forward", lambda out: gelu_forward(lib, x, out, 0, x.size), lambda out: gelu_blocks.gelu_block(x, out)),
+            ("gelu_forward", lambda out: gelu_forward(lib, x, out, 0, x.size),
+             lambda out: gelu_blocks.gelu_block(x, out)),
             ("gelu_backward", lambda out: gelu_backward(lib, dout, x, out, 0, x.size),
              lambda out: gelu_blocks.gelu_backward_block(dout, x, out))):
         mine, theirs = np.empty_like(x), np.empty_like(x)

@@ -143,16 +143,16 @@ def in_halves(size, fn, minimum):
     return list(pool.pair(lambda: fn(0, middle), lambda: fn(middle, size)))
 
 
-def two_shares(pieces, half, size_of):
-    """The pieces' elements in order, cut after ``half`` of them: two lists of (piece, start, stop)."""
+def two_shares(sizes, half):
+    """The elements of arrays of ``sizes`` in order, cut after ``half`` of them: two lists of
+    (array index, start, stop)."""
     first, second, seen = [], [], 0
-    for piece in pieces:
-        size = size_of(piece)
+    for index, size in enumerate(sizes):
         cut = min(max(half - seen, 0), size)
         if cut:
-            first.append((piece, 0, cut))
+            first.append((index, 0, cut))
         if cut < size:
-            second.append((piece, cut, size))
+            second.append((index, cut, size))
         seen += size
     return first, second
 
@@ -165,6 +165,5 @@ def in_two_shares(sizes, run, minimum):
     pool = training_pool()
     if pool is None or total < minimum:
         return [run([(index, 0, size) for index, size in enumerate(sizes)])]
-    first, second = two_shares(list(enumerate(sizes)), total // 2, size_of=lambda item: item[1])
-    return list(pool.pair(lambda: run([(index, start, stop) for (index, _), start, stop in first]),
-                          lambda: run([(index, start, stop) for (index, _), start, stop in second])))
+    first, second = two_shares(sizes, total // 2)
+    return list(pool.pair(lambda: run(first), lambda: run(second)))

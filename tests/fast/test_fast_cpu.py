@@ -36,18 +36,6 @@ def _case(shape, seed, dtype=np.float32, scale=3.0):
     return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(dtype)
 
 
-@pytest.fixture(params=["C loops", "NumPy blocks"])
-def native_setting(request, monkeypatch):
-    """Run a test with fast/native.py's C loops (where they build) and with the NumPy blocks."""
-    from minibertgen.fast import native
-
-    if request.param == "NumPy blocks":
-        monkeypatch.setitem(native._STATE, "library", None)
-    elif native.library() is None:
-        pytest.skip(f"no native loops here: {native.status()}")
-    return request.param
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 @pytest.mark.parametrize("size", [7, cpu.BLOCK + 5, 3 * cpu.BLOCK])
 def test_blocked_gelu_equals_the_reference(native_setting, size, dtype):

@@ -15,23 +15,16 @@ import numpy as np
 import pytest
 
 import minibertgen as mb
-from conftest import FIXTURES
+from conftest import FIXTURES, needs_gpu
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "generation"))
 from cases import CASES, MODELS, model_inputs  # noqa: E402
 from test_reference_fixtures import ENCODER_CASES, assert_close, compare_all, load_io  # noqa: E402
 
 
-def _gpu_available():
-    try:
-        import cupy
-
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # no CuPy, no driver, or no device: all mean "skip"
-        return False
 
 
-pytestmark = pytest.mark.skipif(not _gpu_available(), reason="needs CuPy and an NVIDIA GPU")
+pytestmark = needs_gpu
 REF = FIXTURES / "reference"
 GEN = FIXTURES / "generation"
 RECORDED = {r["id"]: r["expected"] for r in json.loads((GEN / "reference.json").read_text())["cases"]}
@@ -316,7 +309,7 @@ def test_cuda_graph_decodes_4bit_models_like_the_cpu(flags, settings, replay_cou
 def test_fourbit_kernel_matches_the_quantized_route_on_gpu(compute, x_dtype, double_quant, monkeypatch):
     import cupy
 
-    from minibertgen.fast import preview
+    from minibertgen.fast import cuda_fourbit, preview
 
     monkeypatch.setattr(preview, "ENABLED", True)
     from minibertgen.quantization.weights import QuantizedWeight4bit

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from cases import model_inputs
+from conftest import needs_gpu
 from gen_helpers import load_model
 from minibertgen.generation.transition import compute_transition_scores
 
@@ -137,16 +138,7 @@ def test_beam_indices_structure_and_the_sequences_scores_they_rebuild(model_name
 
 # -- CuPy (skips without CuPy and a GPU) ---------------------------------------------------------
 
-def _gpu_available():
-    try:
-        import cupy
-
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # no CuPy, no driver, or no device: all mean "skip"
-        return False
-
-
-@pytest.mark.skipif(not _gpu_available(), reason="needs CuPy and an NVIDIA GPU")
+@needs_gpu
 def test_on_cupy_same_as_numpy():
     import cupy
 

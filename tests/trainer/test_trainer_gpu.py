@@ -10,22 +10,13 @@ models, so no random draw differs between the devices.
 import numpy as np
 import pytest
 
+from conftest import needs_gpu
 from test_trainer import trainer_for
 
 import minibertgen as mb
 from minibertgen.backend import to_numpy
 
-
-def _gpu_available():
-    try:
-        import cupy
-
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # no CuPy, no driver, or no device: all mean "skip"
-        return False
-
-
-pytestmark = [pytest.mark.skipif(not _gpu_available(), reason="needs CuPy and an NVIDIA GPU"),
+pytestmark = [needs_gpu,
               pytest.mark.filterwarnings("ignore::UserWarning")]
 
 

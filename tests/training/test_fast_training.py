@@ -26,18 +26,6 @@ def pool_setting(request, monkeypatch):
     return request.param
 
 
-@pytest.fixture(params=["C loops", "NumPy blocks"])
-def native_setting(request, monkeypatch):
-    """Run a test with fast/native.py's C loops (where they build) and with the NumPy blocks."""
-    from minibertgen.fast import native
-
-    if request.param == "NumPy blocks":
-        monkeypatch.setitem(native._STATE, "library", None)
-    elif native.library() is None:
-        pytest.skip(f"no native loops here: {native.status()}")
-    return request.param
-
-
 def _moments(rng, shape, order):
     w, g, m, v = (np.asarray(rng.standard_normal(shape), dtype=np.float32, order=order) for _ in range(4))
     return w, g, m, np.abs(v)  # the second moment is never negative

@@ -10,20 +10,11 @@ deterministic in order: still within float32 rounding of torch's.
 import numpy as np
 import pytest
 
+from conftest import needs_gpu
 from minibertgen.backend import to_numpy
 from minibertgen.optim import AdamW, clip_grad_norm_
 
-
-def _gpu_available():
-    try:
-        import cupy
-
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # no CuPy, no driver, or no device: all mean "skip"
-        return False
-
-
-pytestmark = [pytest.mark.skipif(not _gpu_available(), reason="needs CuPy and an NVIDIA GPU"),
+pytestmark = [needs_gpu,
               pytest.mark.filterwarnings("ignore:To copy construct from a tensor")]
 
 # the CPU suite's models, inputs and comparison (its module skips where torch is missing)
